@@ -1,0 +1,21 @@
+"Shared plumbing for the benchmark scripts: machine description and the JSON they leave in benchmarks/results/."
+import json, os, platform, datetime, sys
+from pathlib import Path
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+def machine() -> dict:
+    "What the numbers were measured on."
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return dict(cores=os.cpu_count(), torch_threads=torch.get_num_threads(), cpu=platform.processor() or platform.machine(),
+                gpu=gpu, python=sys.version.split()[0], torch=torch.__version__,
+                date=datetime.date.today().isoformat())
+
+def write_result(script: str, payload: dict) -> Path:
+    "Write benchmarks/results/<script>.json (machine added) and return its path."
+    from cellnb.core import atomic_write_json
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    p = RESULTS / f"{script}.json"
+    atomic_write_json(p, {**payload, "machine": machine()})
+    return p

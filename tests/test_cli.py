@@ -1,0 +1,69 @@
+"""The commands users touch: cellnb-study (exit codes, failure summary, report), cellnb-report, cellnb-predict."""
+import json, os, sys, subprocess
+from pathlib import Path
+import pandas as pd, pytest
+from cellnb.sweep import StudyConfig
+
+BIN = Path(sys.executable).parent
+
+def sh(*args, timeout=600, **kw):
+    return subprocess.run([str(BIN/args[0]), *map(str, args[1:])], capture_output=True, text=True, timeout=timeout, **kw)
+
+@pytest.fixture(scope='module')
+def study(tmp_path_factory):
+    "A tiny study through the CLI with one good and one broken model (unknown name)."
+    d = tmp_path_factory.mktemp('cli')
+    cfg = d/'study.yaml'
+    StudyConfig.tiny(models=['cnn', 'no_such_model']).to_yaml(cfg)
+    r = sh('cellnb-study', '--config', cfg, '--out', d/'study', '--quiet')
+    return d/'study', r
+
+def test_failed_run_summary_and_exit_1(study):
+    out, r = study
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "1 of 2 runs ok, 1 failed" in r.stdout
+    assert "no_such_model/scratch" in r.stdout and "unknown" in r.stdout
+    assert "Traceback" not in r.stderr + r.stdout
+    df = pd.read_parquet(out/'results.parquet')
+    assert set(df[df.status == 'failed'].model) == {'no_such_model'}
+    assert (df[df.model == 'cnn'].status == 'ok').all() and len(df[df.model == 'cnn']) == 2
+
+def test_report_written_and_printed(study):
+    out, r = study
+    assert f"report: {out/'report.html'}" in r.stdout
+    assert (out/'report.html').stat().st_size > 10_000
+    r2 = sh('cellnb-report', out)
+    assert r2.returncode == 0, r2.stderr
+    assert r2.stdout.strip().endswith(str(out/'report.html'))
+
+def test_predict_with_a_run(study, tmp_path):
+    out, _ = study
+    df = pd.read_parquet(out/'results.parquet')
+    rid = df[(df.model == 'cnn') & (df.status == 'ok')].run_id.iloc[0]
+    r = sh('cellnb-predict', '--model', out/'runs'/rid, '--data', 'synthetic', '--n-per-class', 10, '--out', tmp_path/'p.csv')
+    assert r.returncode == 0, r.stderr
+    p = pd.read_csv(tmp_path/'p.csv')
+    assert len(p) == 40 and {'cell', 'true', 'pred'} <= set(p.columns)
+    assert [c for c in p.columns if c.startswith('prob_')] and abs(p.filter(like='prob_').sum(1) - 1).max() < 1e-4
+
+@pytest.mark.parametrize('args, msg', [
+    (['cellnb-study', '--data', 'folder:/no/such/folder'], "does not exist"),
+    (['cellnb-study', '--workers', '0'], "workers: 0 must be >= 1"),
+    (['cellnb-study', '--config', '{yaml}'], "unknown key 'modles'"),
+    (['cellnb-predict', '--model', '/no/such/run', '--data', 'synthetic', '--out', '{tmp}/p.csv'], "is not a folder"),
+    (['cellnb-report', '{tmp}'], "is not a study folder"),
+])
+def test_bad_input_one_line_exit_2(tmp_path, args, msg):
+    y = tmp_path/'bad.yaml'; y.write_text("modles: [cnn]\n")
+    args = [a.format(yaml=y, tmp=tmp_path) for a in args]
+    if args[0] == 'cellnb-study': args += ['--out', str(tmp_path/'out')]
+    r = sh(*args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{args[0]}: error: ") and msg in lines[0], r.stderr
+    assert not (tmp_path/'out').exists() and not (tmp_path/'p.csv').exists()  # nothing half-written
+
+def test_help():
+    for cmd in ('cellnb-study', 'cellnb-report', 'cellnb-predict'):
+        r = sh(cmd, '--help')
+        assert r.returncode == 0 and 'usage:' in r.stdout

@@ -1,0 +1,147 @@
+"""Tests for cellnb.figures: chart shapes, the offline report, and (when Debian chromium is installed) that it renders."""
+import os, re, json, shutil, subprocess, importlib.util
+from pathlib import Path
+import numpy as np
+import pandas as pd
+import pytest
+from cellnb.core import CellnbError
+from cellnb import figures as F
+
+CLASSES = ["a", "b", "c"]
+
+def _has(mod): return importlib.util.find_spec(mod) is not None
+
+def _fake_study(out, failed=0, ok=True):
+    """A study folder shaped like cellnb-study's output, with generated numbers (for chart-shape tests only)."""
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rows, k = [], 0
+    entries = [("cnn", "scratch", "scratch", 0.05), ("custom_vit", "scratch", "scratch", 0.2), ("effnet_lite0_in1k", "foundation", "linear_probe", 5.0)]
+    for model, fam, proto, lat in (entries if ok else []):
+        for fl in (64, 128, 256):
+            for seed in (0, 1):
+                rid = f"{k:012x}"; k += 1
+                base = 0.4 + 0.1*np.log2(fl/64) + rng.normal(0, 0.02)
+                conds = [("clean", 0.0)] + [(pl, s) for pl in ("pre", "post") for s in (0.8, 1.6)]
+                for cond, sg in conds:
+                    f1 = base - (0.05 if cond == "post" else 0.08)*np.log2(1 + sg)
+                    rows.append(dict(run_id=rid, dataset="synthetic", model=model, family=fam, protocol=proto, flag_limit=fl,
+                                     n_train_per_class=fl, seed=seed, condition=cond, sigma=sg, accuracy=f1 + 0.03, macro_f1=f1,
+                                     weighted_f1=f1, macro_f1_ci_low=f1 - 0.04, macro_f1_ci_high=f1 + 0.04, accuracy_ci_low=f1 - 0.01,
+                                     accuracy_ci_high=f1 + 0.07, balanced_accuracy=f1, ece=0.05, params=1e5, gflops=0.01,
+                                     latency_ms_per_patch=lat, train_seconds=1.0, status="ok", error=None))
+                n = 60
+                true = rng.integers(0, 3, n); pred = np.where(rng.random(n) < base, true, rng.integers(0, 3, n))
+                pr = pd.DataFrame({"cell": np.arange(n), "group": "g", "true": true, "pred": pred,
+                                   **{f"prob_{c}": rng.random(n) for c in CLASSES}, "condition": "clean", "sigma": 0.0, "run_id": rid})
+                (out/"runs"/rid).mkdir(parents=True, exist_ok=True)
+                pr.to_parquet(out/"runs"/rid/"predictions.parquet")
+    for i in range(failed):
+        rows.append(dict(run_id=f"f{i:011x}", dataset="synthetic", model="vit", family="scratch", protocol="scratch", flag_limit=64,
+                         n_train_per_class=None, seed=i, condition="clean", sigma=0.0, accuracy=np.nan, macro_f1=np.nan,
+                         status="failed", error="Traceback ...\nCellnbError: loss became NaN at epoch 1 <b>"))
+    pd.DataFrame(rows).to_parquet(out/"results.parquet")
+    np.savez(out/"samples.npz", images=rng.integers(0, 255, (12, 3, 48, 48), dtype=np.uint8), labels=np.arange(12) % 3, classes=np.array(CLASSES))
+    (out/"study.yaml").write_text("dataset: synthetic\nmodels: [cnn, custom_vit]\nname: fake study\n")
+    return out
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory): return _fake_study(tmp_path_factory.mktemp("study"), failed=1)
+
+def test_missing_and_empty_results(tmp_path):
+    with pytest.raises(CellnbError, match="run cellnb-study"): F.report(tmp_path)
+    pd.DataFrame(columns=["run_id"]).to_parquet(tmp_path/"results.parquet")
+    with pytest.raises(CellnbError, match="run cellnb-study"): F.report(tmp_path)
+    (tmp_path/"results.parquet").write_bytes(b"not parquet")
+    with pytest.raises(CellnbError, match="cannot be read"): F.load_results(tmp_path)
+
+def test_chart_shapes(study):
+    r = F.load_results(study)
+    sa = F.speed_accuracy(r).to_dict()
+    assert F._marks(sa) == ["rule", "point", "text"]
+    assert sa["layer"][1]["encoding"]["x"]["scale"]["type"] == "log"
+    assert "FlagLimit 256" in sa["title"]
+    assert "FlagLimit 64" in F.speed_accuracy(r, flag_limit=64).to_dict()["title"]
+    with pytest.raises(CellnbError, match="available: 64, 128, 256"): F.speed_accuracy(r, flag_limit=100)
+    sc = F.scaling_curves(r).to_dict()
+    assert F._marks(sc) == ["area", "line"]
+    assert sc["layer"][1]["encoding"]["x"]["scale"] == {"type": "log", "base": 2}
+    data = pd.DataFrame(next(iter(sc["datasets"].values())))
+    assert len(data) == 3*3 and set(data["n_runs"]) == {2}   # 3 entries x 3 FlagLimits, 2 seeds each
+    bb = F.blur_bars(r).to_dict()
+    assert F._marks(bb) == ["bar", "rule"] and "sigma 1.6" in bb["title"]
+    bd = pd.DataFrame(next(iter(bb["datasets"].values())))
+    assert sorted(bd["condition"].unique()) == ["clean", "post", "pre"] and len(bd) == 9
+    assert "sigma 0.8" in F.blur_bars(r, sigma=0.8).to_dict()["title"]
+    cm = F.confusion_matrices(study).to_dict()
+    assert "facet" in cm and F._marks(cm) == ["rect", "text"]
+    cd = pd.DataFrame(next(iter(cm["datasets"].values())))
+    assert len(cd) == 3*9 and set(cd["true"]) == set(CLASSES)   # best run per entry, every cell of 3x3 incl. zeros
+    assert cd.groupby("entry")["count"].sum().eq(60).all()
+    cs = F.contact_sheet(*F.load_samples(study)).to_dict()
+    assert F._marks(cs) == ["image"]
+
+def test_best_runs_and_tables(study):
+    r = F.load_results(study)
+    b = F.best_runs(r)
+    assert len(b) == 3 and b.groupby("entry").size().eq(1).all()
+    t = F.summary_table(r)
+    assert list(t.columns[:5]) == ["model", "family", "FL 64", "FL 128", "FL 256"] and len(t) == 3
+    f = F.failed_table(r)
+    assert len(f) == 1 and f["error"][0].startswith("CellnbError: loss became NaN")
+
+@pytest.mark.skipif(not _has("cellnb.robustness"), reason="cellnb.robustness not exported yet")
+def test_degradation_slopes(study):
+    r = F.load_results(study)
+    sl = F.run_slopes(r)
+    assert sl["run_id"].nunique() == 18
+    d = F.degradation_slopes(r).to_dict()
+    assert F._marks(d) == ["rule", "rule", "point"]
+
+@pytest.fixture(scope="module")
+def page(study): return F.report(study, title="test <study>")
+
+def test_report(study, page):
+    text = page.read_text()
+    chk = F.report_check(page)
+    want = list(F.FIGURES) if _has("cellnb.robustness") else [k for k in F.FIGURES if k != "degradation_slopes"]
+    assert chk["figures"] == want and chk["specs"] == want
+    assert chk["external"] == []
+    assert not re.search(r'<script[^>]+src=', text)
+    assert "test &lt;study&gt;" in text and "loss became NaN at epoch 1 &lt;b&gt;" in text   # escaped
+    assert "dataset: synthetic" in text and "cpu_count" in text
+    for name in want:
+        assert (study/"figures"/f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert "<svg" in (study/"figures"/f"{name}.svg").read_text()[:500]
+    assert not list(study.glob(".report.html.*")) and not list((study/"figures").glob(".*tmp"))
+
+def test_report_only_failed(tmp_path):
+    out = _fake_study(tmp_path, failed=2, ok=False)
+    chk = F.report_check(F.report(out))
+    assert chk["figures"] == ["contact_sheet"]     # the cells can still be shown; no scores to draw
+    text = (out/"report.html").read_text()
+    assert "Failed runs (2)" in text and text.count("loss became NaN") == 2
+    assert "not drawn: no completed clean evaluations" in text
+    assert "<title>fake study</title>" in text   # the title defaults to the study's name
+
+def _render(page, tmp_path):
+    prof = tmp_path/"chrome-profile"
+    cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", "--no-first-run", "--disable-dev-shm-usage", f"--user-data-dir={prof}",
+           "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>", "--host-resolver-rules=MAP * ~NOTFOUND",
+           "--virtual-time-budget=10000", "--dump-dom", page.as_uri()]
+    if shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0:
+        cmd = ["unshare", "-n"] + cmd   # a network namespace with no interfaces: the network is really off
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed (apt-get install chromium)")
+def test_report_renders_offline_in_chromium(page, tmp_path):
+    dom = _render(page, tmp_path)
+    want = F.report_check(page)["figures"]
+    assert want
+    tags = re.findall(r'<div[^>]*data-figure="[^"]*"[^>]*>', dom)
+    assert [re.search(r'data-figure="([^"]*)"', t).group(1) for t in tags] == want
+    for t in tags: assert 'data-rendered="yes"' in t, f"figure did not render: {t}"
+    # every figure div holds an svg drawn by vega
+    blocks = re.split(r'(?=<div[^>]*data-figure=")', dom)[1:]
+    assert len(blocks) == len(want) and all("<svg" in b for b in blocks)

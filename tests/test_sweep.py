@@ -1,0 +1,159 @@
+"""Study runner: config validation, run ids, papermill runs, resume after kill -9, failure isolation, lock, Ray."""
+import json, os, sys, time, signal, shutil, subprocess
+from pathlib import Path
+import nbformat, pandas as pd, pytest, yaml
+from cellnb.core import CellnbError
+from cellnb.sweep import (StudyConfig, expand, run_id, run_study, collect, study_lock, study_summary,
+                          experiment_notebook, load_predictions)
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# A toy experiment notebook with the same contract as nbs/experiments/cell_experiment.ipynb: it writes its rows at
+# once (after TOY_SLEEP seconds) and fails for model 'boom'. It tests the sweep machinery in seconds.
+TOY = '''import os, time, json
+from pathlib import Path
+time.sleep(float(os.environ.get('TOY_SLEEP', 0)))
+if model == 'boom': raise ValueError(f"unknown model {model!r}")
+rows = [dict(run_id=run_id, dataset=dataset, model=model, family='scratch', protocol=protocol, flag_limit=flag_limit,
+             seed=seed, condition=c, sigma=s, accuracy=0.5, status='ok') for c, s in [('clean', 0.0), ('post', 1.6)]]
+p = Path(out_dir)/'runs'/run_id/result_file
+p.with_suffix('.tmp').write_text(json.dumps(rows)); os.replace(p.with_suffix('.tmp'), p)'''
+
+def toy_notebook(path):
+    nb = nbformat.v4.new_notebook(metadata={'kernelspec': {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}})
+    nb.cells = [nbformat.v4.new_code_cell("dataset='synthetic'\nmodel='cnn'\nprotocol='scratch'\nflag_limit=8\nseed=0\n"
+                                          "out_dir='.'\nrun_id='adhoc'\nresult_file='result.json'", metadata={'tags': ['parameters']}),
+                nbformat.v4.new_code_cell(TOY)]
+    nbformat.write(nb, path)
+    return Path(path)
+
+@pytest.fixture
+def toy(tmp_path): return toy_notebook(tmp_path/'toy.ipynb')
+
+def _all_json_ok(study):
+    for p in study.glob('runs/*/*.json'): json.loads(p.read_text())
+
+# ---------------------------------------------------------------- config
+def test_yaml_unknown_key_and_wrong_type(tmp_path):
+    p = tmp_path/'s.yaml'
+    p.write_text("models: [cnn]\nflag_limit: [32]\n")
+    with pytest.raises(CellnbError, match=r"unknown key 'flag_limit'"): StudyConfig.from_yaml(p)
+    p.write_text("models: [cnn]\nseeds: [0, one]\n")
+    with pytest.raises(CellnbError, match=r"seeds: expected a list of integers, got \[0, 'one'\]"): StudyConfig.from_yaml(p)
+    p.write_text("models: cnn\nepochs: 2.5\n")
+    with pytest.raises(CellnbError, match=r"epochs: expected an integer or a mapping"): StudyConfig.from_yaml(p)
+    p.write_text("- a\n- b\n")
+    with pytest.raises(CellnbError, match="mapping"): StudyConfig.from_yaml(p)
+    with pytest.raises(CellnbError, match="does not exist"): StudyConfig.from_yaml(tmp_path/'nope.yaml')
+
+def test_yaml_roundtrip(tmp_path):
+    c = StudyConfig.quick()
+    c.to_yaml(tmp_path/'s.yaml')
+    assert StudyConfig.from_yaml(tmp_path/'s.yaml') == c
+    assert yaml.safe_load((tmp_path/'s.yaml').read_text())['models'] == ['cnn', 'resnet', 'custom_vit']
+
+def test_expand_ids_and_pairs():
+    c = StudyConfig.quick()
+    runs = expand(c)
+    assert len(runs) == (3 + 1) * 3 * 2
+    assert {(r['model'], r['protocol']) for r in runs} == {('cnn', 'scratch'), ('resnet', 'scratch'), ('custom_vit', 'scratch'),
+                                                          ('effnet_lite0_in1k', 'linear_probe')}
+    assert all(len(r['run_id']) == 12 and r['run_id'] == run_id(r) for r in runs)
+    assert [r['run_id'] for r in expand(StudyConfig.quick())] == [r['run_id'] for r in runs]  # stable
+    # the quick grid satisfies `make study`'s spec
+    assert 'custom_vit' in c.models and len(c.flag_limits) == 3 and len(c.seeds) == 2
+    assert set(c.blur_placements) == {'pre', 'post'} and len(c.blur_sigmas) == 2
+
+def test_parameters_tag_survives_nbdev_clean(tmp_path):
+    nb = tmp_path/'nbs'/'cell_experiment.ipynb'
+    nb.parent.mkdir()
+    shutil.copy(experiment_notebook(), nb)
+    subprocess.run([str(BIN/'nbdev-clean'), '--fname', str(nb)], cwd=REPO, check=True, capture_output=True)
+    cells = json.loads(nb.read_text())['cells']
+    first_code = next(c for c in cells if c['cell_type'] == 'code')
+    assert 'parameters' in first_code['metadata'].get('tags', [])
+    import papermill as pm
+    assert {'model', 'protocol', 'flag_limit', 'seed', 'out_dir', 'run_id', 'result_file'} <= set(pm.inspect_notebook(str(nb)))
+
+# ---------------------------------------------------------------- sweep machinery (toy experiment)
+def test_failure_isolation_resume_and_growth(tmp_path, toy):
+    study = tmp_path/'study'
+    df = run_study(StudyConfig.tiny(models=['cnn', 'boom'], seeds=[0, 1]), study, notebook=toy, workers=2, progress=False)
+    s = study_summary(df)
+    assert (s['runs'], s['ok'], s['failed']) == (4, 2, 2)
+    bad = df[df.status == 'failed']
+    assert set(bad.model) == {'boom'} and bad.error.str.contains("unknown model 'boom'").all()
+    for rid in bad.run_id: assert "ValueError" in (study/'runs'/rid/'error.txt').read_text()
+    assert (study/'study.yaml').exists() and (study/'samples.npz').exists() and (study/'results.parquet').exists()
+    assert len(pd.read_parquet(study/'results.parquet')) == 2 * 2 + 2
+    mt = {p: p.stat().st_mtime_ns for p in study.glob('runs/*/result.json')}
+    # rerun without retrying failures: nothing executes
+    run_study(StudyConfig.tiny(models=['cnn', 'boom'], seeds=[0, 1]), study, notebook=toy, retry_failed=False, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in study.glob('runs/*/result.json')} == mt
+    # grown grid: only the new runs execute
+    df3 = run_study(StudyConfig.tiny(models=['cnn'], seeds=[0, 1, 2], flag_limits=[8, 16]), study, notebook=toy, progress=False)
+    new = set(study.glob('runs/*/result.json')) - set(mt)
+    assert len(new) == 4  # seed 2 at 8, and seeds 0..2 at 16
+    assert all(p.stat().st_mtime_ns == t for p, t in mt.items())
+    assert len(df3) == 6 * 2 and not df3.duplicated(['run_id', 'condition', 'sigma']).any()
+
+def test_lock_refuses_second_study(tmp_path, toy):
+    study = tmp_path/'study'; study.mkdir()
+    with study_lock(study):
+        with pytest.raises(CellnbError, match=rf"another study is running in {study} \(pid {os.getpid()}\)"):
+            run_study(StudyConfig.tiny(), study, notebook=toy, progress=False)
+        r = subprocess.run([str(BIN/'cellnb-study'), '--out', str(study), '--notebook', str(toy), '--no-report', '--quiet'],
+                           capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == f"cellnb-study: error: another study is running in {study} (pid {os.getpid()}); wait for it to finish or choose another output folder"
+
+def test_kill9_midway_then_resume(tmp_path, toy):
+    "kill -9 a running cellnb-study, rerun the same command: every run exactly once, no corrupt JSON."
+    study = tmp_path/'study'
+    cfg = tmp_path/'s.yaml'
+    StudyConfig.tiny(models=['cnn'], seeds=[0, 1, 2, 3, 4, 5]).to_yaml(cfg)
+    cmd = [str(BIN/'cellnb-study'), '--config', str(cfg), '--out', str(study), '--notebook', str(toy), '--no-report', '--quiet']
+    env = dict(os.environ, TOY_SLEEP='1.5')
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    t0 = time.time()
+    while len(list(study.glob('runs/*/result.json'))) < 2 and time.time() - t0 < 120: time.sleep(0.1)
+    os.kill(p.pid, signal.SIGKILL); p.wait()
+    n_before = len(list(study.glob('runs/*/result.json')))
+    assert 2 <= n_before < 6
+    _all_json_ok(study)
+    time.sleep(1.5)  # the killed study's kernels notice their parent is gone
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    df = pd.read_parquet(study/'results.parquet')
+    assert df.run_id.nunique() == 6 and len(df) == 6 * 2
+    assert not df.duplicated(['run_id', 'condition', 'sigma']).any() and (df.status == 'ok').all()
+    _all_json_ok(study)
+    assert "6 of 6 runs ok" in r.stdout
+
+# ---------------------------------------------------------------- the real experiment notebook
+def test_tiny_study_end_to_end(tmp_path):
+    study = tmp_path/'study'
+    df = run_study(StudyConfig.tiny(), study, progress=False)
+    assert (df.status == 'ok').all(), df.error.tolist()
+    assert list(df.condition) == ['clean', 'post'] and df.run_id.nunique() == 1
+    for c in ('accuracy', 'macro_f1', 'macro_f1_ci_low', 'params', 'gflops', 'latency_ms_per_patch', 'train_seconds'):
+        assert df[c].notna().all(), c
+    assert (df.n_train_per_class <= 8).all() and json.loads(df.n_train_counts[0])
+    rd = study/'runs'/df.run_id[0]
+    for f in ('params.json', 'result.json', 'predictions.parquet', 'output.ipynb', 'model/config.json'): assert (rd/f).exists(), f
+    assert not list(rd.glob('.*.tmp*')) and not (rd/'.result.pending.json').exists()
+    preds = load_predictions(study)
+    assert set(preds.condition) == {'clean', 'post'} and (preds.run_id == df.run_id[0]).all()
+    assert list(Path(study/'cost').glob('cnn@*.json'))
+    # a rerun finds everything complete and runs nothing
+    mt = (rd/'result.json').stat().st_mtime_ns
+    df2 = run_study(StudyConfig.tiny(), study, progress=False)
+    assert (rd/'result.json').stat().st_mtime_ns == mt and len(df2) == len(df)
+
+def test_ray_executor(tmp_path):
+    pytest.importorskip('ray')
+    study = tmp_path/'study'
+    df = run_study(StudyConfig.tiny(seeds=[0, 1]), study, executor='ray', workers=2, progress=False)
+    assert df.run_id.nunique() == 2 and (df.status == 'ok').all(), df.error.tolist()
+    assert len(df) == 2 * 2
