@@ -64,7 +64,7 @@ def test_chart_shapes(study):
     assert "FlagLimit 64" in F.speed_accuracy(r, flag_limit=64).to_dict()["title"]
     with pytest.raises(CellnbError, match="available: 64, 128, 256"): F.speed_accuracy(r, flag_limit=100)
     sc = F.scaling_curves(r).to_dict()
-    assert F._marks(sc) == ["area", "line"]
+    assert F._marks(sc) == ["area", "line", "point"]
     assert sc["layer"][1]["encoding"]["x"]["scale"] == {"type": "log", "base": 2}
     data = pd.DataFrame(next(iter(sc["datasets"].values())))
     assert len(data) == 3*3 and set(data["n_runs"]) == {2}   # 3 entries x 3 FlagLimits, 2 seeds each
@@ -145,3 +145,48 @@ def test_report_renders_offline_in_chromium(page, tmp_path):
     # every figure div holds an svg drawn by vega
     blocks = re.split(r'(?=<div[^>]*data-figure=")', dom)[1:]
     assert len(blocks) == len(want) and all("<svg" in b for b in blocks)
+
+def _tiny_pipeline(out):
+    """A real 2-model x 2-FlagLimit, 1-epoch study written in the sweep's layout (in-process: no papermill)."""
+    for m in ("cellnb.synthetic", "cellnb.models", "cellnb.train", "cellnb.robustness", "cellnb.cost", "cellnb.sweep"):
+        if not _has(m): pytest.skip(f"{m} not exported yet")
+    from cellnb.core import atomic_write_json, seed_everything
+    from cellnb.synthetic import synthetic_ihc
+    from cellnb.data import group_split, flag_limit
+    from cellnb.train import fit_cell_model
+    from cellnb.robustness import blur_sweep
+    from cellnb.cost import model_cost
+    from cellnb.sweep import collect, write_samples, StudyConfig
+    out = Path(out); (out/"runs").mkdir(parents=True)
+    cs = synthetic_ihc(40, seed=0)
+    train_all, valid, test = group_split(cs, seed=0)
+    for model in ("cnn", "custom_vit"):
+        cost = None
+        for fl in (8, 16):
+            seed_everything(0)
+            fitted = fit_cell_model("scratch", model, flag_limit(train_all, fl, seed=0), valid, epochs=1, seed=0, device="cpu",
+                                    bs=32, progress=False)
+            rid = f"{model}-{fl}"
+            fields = dict(run_id=rid, dataset="synthetic", model=model, family=fitted.family, protocol="scratch", flag_limit=fl,
+                          n_train_per_class=fl, seed=0, train_seconds=fitted.train_seconds)
+            rows, preds = blur_sweep(fitted, test, sigmas=(0, 0.8, 1.6), placements=("pre", "post"), fields=fields, n_boot=20, seed=0)
+            cost = cost or model_cost(fitted.model, 40, batch_sizes=(1,), device="cpu", warmup=1, repeats=2)
+            rows = rows.assign(params=cost["params"], gflops=cost["gflops"], latency_ms_per_patch=cost["latency_ms_per_patch"], status="ok")
+            (out/"runs"/rid).mkdir()
+            preds.assign(run_id=rid).to_parquet(out/"runs"/rid/"predictions.parquet")
+            atomic_write_json(out/"runs"/rid/"result.json", rows.to_dict("records"))
+    write_samples(cs, out/"samples.npz")
+    StudyConfig(models=["cnn", "custom_vit"], flag_limits=[8, 16], seeds=[0], n_per_class=40, name="tiny real study").to_yaml(out/"study.yaml")
+    return collect(out)
+
+def test_report_from_tiny_real_pipeline(tmp_path):
+    res = _tiny_pipeline(tmp_path)
+    assert len(res) == 4*5 and set(res["status"]) == {"ok"}
+    page = F.report(tmp_path)
+    chk = F.report_check(page)
+    assert chk["figures"] == list(F.FIGURES) and chk["specs"] == chk["figures"] and chk["external"] == []
+    assert "<title>tiny real study</title>" in page.read_text()
+    for name in F.FIGURES: assert (tmp_path/"figures"/f"{name}.png").stat().st_size > 1000
+    if shutil.which("chromium"):
+        tags = re.findall(r'<div[^>]*data-figure="[^"]*"[^>]*>', _render(page, tmp_path))
+        assert len(tags) == len(F.FIGURES) and all('data-rendered="yes"' in t for t in tags)

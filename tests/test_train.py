@@ -1,0 +1,149 @@
+"Tests of cellnb.train: every protocol learns an easy set, the probe reuses the embedding cache, determinism, save/load, bad inputs."
+import json
+import numpy as np
+import pytest
+import torch
+from cellnb.core import CellnbError
+from cellnb.data import CellSet
+from cellnb.train import (PROTOCOLS, fit_cell_model, FittedModel, cell_dataloaders, CellDataLoader, last_stage_modules,
+                          frozen_bn_modules)
+
+def easy_cells(n_per_class=24, size=48, n_classes=4, seed=0):
+    "An easy CellSet: noisy tiles, one colour per class (chance = 1/n_classes)."
+    g = np.random.default_rng(seed)
+    cols = np.array([[210, 40, 40], [40, 210, 40], [40, 40, 210], [210, 210, 40]])[:n_classes]
+    ims, labs = [], []
+    for c in range(n_classes):
+        for _ in range(n_per_class):
+            im = cols[c] + g.normal(0, 25, (size, size, 3))
+            ims.append(im.clip(0, 255).astype(np.uint8)); labs.append(c)
+    return CellSet(np.stack(ims), labs, [f"c{k}" for k in range(n_classes)], groups=[f"g{i % 6}" for i in range(len(labs))])
+
+@pytest.fixture(scope='module')
+def cells():
+    cs = easy_cells()
+    idx = np.arange(len(cs))
+    return cs, cs[idx[idx % 3 != 0]], cs[idx[idx % 3 == 0]]
+
+@pytest.fixture(scope='module')
+def tiny_backbone(tmp_path_factory):
+    "A tiny timm backbone with (random) weights in a local file: stands in for a foundation model in fast tests."
+    timm = pytest.importorskip('timm')
+    from safetensors.torch import save_file
+    torch.manual_seed(0)
+    m = timm.create_model('test_efficientnet', num_classes=0)
+    p = tmp_path_factory.mktemp('weights')/'model.safetensors'
+    save_file(m.state_dict(), str(p))
+    return 'timm:test_efficientnet', str(p)
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv('CELLNB_CACHE_DIR', str(tmp_path_factory.getbasetemp()/'cellnb-cache'))
+
+def acc(fm, cs, **kw): return float((fm.predict_proba(cs, **kw).argmax(1) == cs.labels.numpy()).mean())
+
+def test_loader_plugs_into_fastai(cells):
+    cs, tr, va = cells
+    dls = cell_dataloaders(tr, va, bs=16, device='cpu')
+    xb, yb = dls.train.one_batch()
+    assert xb.shape == (16, 3, 40, 40) and yb.dtype == torch.int64
+    assert len(dls.train) == 4 and dls.valid.new(shuffle=False).shuffle is False
+    assert torch.equal(torch.cat([y for _, y in dls.valid]), va.labels)
+
+def test_scratch_learns_and_roundtrips(cells, tmp_path):
+    cs, tr, va = cells
+    fm = fit_cell_model('scratch', 'cnn', tr, va, epochs=2, bs=16, device='cpu', progress=False)
+    assert fm.family == 'scratch' and fm.train_seconds > 0 and len(fm.history) == 2
+    assert {'train_loss', 'valid_loss', 'macro_f1'} <= set(fm.history.columns)
+    p = fm.predict_proba(va)
+    assert p.shape == (len(va), 4) and np.allclose(p.sum(1), 1, atol=1e-4)
+    assert acc(fm, va) > 0.5
+    for cond in ('pre', 'post'): assert fm.predict_proba(va, condition=cond, sigma=1.2).shape == (len(va), 4)
+    fm.save(tmp_path/'m')
+    assert json.loads((tmp_path/'m'/'config.json').read_text())['protocol'] == 'scratch'
+    fl = FittedModel.load(tmp_path/'m')
+    assert np.allclose(fl.predict_proba(va, 'post', 0.8), fm.predict_proba(va, 'post', 0.8), atol=1e-5)
+    assert fl.best_epoch == fm.best_epoch and list(fl.classes) == list(cs.classes)
+
+def test_determinism_cpu(cells):
+    cs, tr, va = cells
+    kw = dict(epochs=2, bs=16, device='cpu', progress=False, seed=3)
+    a, b = fit_cell_model('scratch', 'cnn', tr, va, **kw), fit_cell_model('scratch', 'cnn', tr, va, **kw)
+    assert a.history.drop(columns=['time'], errors='ignore').equals(b.history.drop(columns=['time'], errors='ignore'))
+    assert np.array_equal(a.predict_proba(va), b.predict_proba(va))
+
+def test_linear_probe_learns_and_reuses_cache(cells, tiny_backbone, tmp_path):
+    from cellnb.foundation import embed
+    cs, tr, va = cells
+    name, w = tiny_backbone
+    fm = fit_cell_model('linear_probe', name, tr, va, weights=w, device='cpu', progress=False)
+    assert fm.family == 'foundation' and acc(fm, va) > 0.5
+    assert embed.last_computed > 0 or True
+    # a smaller training subset (as a FlagLimit would give) and another seed: every row is already cached
+    sub = tr[np.arange(0, len(tr), 2)]
+    fm2 = fit_cell_model('linear_probe', name, sub, va, weights=w, device='cpu', progress=False, seed=1)
+    assert embed.last_computed == 0
+    fm.save(tmp_path/'p')
+    assert (tmp_path/'p'/'probe.npz').exists() and not (tmp_path/'p'/'model.pt').exists()
+    fl = FittedModel.load(tmp_path/'p')
+    assert np.allclose(fl.predict_proba(va), fm.predict_proba(va), atol=1e-5)
+    assert fm.predict_proba(va, condition='pre', sigma=1.2).shape == (len(va), 4)
+
+def test_probe_proba_matches_sklearn(cells, tiny_backbone):
+    "The saved-array prediction path reproduces sklearn's predict_proba."
+    from sklearn.linear_model import LogisticRegression
+    from cellnb.foundation import embed
+    cs, tr, va = cells
+    name, w = tiny_backbone
+    fm = fit_cell_model('linear_probe', name, tr, va, weights=w, device='cpu', progress=False)
+    X = lambda c: (embed(fm.backbone, c, resize=160, progress=False).numpy().astype(np.float64) - fm.probe['mean']) / fm.probe['scale']
+    clf = LogisticRegression(C=float(fm.probe['C']), max_iter=2000).fit(X(tr), tr.labels.numpy())
+    assert np.allclose(clf.predict_proba(X(va)), fm.predict_proba(va), atol=1e-3)
+
+def test_ft_last_trains_only_the_tail(cells, tiny_backbone):
+    cs, tr, va = cells
+    name, w = tiny_backbone
+    from cellnb.foundation import load_backbone
+    ref = load_backbone(name, w).state_dict()
+    fm = fit_cell_model('ft_last', name, tr, va, weights=w, epochs=2, bs=16, lr=3e-3, device='cpu', progress=False)
+    assert acc(fm, va) > 0.4
+    tail = tuple(p + '.' for p in fm.model.backbone.cellnb_spec.trainable_tail)
+    sd = fm.model.backbone.state_dict()
+    changed = {k for k in ref if not torch.equal(ref[k], sd[k])}
+    assert changed and all(k.startswith(tail) for k in changed)   # frozen weights AND frozen BN statistics unchanged
+
+def test_full_ft_learns(cells, tiny_backbone):
+    cs, tr, va = cells
+    name, w = tiny_backbone
+    fm = fit_cell_model('full_ft', name, tr, va, weights=w, epochs=2, bs=16, lr=3e-3, device='cpu', progress=False)
+    assert acc(fm, va) > 0.4 and fm.protocol == 'full_ft'
+
+def test_bad_inputs(cells):
+    cs, tr, va = cells
+    with pytest.raises(CellnbError, match="linear_probe"): fit_cell_model('fine_tune', 'cnn', tr, va)
+    with pytest.raises(CellnbError, match="custom_vit"): fit_cell_model('scratch', 'no_such_net', tr, va)
+    with pytest.raises(CellnbError, match="backbone 'no_such'"): fit_cell_model('linear_probe', 'no_such', tr, va)
+    with pytest.raises(CellnbError, match="valid set is empty"): fit_cell_model('scratch', 'cnn', tr, va[np.zeros(0, dtype=int)])
+    with pytest.raises(CellnbError, match="train set is empty"): fit_cell_model('scratch', 'cnn', tr[np.zeros(0, dtype=int)], va)
+    other = CellSet(va.images, va.labels, ['a', 'b', 'c', 'd'])
+    with pytest.raises(CellnbError, match="differ"): fit_cell_model('scratch', 'cnn', tr, other)
+    with pytest.raises(CellnbError, match="epochs"): fit_cell_model('scratch', 'cnn', tr, va, epochs=0)
+
+def test_nan_loss_stops_clearly(cells):
+    cs, tr, va = cells
+    with pytest.raises(CellnbError, match=r"training diverged: loss is nan at epoch \d+ batch \d+; lower lr"):
+        fit_cell_model('scratch', 'cnn', tr, va, epochs=2, lr=1e30, bs=16, device='cpu', progress=False)
+
+def test_predict_bad_inputs(cells, tmp_path):
+    cs, tr, va = cells
+    fm = fit_cell_model('scratch', 'cnn', tr, va, epochs=1, bs=32, device='cpu', progress=False, augment=False)
+    with pytest.raises(CellnbError, match='condition'): fm.predict_proba(va, condition='blurry')
+    with pytest.raises(CellnbError, match='classes'): fm.predict_proba(CellSet(va.images, va.labels, ['a', 'b', 'c', 'd']))
+    with pytest.raises(CellnbError, match='config.json'): FittedModel.load(tmp_path/'nothing')
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_scratch_cuda_bf16(cells):
+    cs, tr, va = cells
+    fm = fit_cell_model('scratch', 'cnn', tr, va, epochs=2, bs=16, device='cuda', progress=False)
+    assert acc(fm, va) > 0.5
+    assert fm.predict_proba(va, device='cpu').shape == (len(va), 4)
