@@ -44,7 +44,7 @@ def test_predict_with_a_run(study, tmp_path):
     assert r.returncode == 0, r.stderr
     p = pd.read_csv(tmp_path/'p.csv')
     assert len(p) == 40 and {'cell', 'true', 'pred'} <= set(p.columns)
-    assert [c for c in p.columns if c.startswith('prob_')] and abs(p.filter(like='prob_').sum(1) - 1).max() < 1e-4
+    assert [c for c in p.columns if c.startswith('prob_')] and abs(p.filter(like="prob_").sum(axis=1) - 1).max() < 1e-4
 
 @pytest.mark.parametrize('args, msg', [
     (['cellnb-study', '--data', 'folder:/no/such/folder'], "does not exist"),

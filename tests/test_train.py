@@ -40,6 +40,8 @@ def tiny_backbone(tmp_path_factory):
 def _cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv('CELLNB_CACHE_DIR', str(tmp_path_factory.getbasetemp()/'cellnb-cache'))
 
+TINY = dict(model_kwargs=dict(dims=(8, 16, 16, 16)))   # a narrow 'cnn': the same code path, seconds on CPU
+
 def acc(fm, cs, **kw): return float((fm.predict_proba(cs, **kw).argmax(1) == cs.labels.numpy()).mean())
 
 def test_loader_plugs_into_fastai(cells):
@@ -52,7 +54,7 @@ def test_loader_plugs_into_fastai(cells):
 
 def test_scratch_learns_and_roundtrips(cells, tmp_path):
     cs, tr, va = cells
-    fm = fit_cell_model('scratch', 'cnn', tr, va, epochs=2, bs=16, device='cpu', progress=False)
+    fm = fit_cell_model('scratch', 'cnn', tr, va, epochs=2, bs=16, device='cpu', progress=False, **TINY)
     assert fm.family == 'scratch' and fm.train_seconds > 0 and len(fm.history) == 2
     assert {'train_loss', 'valid_loss', 'macro_f1'} <= set(fm.history.columns)
     p = fm.predict_proba(va)
@@ -67,7 +69,7 @@ def test_scratch_learns_and_roundtrips(cells, tmp_path):
 
 def test_determinism_cpu(cells):
     cs, tr, va = cells
-    kw = dict(epochs=2, bs=16, device='cpu', progress=False, seed=3)
+    kw = dict(epochs=2, bs=16, device='cpu', progress=False, seed=3, **TINY)
     a, b = fit_cell_model('scratch', 'cnn', tr, va, **kw), fit_cell_model('scratch', 'cnn', tr, va, **kw)
     assert a.history.drop(columns=['time'], errors='ignore').equals(b.history.drop(columns=['time'], errors='ignore'))
     assert np.array_equal(a.predict_proba(va), b.predict_proba(va))
@@ -132,11 +134,11 @@ def test_bad_inputs(cells):
 def test_nan_loss_stops_clearly(cells):
     cs, tr, va = cells
     with pytest.raises(CellnbError, match=r"training diverged: loss is nan at epoch \d+ batch \d+; lower lr"):
-        fit_cell_model('scratch', 'cnn', tr, va, epochs=2, lr=1e30, bs=16, device='cpu', progress=False)
+        fit_cell_model('scratch', 'cnn', tr, va, epochs=2, lr=1e30, bs=16, device='cpu', progress=False, **TINY)
 
 def test_predict_bad_inputs(cells, tmp_path):
     cs, tr, va = cells
-    fm = fit_cell_model('scratch', 'cnn', tr, va, epochs=1, bs=32, device='cpu', progress=False, augment=False)
+    fm = fit_cell_model('scratch', 'cnn', tr, va, epochs=1, bs=32, device='cpu', progress=False, augment=False, **TINY)
     with pytest.raises(CellnbError, match='condition'): fm.predict_proba(va, condition='blurry')
     with pytest.raises(CellnbError, match='classes'): fm.predict_proba(CellSet(va.images, va.labels, ['a', 'b', 'c', 'd']))
     with pytest.raises(CellnbError, match='config.json'): FittedModel.load(tmp_path/'nothing')
@@ -144,6 +146,6 @@ def test_predict_bad_inputs(cells, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 def test_scratch_cuda_bf16(cells):
     cs, tr, va = cells
-    fm = fit_cell_model('scratch', 'cnn', tr, va, epochs=2, bs=16, device='cuda', progress=False)
+    fm = fit_cell_model('scratch', 'cnn', tr, va, epochs=2, bs=16, device='cuda', progress=False, **TINY)
     assert acc(fm, va) > 0.5
     assert fm.predict_proba(va, device='cpu').shape == (len(va), 4)
