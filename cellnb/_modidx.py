@@ -15,6 +15,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'cellnb.cli.study_main': ('cli.html#study_main', 'cellnb/cli.py')},
             'cellnb.core': { 'cellnb.core.CellnbError': ('core.html#cellnberror', 'cellnb/core.py'),
                              'cellnb.core._json_default': ('core.html#_json_default', 'cellnb/core.py'),
+                             'cellnb.core._umask': ('core.html#_umask', 'cellnb/core.py'),
                              'cellnb.core._walk_up': ('core.html#_walk_up', 'cellnb/core.py'),
                              'cellnb.core.atomic_write': ('core.html#atomic_write', 'cellnb/core.py'),
                              'cellnb.core.atomic_write_json': ('core.html#atomic_write_json', 'cellnb/core.py'),

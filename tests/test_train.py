@@ -140,7 +140,9 @@ def test_predict_bad_inputs(cells, tmp_path):
     cs, tr, va = cells
     fm = fit_cell_model('scratch', 'cnn', tr, va, epochs=1, bs=32, device='cpu', progress=False, augment=False, **TINY)
     with pytest.raises(CellnbError, match='condition'): fm.predict_proba(va, condition='blurry')
-    with pytest.raises(CellnbError, match='classes'): fm.predict_proba(CellSet(va.images, va.labels, ['a', 'b', 'c', 'd']))
+    with pytest.raises(CellnbError, match='not a CellSet'): fm.predict_proba(va.images)
+    # new cells with other class names (e.g. unlabelled data for cellnb-predict) are fine: only images are used
+    assert fm.predict_proba(CellSet(va.images, va.labels, ['a', 'b', 'c', 'd'])).shape == (len(va), 4)
     with pytest.raises(CellnbError, match='config.json'): FittedModel.load(tmp_path/'nothing')
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
