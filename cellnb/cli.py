@@ -120,6 +120,37 @@ def report_cmd(argv=None) -> int:
 
 def report_main(): _exit('cellnb-report', report_cmd)
 
+# %% ../nbs/13_cli.ipynb #c929cc07
+def _load_fitted(mdir:Path, device:str='auto'):
+    "`FittedModel.load` with a damaged or unsafe model folder turned into one clear line."
+    import pickle, zipfile
+    from cellnb.core import CellnbError
+    from cellnb.train import FittedModel
+    try: return FittedModel.load(mdir, device=None if device == 'auto' else device)
+    except CellnbError: raise
+    except pickle.UnpicklingError as e:
+        raise CellnbError(f"model in {mdir} refused: its weights file holds more than tensors ({(str(e).splitlines() or [''])[0][:100]}); "
+                          "cellnb never unpickles code: use a model folder written by cellnb") from None
+    except (OSError, RuntimeError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise CellnbError(f"cannot load the model in {mdir} ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:100]}); "
+                          "the folder is damaged or incomplete: rerun its study to write it again") from None
+
+def _match_classes(cs, classes:list, spec:str):
+    "`cs` relabelled to the model's `classes` (the data may hold a subset of them); a label the model lacks is an error naming its cell."
+    from cellnb.core import CellnbError
+    from cellnb.data import CellSet
+    import numpy as np
+    classes = list(classes)
+    if list(cs.classes) == classes: return cs
+    unknown = [c for c in cs.classes if c not in classes and (cs.labels == cs.classes.index(c)).any()]
+    if unknown:
+        i = int(np.flatnonzero(cs.labels.numpy() == cs.classes.index(unknown[0]))[0])
+        where = f"row {i + 1}" if spec.startswith('csv:') and cs.base is None else f"cell {i}"
+        raise CellnbError(f"{spec} {where} ({cs.meta.source.iloc[i]}): label {unknown[0]!r} is not a class of the model "
+                          f"({', '.join(classes)}); relabel or remove those cells, or use a model trained with that class")
+    lab = np.array([classes.index(c) if c in classes else -1 for c in cs.classes])[cs.labels.numpy()]
+    return CellSet(cs.images, lab, classes, cs.groups, cs.meta, cs.source_mpp)
+
 # %% ../nbs/13_cli.ipynb #43fde1cd
 def predict_cmd(argv=None) -> int:
     "`cellnb-predict --model RUN_DIR --data SPEC --out preds.csv`."
@@ -141,17 +172,17 @@ def predict_cmd(argv=None) -> int:
     for cand in (run/'params.json', mdir.parent/'params.json'):
         if cand.is_file(): params = json.loads(cand.read_text()); break
     import numpy as np, pandas as pd
-    from cellnb.train import FittedModel
     from cellnb.datasets import load_dataset
-    fitted = FittedModel.load(mdir, device=None if a.device == 'auto' else a.device)
+    fitted = _load_fitted(mdir, a.device)
     crop = a.crop or params.get('crop')
     n = a.n_per_class or (params.get('n_per_class') if a.data.startswith('synthetic') else None)
     cs = load_dataset(a.data, n_per_class=n, seed=params.get('data_seed', 0) if a.data == 'synthetic' else 0, crop=crop)
+    cs = _match_classes(cs, fitted.classes, a.data)
     probs = np.asarray(fitted.predict_proba(cs, bs=a.bs))
     classes = list(fitted.classes)
     meta = cs.meta.reset_index(drop=True)
     df = pd.DataFrame({'cell': np.arange(len(cs))})
-    for c in ('source', 'x', 'y', 'group'):
+    for c in ('source', 'x', 'y', 'group') + (('note',) if (meta.get('note', pd.Series(dtype=str)).astype(str) != '').any() else ()):
         if c in meta.columns: df[c] = meta[c].to_numpy()
     if 'label' in meta.columns: df['true'] = meta['label'].to_numpy()
     df['pred'] = [classes[i] for i in probs.argmax(1)]

@@ -19,7 +19,7 @@ except ImportError: fcntl = None  # not POSIX: the study lock is skipped
 # %% auto #0
 __all__ = ['BACKBONE_PROTOCOLS', 'EXECUTORS', 'DATA_KINDS', 'EXEC_KEYS', 'PENDING', 'StudyConfig', 'run_id', 'expand',
            'study_lock', 'failed_row', 'execute_run', 'launch_run', 'write_samples', 'experiment_notebook', 'collect',
-           'load_predictions', 'run_study', 'study_summary']
+           'load_predictions', 'preflight', 'run_study', 'study_summary']
 
 # %% ../nbs/11_sweep.ipynb #b7c5f47b
 BACKBONE_PROTOCOLS = ('linear_probe', 'ft_last', 'full_ft')  # scratch models always use protocol 'scratch'
@@ -149,7 +149,9 @@ def from_yaml(cls:StudyConfig, path, # a YAML file of StudyConfig fields
     except yaml.YAMLError as e:
         where = f" at line {e.problem_mark.line + 1}" if getattr(e, 'problem_mark', None) else ""
         raise CellnbError(f"{p}: not valid YAML{where} ({getattr(e, 'problem', None) or e}); fix the file") from None
-    return cls.from_dict(d, src=str(p))
+    cfg = cls.from_dict(d, src=str(p))
+    cfg._src = str(p)  # later checks (`preflight`) name the file too
+    return cfg
 
 @patch
 def to_dict(self:StudyConfig) -> dict:
@@ -455,6 +457,38 @@ def load_predictions(out_dir, run_ids:list|None=None) -> pd.DataFrame:
             parts.append(pd.read_parquet(rd/'predictions.parquet').assign(run_id=rd.name))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
+# %% ../nbs/11_sweep.ipynb #4258c6fc
+def _timm_arch_ok(name:str) -> bool:
+    import timm
+    return name.startswith('timm:') and timm.is_model(name[5:])
+
+def preflight(cfg:StudyConfig, # a validated study config
+              cs=None, # the study's CellSet (checks the split), or None
+              names:bool=True, # check model / backbone names against cellnb's registries
+              src:str|None=None, # how to name the config in messages (default: its YAML file)
+             ):
+    "Checks a study must pass before anything is written: known names, existing weights files, a split that keeps every class."
+    src = src or getattr(cfg, '_src', None) or 'study config'
+    if names:
+        from cellnb.models import ARCHS
+        from cellnb.foundation import BACKBONES
+        for m in cfg.models:
+            if m not in ARCHS and not _timm_arch_ok(m):
+                raise _bad('models', f"unknown model {m!r}; use one of {', '.join(ARCHS)} or 'timm:<arch>' (a timm architecture)", src)
+        for b in cfg.backbones:
+            if b not in BACKBONES and not _timm_arch_ok(b):
+                raise _bad('backbones', f"unknown backbone {b!r}; use one of {', '.join(BACKBONES)} or 'timm:<arch>' with a local weights file", src)
+    for b, w in cfg.weights.items():
+        if b not in cfg.backbones:
+            raise _bad('weights', f"{b!r} is not among the backbones {cfg.backbones}; fix the name (else its runs would use other weights) or add the backbone", src)
+        p = Path(w).expanduser()
+        if not p.exists(): raise _bad('weights', f"{b}: weights file {p} does not exist; fix the path or remove the entry", src)
+    if cs is not None:
+        from cellnb.data import group_split
+        kind, path = cfg.data_source()
+        try: group_split(cs, seed=cfg.split_seed)
+        except CellnbError as e: raise CellnbError(f"dataset {kind}{':' + path if path else ''}: {e}") from None
+
 # %% ../nbs/11_sweep.ipynb #0068cee4
 @contextlib.contextmanager
 def _environ(env:dict):
@@ -489,9 +523,12 @@ def run_study(config, # a StudyConfig, a dict of its fields or a YAML path
     if workers is not None: cfg.workers = workers
     cfg.validate()
     out_dir = Path(out_dir).expanduser().resolve()
+    own = notebook is None and not os.environ.get('CELLNB_EXPERIMENT')  # cellnb's experiment: its model names are known
+    preflight(cfg, names=own)
     notebook = Path(notebook).resolve() if notebook else experiment_notebook()
     if not notebook.is_file(): raise CellnbError(f"experiment notebook {notebook} does not exist; pass an .ipynb with a `parameters` cell")
     cs = _load_study_data(cfg)  # a bad data path fails here, before anything is written
+    preflight(cfg, cs, names=False)
     try: (out_dir/'runs').mkdir(parents=True, exist_ok=True)
     except OSError as e: raise CellnbError(f"cannot create the output folder {out_dir} ({e.strerror}); choose a writable --out") from None
     if not os.access(out_dir, os.W_OK): raise CellnbError(f"output folder {out_dir} is not writable; choose another --out")
