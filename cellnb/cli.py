@@ -30,11 +30,13 @@ def _main(prog:str, fn, argv=None) -> int:
         return _fail(prog, f"{type(e).__name__}: {e} (rerun with --debug for the traceback)", 3)
 
 def _exit(prog:str, fn):
-    "Console-script entry: run and exit with the status (library deprecation chatter hidden unless --debug)."
+    "Console-script entry: run and exit with the status (library deprecation chatter hidden, warnings on one line, unless --debug)."
     if '--debug' not in sys.argv:
         import warnings
         warnings.filterwarnings('ignore', category=FutureWarning)
         warnings.filterwarnings('ignore', category=DeprecationWarning)
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: print(
+            f"{prog}: warning: {' '.join(str(message).split())}", file=sys.stderr)  # one line, no source excerpt
     sys.exit(_main(prog, fn))
 
 # %% ../nbs/13_cli.ipynb #c6177b47

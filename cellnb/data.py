@@ -408,6 +408,9 @@ def _fold_pick(cs:CellSet, frac:float, seed:int, part:str, other:str):
     ng = len(set(cs.groups))
     if ng < k: raise CellnbError(f"only {ng} groups for a {part} fraction of {frac:g} (needs >= {k} groups); use a larger fraction or a dataset with more groups")
     y = cs.labels.numpy()
+    most = int(np.bincount(y, minlength=cs.n_classes).max())
+    if most < k: raise CellnbError(f"every class has fewer than {k} cells (the largest has {most}), too few to hold out a {part} fraction of {frac:g} "
+                                   f"per class; use more cells per class (at least {k}) or a larger fraction")
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         folds = list(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, cs.groups))

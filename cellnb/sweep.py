@@ -509,6 +509,11 @@ def _progress(total:int, enabled:bool):
     pb.update(0)
     return pb
 
+def _read_json(p:Path):
+    "The JSON in `p`, or None when it is missing or not valid JSON."
+    try: return json.loads(p.read_text())
+    except (OSError, ValueError): return None
+
 def run_study(config, # a StudyConfig, a dict of its fields or a YAML path
               out_dir, # the study folder (created)
               executor:str|None=None, # 'local' or 'ray' (default: the config's)
@@ -540,7 +545,7 @@ def run_study(config, # a StudyConfig, a dict of its fields or a YAML path
         for rid, r in runs.items():
             p = out_dir/'runs'/rid/'params.json'
             p.parent.mkdir(exist_ok=True)
-            if not p.exists() or json.loads(p.read_text()) != r: atomic_write_json(p, r)
+            if _read_json(p) != r: atomic_write_json(p, r)  # missing, damaged or stale: (re)written
         done_ok = {'ok', 'failed'} if not retry_failed else {'ok'}
         todo = [out_dir/'runs'/rid for rid in runs if _run_status(out_dir/'runs'/rid) not in done_ok]
         threads = max(1, _cores() // cfg.workers)

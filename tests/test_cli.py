@@ -11,10 +11,13 @@ def sh(*args, timeout=600, **kw):
 
 @pytest.fixture(scope='module')
 def study(tmp_path_factory):
-    "A tiny study through the CLI with one good and one broken model (unknown name)."
+    "A tiny study through the CLI with one good run and one that fails while running (a truncated weights file)."
+    from cellnb.foundation import BACKBONES
     d = tmp_path_factory.mktemp('cli')
+    good = BACKBONES['effnet_lite0_in1k'].packaged()
+    (d/'truncated.pth').write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     cfg = d/'study.yaml'
-    StudyConfig.tiny(models=['cnn', 'no_such_model']).to_yaml(cfg)
+    StudyConfig.tiny(models=['cnn'], backbones=['effnet_lite0_in1k'], weights={'effnet_lite0_in1k': str(d/'truncated.pth')}).to_yaml(cfg)
     r = sh('cellnb-study', '--config', cfg, '--out', d/'study', '--quiet')
     return d/'study', r
 
@@ -22,10 +25,10 @@ def test_failed_run_summary_and_exit_1(study):
     out, r = study
     assert r.returncode == 1, r.stdout + r.stderr
     assert "1 of 2 runs ok, 1 failed" in r.stdout
-    assert "no_such_model/scratch" in r.stdout and "unknown" in r.stdout
+    assert "effnet_lite0_in1k/linear_probe" in r.stdout and "truncated.pth is corrupt or truncated" in r.stdout
     assert "Traceback" not in r.stderr + r.stdout
     df = pd.read_parquet(out/'results.parquet')
-    assert set(df[df.status == 'failed'].model) == {'no_such_model'}
+    assert set(df[df.status == 'failed'].model) == {'effnet_lite0_in1k'}
     assert (df[df.model == 'cnn'].status == 'ok').all() and len(df[df.model == 'cnn']) == 2
 
 def test_report_written_and_printed(study):

@@ -1,0 +1,203 @@
+"""Issue 7: the catalogue of bad inputs, through the commands users run (`cellnb-study`, `cellnb-predict`) and the API.
+
+A refused input ends with ONE line `<command>: error: <what was wrong: file / row / value>; <what to do>`, exit
+status 2, no Python traceback (unless --debug), and nothing written: the --out folder keeps exactly what it held.
+A problem that only shows while a run executes (non-finite loss, a weights file that is truncated or of another
+architecture) fails that run with its reason, the other runs complete, and `cellnb-study` exits 1 with a summary.
+
+Covered in other test files and not repeated here (one case each there):
+- API CellSet constructors / splits: tests/test_data.py::test_bad_input (missing / empty folder, class folder without
+  images, corrupt / truncated image, crops < 40 px, CSV column, unknown label, points outside their tile, NaN
+  coordinates, a split or fold that empties a class, flag_limit <= 0); greyscale / RGBA / 16-bit conversions and their
+  notes: tests/test_data.py::test_from_folder_groups_and_conversion.
+- load_backbone: missing / truncated / other-architecture weights files: tests/test_foundation.py
+  (test_missing_weights_message, test_truncated_file, test_mismatched_architecture).
+- CLI: a data path that does not exist (cellnb-study), a YAML with an unknown key, --workers 0:
+  tests/test_cli.py::test_bad_input_one_line_exit_2; a truncated backbone weights file named in the study YAML (the run
+  fails with the reason, the other run completes, exit 1): tests/test_cli.py::test_failed_run_summary_and_exit_1; YAML types: tests/test_sweep.py::test_yaml_unknown_key_and_wrong_type.
+"""
+import json, os, sys, subprocess
+from pathlib import Path
+import numpy as np, pandas as pd, pytest, torch
+from PIL import Image
+from cellnb.data import CellSet
+from cellnb.sweep import StudyConfig
+
+BIN = Path(sys.executable).parent
+
+def sh(*args, timeout=600):
+    return subprocess.run([str(BIN/args[0]), *map(str, args[1:])], capture_output=True, text=True, timeout=timeout)
+
+def snapshot(d:Path) -> dict:
+    "Every path under `d` with its size and mtime (to prove a refused command changed nothing)."
+    return {str(p.relative_to(d)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(d.rglob('*'))} if d.exists() else None
+
+def save_png(path, a):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(a).save(path)
+
+def cell_folder(root:Path, classes=('a', 'b'), n=6, size=48, groups=None) -> Path:
+    "root/<class>/<group>_<i>.png random crops (+ groups.csv when `groups` maps (class, i) -> group)."
+    rng = np.random.default_rng(0)
+    rows = []
+    for c in classes:
+        for i in range(n):
+            f = root/c/f"{c}{i}.png"
+            save_png(f, rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+            if groups: rows.append(dict(path=f"{c}/{c}{i}.png", group=groups(c, i)))
+    if groups: pd.DataFrame(rows).to_csv(root/'groups.csv', index=False)
+    return root
+
+# ---------------------------------------------------------------- a trained model for cellnb-predict
+@pytest.fixture(scope='module')
+def model_dir(tmp_path_factory):
+    "A scratch cnn trained for one epoch on random 48-px cells of classes a, b, c, saved as FittedModel (a run's model/)."
+    from cellnb.train import fit_cell_model
+    d = tmp_path_factory.mktemp('model')
+    g = torch.Generator().manual_seed(0)
+    cs = CellSet(torch.randint(0, 256, (36, 3, 48, 48), dtype=torch.uint8, generator=g), np.arange(36) % 3, ['a', 'b', 'c'],
+                 [f"g{i % 6}" for i in range(36)])
+    fm = fit_cell_model('scratch', 'cnn', cs[np.arange(24)], cs[np.arange(24, 36)], epochs=1, bs=12, device='cpu', progress=False)
+    fm.save(d/'model')
+    return d
+
+# ---------------------------------------------------------------- the catalogue: refused up front, exit 2
+def yaml_file(tmp, text):
+    p = tmp/'study.yaml'; p.write_text(text); return p
+
+def _study(tmp, *args): return ['cellnb-study', *args, '--quiet', '--no-report']
+
+CASES = {  # id: (build(tmp, model_dir) -> argv, parts the one error line must contain)
+    'empty_folder': (lambda t, m: _study(t, '--data', f"folder:{(t/'cells').mkdir() or t/'cells'}"), ["folder", "cells is empty", "one sub-folder per class"]),
+    'class_folder_without_images': (
+        lambda t, m: (cell_folder(t/'cells'), (t/'cells'/'c').mkdir(), (t/'cells'/'c'/'Thumbs.db').write_bytes(b'x'),
+                      _study(t, '--data', f"folder:{t/'cells'}"))[-1], ["class folder", "cells/c has no readable images"]),
+    'crops_below_40px': (lambda t, m: _study(t, '--data', f"folder:{cell_folder(t/'cells', size=32)}"), ["crop size 32 < 40", "upsample"]),
+    'csv_without_group_column': (
+        lambda t, m: (cell_folder(t/'cells'), pd.DataFrame(dict(path=['cells/a/a0.png'], label=['a'])).to_csv(t/'cells.csv', index=False),
+                      _study(t, '--data', f"csv:{t/'cells.csv'}"))[-1], ["cells.csv has no column 'group'", "path,label,group"]),
+    'split_empties_a_class': (   # class c only in one specimen: no grouped split keeps it in train, valid and test
+        lambda t, m: _study(t, '--data', f"folder:{cell_folder(t/'cells', ('a', 'b', 'c'), n=10, size=40, groups=lambda c, i: 'p0' if c == 'c' else f'p{i}')}"),
+        ["the split leaves class 'c' with 0 cells", "1 group(s)", "drop the class"]),
+    'flag_limit_zero': (lambda t, m: _study(t, '--config', yaml_file(t, "models: [cnn]\nflag_limits: [64, 0]\n")),
+                        ["study.yaml: flag_limits: 0 is not a positive number"]),
+    'yaml_wrong_type': (lambda t, m: _study(t, '--config', yaml_file(t, "models: [cnn]\nlr: fast\n")),
+                        ["study.yaml: lr: expected a number or null, got 'fast'"]),
+    'unknown_model': (lambda t, m: _study(t, '--config', yaml_file(t, "models: [cnn, resnet50]\n")),
+                      ["study.yaml: models: unknown model 'resnet50'; use one of cnn, nin, resnet", "custom_vit"]),
+    'unknown_protocol': (lambda t, m: _study(t, '--config', yaml_file(t, "backbones: [effnet_lite0_in1k]\nprotocols: [probe]\n")),
+                         ["protocols: unknown protocol 'probe'; use linear_probe, ft_last, full_ft"]),
+    'unknown_backbone': (lambda t, m: _study(t, '--config', yaml_file(t, "models: []\nbackbones: [uni3]\n")),
+                         ["backbones: unknown backbone 'uni3'; use one of resnetrs50", "effnet_lite0_in1k"]),
+    'weights_file_missing': (lambda t, m: _study(t, '--config', yaml_file(t, f"backbones: [effnet_lite0_in1k]\nweights: {{effnet_lite0_in1k: {t/'nope.pth'}}}\n")),
+                             ["weights: effnet_lite0_in1k: weights file", "nope.pth does not exist"]),
+    'weights_key_not_a_backbone': (lambda t, m: _study(t, '--config', yaml_file(t, f"backbones: [effnet_lite0_in1k]\nweights: {{effnet_lite0: {t/'w.pth'}}}\n")),
+                                   ["weights: 'effnet_lite0' is not among the backbones"]),
+    'too_few_cells_to_split': (lambda t, m: _study(t, '--n-per-class', '8'), ["every class has fewer than 8 cells", "use more cells per class"]),
+    'study_out_not_writable': (lambda t, m: ['cellnb-study', '--n-per-class', '24', '--out', t/'out'/'keep.txt'/'sub', '--quiet'],
+                               ["cannot create the output folder", "keep.txt/sub", "choose a writable --out"]),
+    'predict_data_missing': (lambda t, m: ['cellnb-predict', '--model', m, '--data', f"csv:{t/'cells.csv'}", '--out', t/'out'/'p.csv'],
+                             ["cells.csv (spec 'csv:", "does not exist; fix the path"]),
+    'predict_corrupt_image': (
+        lambda t, m: (cell_folder(t/'cells'), (t/'cells'/'b'/'b9.png').write_bytes(b'\x89PNG\r\n\x1a\n broken'),
+                      ['cellnb-predict', '--model', m, '--data', f"folder:{t/'cells'}", '--out', t/'out'/'p.csv'])[-1],
+        ["cannot read image", "b/b9.png", "corrupt: re-export or remove it"]),
+    'predict_unknown_label': (
+        lambda t, m: (cell_folder(t/'cells'), pd.DataFrame(dict(path=['cells/a/a0.png', 'cells/b/b0.png'], label=['a', 'zebra'], group=['1', '2']))
+                      .to_csv(t/'cells.csv', index=False),
+                      ['cellnb-predict', '--model', m, '--data', f"csv:{t/'cells.csv'}", '--out', t/'out'/'p.csv'])[-1],
+        ["row 2 (cells/b/b0.png): label 'zebra' is not a class of the model (a, b, c)"]),
+    'predict_out_not_writable': (lambda t, m: ['cellnb-predict', '--model', m, '--data', f"folder:{cell_folder(t/'cells')}", '--out', t/'out'/'keep.txt'/'p.csv'],
+                                 ["cannot write", "keep.txt/p.csv", "choose a writable --out"]),
+}
+
+@pytest.mark.parametrize('case', list(CASES))
+def test_refused_with_one_line(case, tmp_path, model_dir):
+    build, parts = CASES[case]
+    out = tmp_path/'out'
+    (out/'runs'/'old').mkdir(parents=True)   # the --out folder already holds a study: a refused command must not touch it
+    (out/'keep.txt').write_text("previous results\n"); (out/'runs'/'old'/'result.json').write_text("[]")
+    argv = build(tmp_path, model_dir)
+    if argv[0] == 'cellnb-study' and '--out' not in argv: argv += ['--out', out]
+    before = snapshot(out)
+    r = sh(*argv)
+    assert r.returncode == 2, r.stdout + r.stderr
+    *warned, last = r.stderr.strip().splitlines()   # a warning (e.g. no groups given) may come first, on its own line
+    assert last.startswith(f"{argv[0]}: error: ") and all(w.startswith(f"{argv[0]}: warning: ") for w in warned), r.stderr
+    for p in parts: assert p in last, (p, last)
+    assert 'Traceback' not in r.stderr + r.stdout
+    assert snapshot(out) == before          # nothing written, nothing half-written (no .lock, tmp files, study.yaml)
+
+def test_debug_shows_the_traceback(tmp_path):
+    (tmp_path/'cells').mkdir()
+    r = sh('cellnb-study', '--data', f"folder:{tmp_path/'cells'}", '--out', tmp_path/'out', '--debug')
+    assert r.returncode != 0 and 'Traceback (most recent call last)' in r.stderr and 'CellnbError' in r.stderr
+    assert not (tmp_path/'out').exists()
+
+# ---------------------------------------------------------------- converted, not refused
+def test_predict_converts_grey_rgba_16bit(tmp_path, model_dir):
+    "Greyscale, RGBA and 16-bit crops are converted (the CSV's note says how); a folder with a subset of the classes is fine."
+    rng = np.random.default_rng(1)
+    root = tmp_path/'cells'
+    save_png(root/'a'/'rgb.png', rng.integers(0, 256, (48, 48, 3), dtype=np.uint8))
+    save_png(root/'a'/'grey.png', rng.integers(0, 256, (48, 48), dtype=np.uint8))
+    save_png(root/'b'/'rgba.png', rng.integers(0, 256, (48, 48, 4), dtype=np.uint8))
+    Image.fromarray(rng.integers(0, 65535, (48, 48), dtype=np.uint16)).save(root/'b'/'deep.tif')
+    r = sh('cellnb-predict', '--model', model_dir, '--data', f"folder:{root}", '--out', tmp_path/'p.csv')
+    assert r.returncode == 0, r.stderr
+    assert 'Traceback' not in r.stderr
+    p = pd.read_csv(tmp_path/'p.csv', keep_default_na=False).set_index('source')
+    assert p.loc['a/grey.png', 'note'] == 'grey->RGB' and p.loc['b/rgba.png', 'note'] == 'RGBA->RGB'
+    assert '16-bit->8-bit' in p.loc['b/deep.tif', 'note'] and p.loc['a/rgb.png', 'note'] == ''
+    assert list(p.true) == ['a', 'a', 'b', 'b'] and set(p.pred) <= {'a', 'b', 'c'}
+    assert np.allclose(p[['prob_a', 'prob_b', 'prob_c']].sum(axis=1), 1, atol=1e-4)
+
+# ---------------------------------------------------------------- problems found while a run executes
+@pytest.fixture(scope='module')
+def runtime_study(tmp_path_factory):
+    """One study through the CLI whose runs meet problems a YAML cannot show: a non-finite loss (lr 1e6 for the scratch
+    cnn) and a weights file of another architecture; the third run (a timm backbone with a good local file) completes, at
+    a FlagLimit larger than any class (allowed: it takes all cells, recorded). A truncated weights file is the failing
+    run of tests/test_cli.py's study."""
+    import timm
+    from cellnb.foundation import BACKBONES
+    d = tmp_path_factory.mktemp('runtime')
+    good = BACKBONES['effnet_lite0_in1k'].packaged()
+    from safetensors.torch import save_file
+    save_file(timm.create_model('test_efficientnet', num_classes=0).state_dict(), str(d/'tiny.safetensors'))
+    cfg = StudyConfig.tiny(models=['cnn'], lr=1e6, epochs={'cnn': 2, 'default': 1}, flag_limits=[1000], protocols=['linear_probe'],
+                           backbones=['resnetrs50', 'timm:test_efficientnet'],
+                           weights={'resnetrs50': str(good),
+                                    'timm:test_efficientnet': str(d/'tiny.safetensors')})
+    cfg.to_yaml(d/'study.yaml')
+    r = sh('cellnb-study', '--config', d/'study.yaml', '--out', d/'study', '--quiet', '--no-report')
+    df = pd.read_parquet(d/'study'/'results.parquet')
+    return r, df.groupby('model').first(), d/'study'
+
+def test_runtime_failures_are_runs_not_crashes(runtime_study):
+    r, by_model, _ = runtime_study
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "1 of 3 runs ok, 2 failed" in r.stdout and 'Traceback' not in r.stdout + r.stderr
+    assert by_model.loc['timm:test_efficientnet', 'status'] == 'ok'
+
+@pytest.mark.parametrize('model, parts', [
+    ('cnn', ["training diverged: loss is", "lower lr (was 1000000.0)"]),                       # non-finite loss
+    ('resnetrs50', ["do not fit backbone 'resnetrs50'", "missing", "unexpected"]),               # another architecture
+])
+def test_runtime_failure_recorded(runtime_study, model, parts):
+    r, by_model, study = runtime_study
+    row = by_model.loc[model]
+    assert row.status == 'failed'
+    for p in parts: assert p in row.error, (p, row.error)
+    assert f"failed {row.run_id} {model}/" in r.stdout and parts[0] in r.stdout
+    assert (study/'runs'/row.run_id/'error.txt').read_text().strip()
+
+def test_flag_limit_above_every_class_takes_all(runtime_study):
+    _, by_model, study = runtime_study
+    row = by_model.loc['timm:test_efficientnet']
+    counts = json.loads(row.n_train_counts)
+    assert row.flag_limit == 1000 and row.n_train_per_class == min(counts.values()) < 1000
+    from cellnb.datasets import load_dataset
+    from cellnb.data import group_split
+    train = group_split(load_dataset('synthetic', n_per_class=24), seed=0)[0]
+    assert counts == {k: int(v) for k, v in train.class_counts().items()}   # every training cell of every class
