@@ -1,0 +1,92 @@
+"""CRCHisto, image-grouped 2-fold cross-validation of the scratch architectures and the EfficientNet-Lite0 backbone.
+
+Reads benchmarks/crchisto_cv.yaml. Per model and fold: fit on the fold's training images (a tenth of them held out
+for model selection), predict the other fold. Out-of-fold predictions are pooled (each cell predicted once) for
+accuracy, macro-F1 and weighted-F1 with 95% group-bootstrap CIs (resampling images); the per-fold values are kept
+too. Writes benchmarks/results/crchisto_cv.json (best_weighted_f1, best_model, per-model table) after every model,
+so a long run can be stopped and resumed (--resume skips models already in the JSON).
+Usage: python benchmarks/crchisto_cv.py [--config benchmarks/crchisto_cv.yaml] [--only cnn,custom_vit] [--resume] [--device cpu]
+"""
+import argparse, json, time, yaml
+from pathlib import Path
+import numpy as np, pandas as pd
+from sklearn.metrics import f1_score, accuracy_score
+from _common import write_result, RESULTS
+from cellnb.core import crchisto_path, get_device
+from cellnb.data import group_folds, group_split, flag_limit
+from cellnb.datasets import load_crchisto
+from cellnb.train import fit_cell_model
+from cellnb.evaluate import evaluate
+
+def group_boot_ci(preds, fn, n_boot=500, seed=0):
+    "95% CI of fn(true, pred) resampling whole images (groups)."
+    rng = np.random.default_rng(seed)
+    groups = preds["group"].to_numpy(); ug = np.unique(groups)
+    idx_by_g = {g: np.flatnonzero(groups == g) for g in ug}
+    t, p = preds["true"].to_numpy(), preds["pred"].to_numpy()
+    vals = []
+    for _ in range(n_boot):
+        idx = np.concatenate([idx_by_g[g] for g in rng.choice(ug, len(ug))])
+        vals.append(fn(t[idx], p[idx]))
+    return [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))]
+
+def main():
+    ap = argparse.ArgumentParser(); ap.add_argument("--config", default=str(Path(__file__).with_name("crchisto_cv.yaml")))
+    ap.add_argument("--only", default=None); ap.add_argument("--resume", action="store_true"); ap.add_argument("--device", default=None)
+    a = ap.parse_args()
+    cfg = yaml.safe_load(Path(a.config).read_text())
+    device = get_device(a.device)
+    cells = load_crchisto(crchisto_path(required=True), crop=cfg["crop"])
+    folds = group_folds(cells, k=cfg["folds"], seed=cfg["split_seed"])
+    out_json = RESULTS / "crchisto_cv.json"
+    table = json.loads(out_json.read_text())["models"] if (a.resume and out_json.exists()) else {}
+    only = set(a.only.split(",")) if a.only else None
+    t_all = time.perf_counter()
+    for m in cfg["models"]:
+        key = f"{m['name']}/{m['protocol']}"
+        if (only and m["name"] not in only and key not in only) or key in table: continue
+        fold_rows, preds_all, t0 = [], [], time.perf_counter()
+        for k, (train_all, test) in enumerate(folds):
+            train, valid = _train_valid(train_all, cfg["split_seed"])
+            if m.get("flag_limit"): train = flag_limit(train, m["flag_limit"], seed=cfg["seed"])
+            fitted = fit_cell_model(m["protocol"], m["name"], train, valid, epochs=m.get("epochs", 10), seed=cfg["seed"],
+                                    device=device, bs=cfg["batch_size"], lr=m.get("lr"), progress=False)
+            preds, met = evaluate(fitted, test, n_boot=50, seed=cfg["seed"])
+            preds_all.append(preds.assign(fold=k))
+            fold_rows.append(dict(fold=k, accuracy=met["accuracy"], macro_f1=met["macro_f1"], weighted_f1=met["weighted_f1"],
+                                  n_train=len(train), n_test=len(test), train_seconds=fitted.train_seconds, best_epoch=fitted.best_epoch))
+            print(f"{key:32s} fold {k}: acc {met['accuracy']:.3f}  macro-F1 {met['macro_f1']:.3f}  weighted-F1 {met['weighted_f1']:.3f}"
+                  f"  ({len(train)} train cells, {fitted.train_seconds:.0f} s)", flush=True)
+        P = pd.concat(preds_all, ignore_index=True)
+        wf1 = lambda t, p: f1_score(t, p, average="weighted"); mf1 = lambda t, p: f1_score(t, p, average="macro")
+        t_, p_ = P["true"].to_numpy(), P["pred"].to_numpy()
+        table[key] = dict(model=m["name"], protocol=m["protocol"], epochs=m.get("epochs"), flag_limit=m.get("flag_limit"),
+            accuracy=float(accuracy_score(t_, p_)), accuracy_ci=group_boot_ci(P, accuracy_score, cfg["n_boot"]),
+            macro_f1=float(mf1(t_, p_)), macro_f1_ci=group_boot_ci(P, mf1, cfg["n_boot"]),
+            weighted_f1=float(wf1(t_, p_)), weighted_f1_ci=group_boot_ci(P, wf1, cfg["n_boot"]),
+            weighted_f1_fold_mean=float(np.mean([r["weighted_f1"] for r in fold_rows])), folds=fold_rows,
+            wall_seconds=time.perf_counter() - t0)
+        r = table[key]
+        print(f"{key:32s} pooled: acc {r['accuracy']:.3f} {r['accuracy_ci']}  macro-F1 {r['macro_f1']:.3f}  "
+              f"weighted-F1 {r['weighted_f1']:.3f} [{r['weighted_f1_ci'][0]:.3f}, {r['weighted_f1_ci'][1]:.3f}]", flush=True)
+        scratch = {k: v for k, v in table.items() if v["protocol"] == "scratch"}
+        best_any = max(table, key=lambda k: table[k]["weighted_f1"])
+        best_s = max(scratch, key=lambda k: scratch[k]["weighted_f1"]) if scratch else None
+        write_result("crchisto_cv", dict(
+            best_model=best_s or best_any, best_weighted_f1=(scratch or table)[best_s or best_any]["weighted_f1"],
+            best_overall=best_any, target_weighted_f1=0.80, crop=cfg["crop"], folds=cfg["folds"], device=str(device),
+            config=cfg, models=table))
+    print(f"done in {time.perf_counter() - t_all:.0f} s")
+
+def _train_valid(train_all, seed):
+    "Hold out a tenth of the training images (grouped, stratified) for model selection; the rest trains."
+    _, valid, _ = group_split(train_all, valid=0.1, test=0.1, seed=seed)
+    keep = np.setdiff1d(np.arange(len(train_all)), _positions(train_all, valid))
+    return train_all[keep], valid
+
+def _positions(parent, sub):
+    "Positions in `parent` of the cells of `sub` (both share a root)."
+    pos = {int(r): i for i, r in enumerate(parent.root_idx)}
+    return np.array([pos[int(r)] for r in sub.root_idx], dtype=np.int64)
+
+if __name__ == "__main__": main()
