@@ -28,7 +28,7 @@ readme: install
 	$(BIN)/python tools/nb2readme.py
 
 nbtest: install
-	$(BIN)/nbdev-test --n_workers 2 --timing
+	$(BIN)/nbdev-test --n-workers 2 --timing
 
 pytest: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
@@ -40,7 +40,7 @@ test: install check-export
 
 # The slow cells too (a full re-run of the documented outputs).
 test-slow: install
-	$(BIN)/nbdev-test --n_workers 2 --flags slow --timing
+	$(BIN)/nbdev-test --n-workers 2 --flags slow --timing
 
 clean-nbs: install
 	$(BIN)/nbdev-clean

@@ -111,20 +111,28 @@ CASES = {  # id: (build(tmp, model_dir) -> argv, parts the one error line must c
                                  ["cannot write", "keep.txt/p.csv", "choose a writable --out"]),
 }
 
+@pytest.fixture(scope='module')
+def refused(tmp_path_factory, model_dir):
+    "Run every case (two commands at a time: each is mostly interpreter start-up) -> {case: (argv, out, before, result)}."
+    from concurrent.futures import ThreadPoolExecutor
+    def one(case):
+        t = tmp_path_factory.mktemp(case)
+        out = t/'out'
+        (out/'runs'/'old').mkdir(parents=True)   # the --out folder already holds a study: a refused command must not touch it
+        (out/'keep.txt').write_text("previous results\n"); (out/'runs'/'old'/'result.json').write_text("[]")
+        argv = CASES[case][0](t, model_dir)
+        if argv[0] == 'cellnb-study' and '--out' not in argv: argv += ['--out', out]
+        before = snapshot(out)
+        return case, (argv, out, before, sh(*argv))
+    with ThreadPoolExecutor(2) as ex: return dict(ex.map(one, CASES))
+
 @pytest.mark.parametrize('case', list(CASES))
-def test_refused_with_one_line(case, tmp_path, model_dir):
-    build, parts = CASES[case]
-    out = tmp_path/'out'
-    (out/'runs'/'old').mkdir(parents=True)   # the --out folder already holds a study: a refused command must not touch it
-    (out/'keep.txt').write_text("previous results\n"); (out/'runs'/'old'/'result.json').write_text("[]")
-    argv = build(tmp_path, model_dir)
-    if argv[0] == 'cellnb-study' and '--out' not in argv: argv += ['--out', out]
-    before = snapshot(out)
-    r = sh(*argv)
+def test_refused_with_one_line(case, refused):
+    argv, out, before, r = refused[case]
     assert r.returncode == 2, r.stdout + r.stderr
     *warned, last = r.stderr.strip().splitlines()   # a warning (e.g. no groups given) may come first, on its own line
     assert last.startswith(f"{argv[0]}: error: ") and all(w.startswith(f"{argv[0]}: warning: ") for w in warned), r.stderr
-    for p in parts: assert p in last, (p, last)
+    for p in CASES[case][1]: assert p in last, (p, last)
     assert 'Traceback' not in r.stderr + r.stdout
     assert snapshot(out) == before          # nothing written, nothing half-written (no .lock, tmp files, study.yaml)
 
@@ -165,7 +173,7 @@ def runtime_study(tmp_path_factory):
     good = BACKBONES['effnet_lite0_in1k'].packaged()
     from safetensors.torch import save_file
     save_file(timm.create_model('test_efficientnet', num_classes=0).state_dict(), str(d/'tiny.safetensors'))
-    cfg = StudyConfig.tiny(models=['cnn'], lr=1e6, epochs={'cnn': 2, 'default': 1}, flag_limits=[1000], protocols=['linear_probe'],
+    cfg = StudyConfig.tiny(models=['cnn'], lr=1e6, epochs={'cnn': 4, 'default': 1}, flag_limits=[1000], protocols=['linear_probe'],
                            backbones=['resnetrs50', 'timm:test_efficientnet'],
                            weights={'resnetrs50': str(good),
                                     'timm:test_efficientnet': str(d/'tiny.safetensors')})
