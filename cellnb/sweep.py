@@ -50,6 +50,7 @@ class StudyConfig:
     executor:str='local' # 'local' or 'ray'
     workers:int=1 # runs executed at once
     gpus_per_run:float|None=None # Ray: GPU fraction per run (None: 0.25 for small runs, 1 for fine-tuning, 0 on CPU)
+    min_steps:int=0 # scratch/fine-tuning: train at least this many optimizer steps (raises epochs for small FlagLimits)
     n_boot:int=1000 # bootstrap resamples for the confidence intervals
     name:str='cellnb study' # a title for the report
 
@@ -75,7 +76,7 @@ _FIELD_TYPES = dict(
     lr=(_opt(_is_num), "a number or null"), batch_size=(_is_int, "an integer"),
     weights=(_weights_ok, "a mapping {backbone: weights path}"), device=(_is_str, "a string: auto, cpu, cuda or cuda:N"),
     executor=(_is_str, "a string: local or ray"), workers=(_is_int, "an integer"),
-    gpus_per_run=(_opt(_is_num), "a number (GPU fraction per run) or null"), n_boot=(_is_int, "an integer"),
+    gpus_per_run=(_opt(_is_num), "a number (GPU fraction per run) or null"), n_boot=(_is_int, "an integer"), min_steps=(_is_int, "an integer"),
     name=(_is_str, "a string"))
 _LIST_FIELDS = ('models', 'backbones', 'protocols', 'flag_limits', 'seeds', 'blur_sigmas', 'blur_placements')
 
@@ -110,6 +111,7 @@ def _check_values(c:StudyConfig, src:str):
     if c.workers < 1: raise _bad('workers', f"{c.workers} must be >= 1", src)
     if c.gpus_per_run is not None and c.gpus_per_run < 0: raise _bad('gpus_per_run', f"{c.gpus_per_run} must be >= 0", src)
     if c.n_boot < 0: raise _bad('n_boot', f"{c.n_boot} must be >= 0", src)
+    if c.min_steps < 0: raise _bad('min_steps', f"{c.min_steps} must be >= 0", src)
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", c.device): raise _bad('device', f"{c.device!r} is not a device; use auto, cpu, cuda or cuda:N", src)
 
 # %% ../nbs/11_sweep.ipynb #b420275b
@@ -172,7 +174,7 @@ def quick(cls:StudyConfig, **kw):
     "The `make study` grid: 3 scratch models + EfficientNet-Lite0 probe, 3 FlagLimits, 2 seeds, 2 blur sigmas."
     d = dict(models=['cnn', 'resnet', 'custom_vit'], backbones=['effnet_lite0_in1k'], protocols=['linear_probe'],
              flag_limits=[32, 64, 128], seeds=[0, 1], n_per_class=240, blur_sigmas=[0.8, 1.6], blur_placements=['pre', 'post'],
-             epochs=4, batch_size=64, n_boot=200, workers=2, name='cellnb quick study (synthetic)')
+             epochs=4, min_steps=80, batch_size=32, n_boot=200, workers=2, name='cellnb quick study (synthetic)')
     return cls(**{**d, **kw}).validate()
 
 @patch(cls_method=True)
@@ -219,6 +221,7 @@ def expand(config, # a StudyConfig, a dict of its fields or a YAML path
     common = dict(dataset=kind, data_path=path, crop=c.crop, n_per_class=c.n_per_class, data_seed=c.data_seed,
                   split_seed=c.split_seed, lr=c.lr, batch_size=c.batch_size, blur_sigmas=[float(s) for s in c.blur_sigmas],
                   blur_placements=list(c.blur_placements), n_boot=c.n_boot)
+    if c.min_steps: common['min_steps'] = int(c.min_steps)   # only when set: older run ids stay valid
     pairs = [(m, 'scratch') for m in c.models] + [(b, p) for p in c.protocols for b in c.backbones]
     runs, seen = [], set()
     for seed in c.seeds:
