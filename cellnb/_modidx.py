@@ -322,7 +322,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'cellnb.train.MacroF1': ('train.html#macrof1', 'cellnb/train.py'),
                               'cellnb.train.StopOnNaNCallback': ('train.html#stoponnancallback', 'cellnb/train.py'),
                               'cellnb.train.StopOnNaNCallback.after_loss': ('train.html#stoponnancallback.after_loss', 'cellnb/train.py'),
-                              'cellnb.train.StopOnNaNCallback.after_train': ('train.html#stoponnancallback.after_train', 'cellnb/train.py'),
                               'cellnb.train.StopOnNaNCallback.before_fit': ('train.html#stoponnancallback.before_fit', 'cellnb/train.py'),
                               'cellnb.train._autocast': ('train.html#_autocast', 'cellnb/train.py'),
                               'cellnb.train._build_model': ('train.html#_build_model', 'cellnb/train.py'),
