@@ -52,6 +52,17 @@ def test_loader_plugs_into_fastai(cells):
     assert len(dls.train) == 4 and dls.valid.new(shuffle=False).shuffle is False
     assert torch.equal(torch.cat([y for _, y in dls.valid]), va.labels)
 
+def test_precomputed_static_part_gives_same_batches(cells):
+    "Computing to-float/blur/resize once per loader gives the batches of the all-per-batch path (same seed)."
+    cs, tr, va = cells
+    from cellnb.transforms import CellPipeline
+    for kw in (dict(augment=True), dict(augment=True, blur='pre', sigma=1.2), dict(blur='post', sigma=0.8, model_size=64)):
+        a = CellDataLoader(tr, CellPipeline(tr.size, **kw), bs=16, shuffle=True, device='cpu', seed=5)
+        b = a.new(precompute=False)
+        assert a.uses_static and not b.uses_static
+        for (xa, ya), (xb, yb) in zip(a, b):
+            assert torch.equal(ya, yb) and torch.allclose(xa, xb, atol=1e-5)
+
 def test_scratch_learns_and_roundtrips(cells, tmp_path):
     cs, tr, va = cells
     fm = fit_cell_model('scratch', 'cnn', tr, va, epochs=3, bs=8, lr=1e-2, device='cpu', progress=False, **TINY)
