@@ -5,11 +5,12 @@ for model selection), predict the other fold. Out-of-fold predictions are pooled
 accuracy, macro-F1 and weighted-F1 with 95% group-bootstrap CIs (resampling images); the per-fold values are kept
 too. Writes benchmarks/results/crchisto_cv.json (best_weighted_f1, best_model, per-model table) after every model,
 so a long run can be stopped and resumed (--resume skips models already in the JSON).
-Usage: python benchmarks/crchisto_cv.py [--config benchmarks/crchisto_cv.yaml] [--only cnn,custom_vit] [--resume] [--device cpu]
+Usage: python benchmarks/crchisto_cv.py [--config benchmarks/crchisto_cv.yaml] [--only cnn,custom_vit] [--resume] [--device cpu] [--threads 1]
+Several processes may share the JSON (each with its own --only); every write merges what the others wrote.
 """
 import argparse, json, time, yaml
 from pathlib import Path
-import numpy as np, pandas as pd
+import numpy as np, pandas as pd, torch
 from sklearn.metrics import f1_score, accuracy_score
 from _common import write_result, RESULTS
 from cellnb.core import crchisto_path, get_device
@@ -33,7 +34,9 @@ def group_boot_ci(preds, fn, n_boot=500, seed=0):
 def main():
     ap = argparse.ArgumentParser(); ap.add_argument("--config", default=str(Path(__file__).with_name("crchisto_cv.yaml")))
     ap.add_argument("--only", default=None); ap.add_argument("--resume", action="store_true"); ap.add_argument("--device", default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (run two processes with --only and 1 thread each)")
     a = ap.parse_args()
+    if a.threads: torch.set_num_threads(a.threads)
     cfg = yaml.safe_load(Path(a.config).read_text())
     device = get_device(a.device)
     cells = load_crchisto(crchisto_path(required=True), crop=cfg["crop"])
@@ -69,6 +72,8 @@ def main():
         r = table[key]
         print(f"{key:32s} pooled: acc {r['accuracy']:.3f} {r['accuracy_ci']}  macro-F1 {r['macro_f1']:.3f}  "
               f"weighted-F1 {r['weighted_f1']:.3f} [{r['weighted_f1_ci'][0]:.3f}, {r['weighted_f1_ci'][1]:.3f}]", flush=True)
+        # merge with what other processes (--only on other models) wrote meanwhile; this process's entries win
+        if out_json.exists(): table = {**json.loads(out_json.read_text())["models"], **table}
         scratch = {k: v for k, v in table.items() if v["protocol"] == "scratch"}
         best_any = max(table, key=lambda k: table[k]["weighted_f1"])
         best_s = max(scratch, key=lambda k: scratch[k]["weighted_f1"]) if scratch else None

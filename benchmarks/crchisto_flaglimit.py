@@ -1,0 +1,118 @@
+"""CRCHisto FlagLimit study: scaling curves with CIs and the seed paper's findings (a)-(d), from cellnb-study runs.
+
+Runs each study config given (default benchmarks/crchisto_flaglimit.yaml) with `run_study` into one run folder
+(default benchmarks/runs/crchisto_flaglimit, git-ignored; report.html lands there), so a rerun resumes and a grown
+grid only runs what is new. Then, from the collected results table of every run in the folder:
+  (a) do scratch models keep rising with data?  paired-by-seed gain in macro-F1 from the second-largest FlagLimit to
+      the largest, and from 512 to the largest, with t-based 95% CIs over seeds;
+  (b) does the backbone's linear probe saturate early?  the smallest FlagLimit reaching 95% of its best macro-F1,
+      against the same for the scratch models;
+  (c) the small-patch ViT against the CNNs at the largest FlagLimit custom_vit ran at (paired gain, 95% CI);
+  (d) blur degradation slopes (macro-F1 per unit log2(1+sigma)), pre and post, per model at the largest FlagLimit,
+      mean over seeds with the mean of the per-run 95% CIs.
+Writes benchmarks/results/crchisto_flaglimit.json and the scaling / speed-accuracy PNGs under benchmarks/figures/.
+Usage: python benchmarks/crchisto_flaglimit.py [--config a.yaml [b.yaml ...]] [--out DIR] [--workers 2] [--summarise-only]
+"""
+import argparse, json, shutil, time
+from pathlib import Path
+import numpy as np, pandas as pd
+from scipy import stats
+from _common import write_result
+from cellnb.sweep import StudyConfig, run_study, collect
+from cellnb.figures import report, run_slopes, _entry
+
+HERE = Path(__file__).resolve().parent
+FIG_DIR = HERE / "figures"
+
+def _t_ci(x):
+    "Mean and t-based 95% CI of a small sample (seeds)."
+    x = np.asarray(x, float); x = x[np.isfinite(x)]
+    if len(x) == 0: return dict(mean=None, ci=[None, None], n=0)
+    m = float(x.mean())
+    if len(x) < 2: return dict(mean=m, ci=[None, None], n=1)
+    h = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+    return dict(mean=m, ci=[m - h, m + h], n=int(len(x)))
+
+def _paired_gain(clean, entry, fl_lo, fl_hi, other=None):
+    "Seed-paired macro-F1 difference: entry at fl_hi minus (entry at fl_lo, or `other` at fl_hi)."
+    a = clean[(clean.entry == entry) & (clean.flag_limit == fl_hi)].set_index("seed")["macro_f1"]
+    b = (clean[(clean.entry == other) & (clean.flag_limit == fl_hi)] if other else
+         clean[(clean.entry == entry) & (clean.flag_limit == fl_lo)]).set_index("seed")["macro_f1"]
+    common = a.index.intersection(b.index)
+    return {**_t_ci((a[common] - b[common]).to_numpy()), "seeds": [int(s) for s in common]}
+
+def findings(res: pd.DataFrame) -> dict:
+    ok = res[(res.status == "ok") & res.macro_f1.notna()].copy()
+    ok["entry"] = _entry(ok)
+    clean = ok[ok.condition == "clean"]
+    # 'all cells' runs carry the FlagLimit they were asked for (larger than any class)
+    per = clean.groupby(["entry", "protocol", "flag_limit"]).agg(
+        macro_f1=("macro_f1", "mean"), sd=("macro_f1", "std"), ci_low=("macro_f1_ci_low", "mean"),
+        ci_high=("macro_f1_ci_high", "mean"), weighted_f1=("weighted_f1", "mean"), accuracy=("accuracy", "mean"),
+        n_seeds=("seed", "nunique"), train_seconds=("train_seconds", "mean"),
+        n_train=("n_train_per_class", "first")).reset_index()
+    table = {e: {str(int(r.flag_limit)): dict(macro_f1=r.macro_f1, seed_sd=None if pd.isna(r.sd) else r.sd,
+                                             boot_ci=[r.ci_low, r.ci_high], weighted_f1=r.weighted_f1, accuracy=r.accuracy,
+                                             n_seeds=int(r.n_seeds), train_seconds=r.train_seconds, n_train_per_class=r.n_train)
+                 for r in g.itertuples()} for e, g in per.groupby("entry")}
+    scratch = sorted(per.loc[per.protocol == "scratch", "entry"].unique())
+    probes = sorted(per.loc[per.protocol == "linear_probe", "entry"].unique())
+    fls = lambda e: sorted(per.loc[per.entry == e, "flag_limit"].unique())
+    a = {}
+    for e in scratch:
+        f = fls(e)
+        if len(f) >= 2:
+            a[e] = dict(last_step=[int(f[-2]), int(f[-1])], gain_last_step=_paired_gain(clean, e, f[-2], f[-1]),
+                        gain_512_to_largest=_paired_gain(clean, e, 512, f[-1]) if 512 in f and f[-1] > 512 else None)
+    def sat(e):
+        s = per[per.entry == e].sort_values("flag_limit")
+        best = s.macro_f1.max()
+        return dict(best=float(best), flag_limit_95pct=int(s.loc[s.macro_f1 >= 0.95 * best, "flag_limit"].iloc[0]))
+    b = {e: sat(e) for e in probes + scratch}
+    c = {}
+    if "custom_vit" in scratch:
+        top = fls("custom_vit")[-1]
+        for e in scratch:
+            if e != "custom_vit" and top in fls(e):
+                c[e] = dict(flag_limit=int(top), vit_minus_model=_paired_gain(clean, "custom_vit", None, top, other=e))
+    d = {}
+    try:
+        sl = run_slopes(ok, metric="macro_f1")
+        sl["entry"] = _entry(sl)
+        top = sl.flag_limit.max()
+        for (e, pl), g in sl[sl.flag_limit == top].groupby(["entry", "placement"]):
+            d.setdefault(e, {})[pl] = dict(flag_limit=int(top), slope=_t_ci(g.slope)["mean"], seed_ci=_t_ci(g.slope)["ci"],
+                                           run_ci=[float(g.ci_low.mean()), float(g.ci_high.mean())], n_runs=int(len(g)))
+    except Exception as ex:  # no blur rows
+        d = dict(error=str(ex))
+    return dict(table=table, a_scratch_keeps_rising=a, b_saturation=b, c_vit_vs_cnns=c, d_blur_slopes=d)
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", nargs="+", default=[str(HERE / "crchisto_flaglimit.yaml")])
+    ap.add_argument("--out", default=str(HERE / "runs" / "crchisto_flaglimit"))
+    ap.add_argument("--workers", type=int, default=None); ap.add_argument("--summarise-only", action="store_true")
+    a = ap.parse_args()
+    out, t0, walls = Path(a.out), time.perf_counter(), {}
+    if not a.summarise_only:
+        for c in a.config:
+            t = time.perf_counter()
+            run_study(StudyConfig.from_yaml(c), out, workers=a.workers)
+            walls[Path(c).name] = time.perf_counter() - t
+            print(f"{c}: {walls[Path(c).name]:.0f} s", flush=True)
+    res = collect(out)
+    page = report(out)
+    FIG_DIR.mkdir(exist_ok=True)
+    for name in ("scaling_curves", "speed_accuracy", "degradation_slopes", "blur_bars"):
+        src = out / "figures" / f"{name}.png"
+        if src.exists(): shutil.copy(src, FIG_DIR / f"crchisto_{name}.png")
+    runs = res.groupby("run_id").agg(status=("status", "first"), train_seconds=("train_seconds", "first"))
+    f = findings(res)
+    p = write_result("crchisto_flaglimit", dict(
+        configs=[Path(c).read_text() for c in a.config], out_dir=str(out), report=str(page),
+        runs=int(len(runs)), runs_ok=int((runs.status == "ok").sum()), train_seconds_total=float(runs.train_seconds.sum()),
+        wall_seconds_this_invocation=time.perf_counter() - t0, wall_seconds_per_config=walls, **f))
+    print(json.dumps({k: f[k] for k in ("a_scratch_keeps_rising", "b_saturation", "c_vit_vs_cnns")}, indent=1, default=str))
+    print(f"wrote {p}; report {page}")
+
+if __name__ == "__main__": main()
