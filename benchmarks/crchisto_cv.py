@@ -46,7 +46,7 @@ def main():
     only = set(a.only.split(",")) if a.only else None
     t_all = time.perf_counter()
     for m in cfg["models"]:
-        key = f"{m['name']}/{m['protocol']}"
+        key = f"{m['name']}/{m['protocol']}" + (f"@{m['flag_limit']}" if m.get("flag_limit") else "")
         if (only and m["name"] not in only and key not in only) or key in table: continue
         fold_rows, preds_all, t0 = [], [], time.perf_counter()
         for k, (train_all, test) in enumerate(folds):
