@@ -410,14 +410,28 @@ class _EmbeddingCache:
         if hashlib.sha1(b).hexdigest() != entry['sha1']: raise ValueError(f"{p.name} checksum differs from the manifest")
         return np.load(io.BytesIO(b), allow_pickle=False)
 
+    # arrays verified in this process, keyed by the manifest text and the files' (size, mtime): a sweep of probes reads
+    # the same 100-MB feature file many times; re-reading and re-hashing it each time cost more than the probe itself
+    _verified = {}
+
+    def _stamp(self, m:dict):
+        st = [(self.dir/m[w]['file']).stat() for w in ('features', 'computed')]
+        return tuple((s.st_size, s.st_mtime_ns) for s in st)
+
     def load(self, n:int):
         "(features, computed) from disk, or (None, all-False) when absent or not trustworthy."
         if not self.manifest.is_file(): return None, np.zeros(n, bool)
         try:
-            m = json.loads(self.manifest.read_text())
+            text = self.manifest.read_text(); m = json.loads(text)
             if m.get('key') != self.key: raise ValueError("manifest key differs")
-            f, c = self._read(m['features']), self._read(m['computed'])
+            memo_key, hit = None, None
+            with contextlib.suppress(OSError, KeyError, TypeError):
+                memo_key = (str(self.dir), text, self._stamp(m)); hit = self._verified.get(memo_key)
+            if hit is not None: f, c = hit[0].copy(), hit[1].copy()
+            else: f, c = self._read(m['features']), self._read(m['computed'])
             if f.shape[0] != n or c.shape != (n,) or f.dtype != np.float32: raise ValueError(f"shapes {f.shape}/{c.shape} do not fit {n} rows")
+            if hit is None and memo_key is not None:
+                type(self)._verified = {memo_key: (f.copy(), c.copy())}  # keep only the latest array pair
             return f, c.astype(bool)
         except Exception as e:
             warnings.warn(f"embedding cache {self.dir} is not usable ({e}); recomputing")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_train.ipynb #5cc3a81c
 from __future__ import annotations
-import json, math, re, time, contextlib
+import os, json, math, re, time, contextlib
 from pathlib import Path
 from functools import partial
 import numpy as np
@@ -435,10 +435,22 @@ def _fit_finetune(protocol, model_name, train, valid, epochs, lr, seed, device, 
     return dict(model=net, best_epoch=best, history=hist)
 
 # %% ../nbs/07_train.ipynb #e1a5a60d
+_PROBE_BACKBONE = {}
+
+def _probe_backbone(model_name, weights):
+    "The probe's frozen backbone, loaded once per process for a sweep of probes (probes never change its weights)."
+    from cellnb.foundation import load_backbone
+    w = Path(weights) if weights else None
+    key = (model_name, str(weights), w.stat().st_mtime_ns if w and w.is_file() else None, os.environ.get('CELLNB_WEIGHTS_DIR'))
+    if key not in _PROBE_BACKBONE:
+        _PROBE_BACKBONE.clear()  # hold one backbone at most
+        _PROBE_BACKBONE[key] = load_backbone(model_name, weights)
+    return _PROBE_BACKBONE[key]
+
 def _fit_linear_probe(model_name, train, valid, seed, device, bs, weights=None, progress=True, cache=True, Cs=PROBE_CS, **kw):
     from sklearn.linear_model import LogisticRegression
     from cellnb.foundation import load_backbone, embed
-    backbone = load_backbone(model_name, weights)
+    backbone = _probe_backbone(model_name, weights)
     ebs, res = min(bs, 64), backbone.cellnb_spec.input_size
     Xtr = embed(backbone, train, batch_size=ebs, device=device, resize=res, cache=cache, progress=progress).float().numpy().astype(np.float64)
     Xva = embed(backbone, valid, batch_size=ebs, device=device, resize=res, cache=cache, progress=progress).float().numpy().astype(np.float64)
@@ -448,14 +460,18 @@ def _fit_linear_probe(model_name, train, valid, seed, device, bs, weights=None, 
     mean, scale = Xtr.mean(0), Xtr.std(0); scale[scale < 1e-8] = 1.
     Ztr, Zva = (Xtr - mean) / scale, (Xva - mean) / scale
     rows, best = [], None
-    for C in Cs:
-        clf = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(Ztr, ytr)
+    # strongest regularisation first, each fit warm-started from the last: the C path costs about one cold fit
+    # BLAS threads capped at torch's: sklearn's default (every core) thrashes when a sweep runs processes side by side
+    from threadpoolctl import threadpool_limits
+    clf = LogisticRegression(max_iter=2000, random_state=seed, warm_start=True)
+    for C in sorted(Cs):
+        with threadpool_limits(limits=torch.get_num_threads(), user_api='blas'): clf.set_params(C=C).fit(Ztr, ytr)
         pv = clf.predict(Zva)
         f1 = f1_score(yva, pv, average='macro', labels=list(range(train.n_classes)), zero_division=0)
         rows.append(dict(C=C, valid_macro_f1=f1, valid_accuracy=accuracy_score(yva, pv)))
-        if best is None or f1 > best[0]: best = (f1, C, clf)
-    _, C, clf = best
-    probe = dict(coef=clf.coef_, intercept=clf.intercept_, mean=mean, scale=scale, label_idx=clf.classes_.astype(np.int64), C=np.float64(C))
+        if best is None or f1 > best[0]: best = (f1, C, clf.coef_.copy(), clf.intercept_.copy())
+    _, C, coef, intercept = best
+    probe = dict(coef=coef, intercept=intercept, mean=mean, scale=scale, label_idx=clf.classes_.astype(np.int64), C=np.float64(C))
     return dict(probe=probe, backbone=backbone, history=pd.DataFrame(rows), best_epoch=None, C=C)
 
 # %% ../nbs/07_train.ipynb #f78aa648
