@@ -12,6 +12,7 @@ grid only runs what is new. Then, from the collected results table of every run 
       mean over seeds with the mean of the per-run 95% CIs.
 Writes benchmarks/results/crchisto_flaglimit.json and the scaling / speed-accuracy PNGs under benchmarks/figures/.
 Usage: python benchmarks/crchisto_flaglimit.py [--config a.yaml [b.yaml ...]] [--out DIR] [--workers 2] [--summarise-only]
+       [--seeds 0] [--flag-limits 64,128] [--no-backbones]   (run part of the grid now; later calls add the rest)
 """
 import argparse, json, shutil, time
 from pathlib import Path
@@ -92,12 +93,20 @@ def main():
     ap.add_argument("--config", nargs="+", default=[str(HERE / "crchisto_flaglimit.yaml")])
     ap.add_argument("--out", default=str(HERE / "runs" / "crchisto_flaglimit"))
     ap.add_argument("--workers", type=int, default=None); ap.add_argument("--summarise-only", action="store_true")
+    ap.add_argument("--seeds", default=None, help="comma list: run only these seeds of each config now (phases on a slow machine)")
+    ap.add_argument("--flag-limits", default=None, help="comma list: run only these FlagLimits of each config now")
+    ap.add_argument("--no-backbones", action="store_true", help="run only the scratch models of each config now")
     a = ap.parse_args()
     out, t0, walls = Path(a.out), time.perf_counter(), {}
     if not a.summarise_only:
         for c in a.config:
             t = time.perf_counter()
-            run_study(StudyConfig.from_yaml(c), out, workers=a.workers)
+            cfg = StudyConfig.from_yaml(c)
+            if a.seeds: cfg.seeds = [int(v) for v in a.seeds.split(",")]
+            if a.flag_limits: cfg.flag_limits = [v for v in cfg.flag_limits if str(v) in a.flag_limits.split(",")]
+            if a.no_backbones: cfg.backbones = []
+            if not cfg.flag_limits or not (cfg.models or cfg.backbones): continue
+            run_study(cfg, out, workers=a.workers)  # run ids hash each run's own parameters: phases add up to the grid
             walls[Path(c).name] = time.perf_counter() - t
             print(f"{c}: {walls[Path(c).name]:.0f} s", flush=True)
     res = collect(out)

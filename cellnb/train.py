@@ -461,11 +461,13 @@ def _fit_linear_probe(model_name, train, valid, seed, device, bs, weights=None, 
     Ztr, Zva = (Xtr - mean) / scale, (Xva - mean) / scale
     rows, best = [], None
     # strongest regularisation first, each fit warm-started from the last: the C path costs about one cold fit
-    # BLAS threads capped at torch's: sklearn's default (every core) thrashes when a sweep runs processes side by side
+    # BLAS threads: one for small problems (per-iteration overhead dominates; more threads only spin), else torch's;
+    # sklearn's default (every core) thrashes when a sweep runs processes side by side
     from threadpoolctl import threadpool_limits
+    blas_threads = 1 if Ztr.size < 4_000_000 else torch.get_num_threads()
     clf = LogisticRegression(max_iter=2000, random_state=seed, warm_start=True)
     for C in sorted(Cs):
-        with threadpool_limits(limits=torch.get_num_threads(), user_api='blas'): clf.set_params(C=C).fit(Ztr, ytr)
+        with threadpool_limits(limits=blas_threads, user_api='blas'): clf.set_params(C=C).fit(Ztr, ytr)
         pv = clf.predict(Zva)
         f1 = f1_score(yva, pv, average='macro', labels=list(range(train.n_classes)), zero_division=0)
         rows.append(dict(C=C, valid_macro_f1=f1, valid_accuracy=accuracy_score(yva, pv)))
