@@ -4,15 +4,16 @@ Runs each study config given (default benchmarks/crchisto_flaglimit.yaml) with `
 (default benchmarks/runs/crchisto_flaglimit, git-ignored; report.html lands there), so a rerun resumes and a grown
 grid only runs what is new. Then, from the collected results table of every run in the folder:
   (a) do scratch models keep rising with data?  paired-by-seed gain in macro-F1 from the second-largest FlagLimit to
-      the largest, and from 512 to the largest, with t-based 95% CIs over seeds;
+      the largest, from 512 to the largest, and from the smallest to the largest run with every seed, with t-based
+      95% CIs over seeds;
   (b) does the backbone's linear probe saturate early?  the smallest FlagLimit reaching 95% of its best macro-F1,
       against the same for the scratch models;
   (c) the small-patch ViT against the CNNs at the largest FlagLimit custom_vit ran at (paired gain, 95% CI);
-  (d) blur degradation slopes (macro-F1 per unit log2(1+sigma)), pre and post, per model at the largest FlagLimit,
-      mean over seeds with the mean of the per-run 95% CIs.
+  (d) blur degradation slopes (macro-F1 per unit log2(1+sigma)), pre and post, per model at the largest FlagLimit
+      run with every seed, mean over seeds with a t-based 95% CI (and the slope at the largest FlagLimit).
 Writes benchmarks/results/crchisto_flaglimit.json and the scaling / speed-accuracy PNGs under benchmarks/figures/.
 Usage: python benchmarks/crchisto_flaglimit.py [--config a.yaml [b.yaml ...]] [--out DIR] [--workers 2] [--summarise-only]
-       [--seeds 0] [--flag-limits 64,128] [--no-backbones]   (run part of the grid now; later calls add the rest)
+       [--seeds 0] [--flag-limits 64,128] [--no-backbones | --no-scratch]   (run part of the grid now; later calls add the rest)
 """
 import argparse, json, shutil, time
 from pathlib import Path
@@ -59,12 +60,17 @@ def findings(res: pd.DataFrame) -> dict:
     scratch = sorted(per.loc[per.protocol == "scratch", "entry"].unique())
     probes = sorted(per.loc[per.protocol == "linear_probe", "entry"].unique())
     fls = lambda e: sorted(per.loc[per.entry == e, "flag_limit"].unique())
+    seeds_at = lambda e: per[per.entry == e].set_index("flag_limit")["n_seeds"]
+    def full(e):
+        "The largest FlagLimit run with as many seeds as any (where seed CIs exist)."
+        n = seeds_at(e); return int(n[n == n.max()].index.max())
     a = {}
-    for e in scratch:
+    for e in scratch + probes:
         f = fls(e)
         if len(f) >= 2:
             a[e] = dict(last_step=[int(f[-2]), int(f[-1])], gain_last_step=_paired_gain(clean, e, f[-2], f[-1]),
-                        gain_512_to_largest=_paired_gain(clean, e, 512, f[-1]) if 512 in f and f[-1] > 512 else None)
+                        gain_512_to_largest=_paired_gain(clean, e, 512, f[-1]) if 512 in f and f[-1] > 512 else None,
+                        all_seeds_span=[int(f[0]), full(e)], gain_all_seeds_span=_paired_gain(clean, e, f[0], full(e)))
     def sat(e):
         s = per[per.entry == e].sort_values("flag_limit")
         best = s.macro_f1.max()
@@ -80,10 +86,11 @@ def findings(res: pd.DataFrame) -> dict:
     try:
         sl = run_slopes(ok, metric="macro_f1")
         sl["entry"] = _entry(sl)
-        top = sl.flag_limit.max()
-        for (e, pl), g in sl[sl.flag_limit == top].groupby(["entry", "placement"]):
+        for (e, pl), g0 in sl.groupby(["entry", "placement"]):
+            top = full(e) if e in set(per.entry) else g0.flag_limit.max()  # the largest FlagLimit with every seed
+            g = g0[g0.flag_limit == top]
             d.setdefault(e, {})[pl] = dict(flag_limit=int(top), slope=_t_ci(g.slope)["mean"], seed_ci=_t_ci(g.slope)["ci"],
-                                           run_ci=[float(g.ci_low.mean()), float(g.ci_high.mean())], n_runs=int(len(g)))
+                                           n_runs=int(len(g)), slope_at_largest_flag_limit=float(g0[g0.flag_limit == g0.flag_limit.max()].slope.mean()))
     except Exception as ex:  # no blur rows
         d = dict(error=str(ex))
     return dict(table=table, a_scratch_keeps_rising=a, b_saturation=b, c_vit_vs_cnns=c, d_blur_slopes=d)
@@ -96,6 +103,7 @@ def main():
     ap.add_argument("--seeds", default=None, help="comma list: run only these seeds of each config now (phases on a slow machine)")
     ap.add_argument("--flag-limits", default=None, help="comma list: run only these FlagLimits of each config now")
     ap.add_argument("--no-backbones", action="store_true", help="run only the scratch models of each config now")
+    ap.add_argument("--no-scratch", action="store_true", help="run only the backbones of each config now")
     a = ap.parse_args()
     out, t0, walls = Path(a.out), time.perf_counter(), {}
     if not a.summarise_only:
@@ -105,6 +113,7 @@ def main():
             if a.seeds: cfg.seeds = [int(v) for v in a.seeds.split(",")]
             if a.flag_limits: cfg.flag_limits = [v for v in cfg.flag_limits if str(v) in a.flag_limits.split(",")]
             if a.no_backbones: cfg.backbones = []
+            if a.no_scratch: cfg.models = []
             if not cfg.flag_limits or not (cfg.models or cfg.backbones): continue
             run_study(cfg, out, workers=a.workers)  # run ids hash each run's own parameters: phases add up to the grid
             walls[Path(c).name] = time.perf_counter() - t
