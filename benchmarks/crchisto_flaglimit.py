@@ -89,7 +89,8 @@ def findings(res: pd.DataFrame) -> dict:
         for (e, pl), g0 in sl.groupby(["entry", "placement"]):
             top = full(e) if e in set(per.entry) else g0.flag_limit.max()  # the largest FlagLimit with every seed
             g = g0[g0.flag_limit == top]
-            d.setdefault(e, {})[pl] = dict(flag_limit=int(top), slope=_t_ci(g.slope)["mean"], seed_ci=_t_ci(g.slope)["ci"],
+            t = _t_ci(g.slope)
+            d.setdefault(e, {})[pl] = dict(flag_limit=int(top), slope=t["mean"], seed_ci=t["ci"],
                                            n_runs=int(len(g)), slope_at_largest_flag_limit=float(g0[g0.flag_limit == g0.flag_limit.max()].slope.mean()))
     except Exception as ex:  # no blur rows
         d = dict(error=str(ex))
