@@ -19,6 +19,8 @@ from cellnb.datasets import load_crchisto
 from cellnb.train import fit_cell_model
 from cellnb.evaluate import evaluate
 
+RUNS = Path(__file__).parent / "runs" / "crchisto_cv"
+
 def group_boot_ci(preds, fn, n_boot=500, seed=0):
     "95% CI of fn(true, pred) resampling whole images (groups)."
     rng = np.random.default_rng(seed)
@@ -46,7 +48,7 @@ def main():
     only = set(a.only.split(",")) if a.only else None
     t_all = time.perf_counter()
     for m in cfg["models"]:
-        key = f"{m['name']}/{m['protocol']}" + (f"@{m['flag_limit']}" if m.get("flag_limit") else "")
+        key = m.get("key") or (f"{m['name']}/{m['protocol']}" + (f"@{m['flag_limit']}" if m.get("flag_limit") else ""))
         if (only and m["name"] not in only and key not in only) or key in table: continue
         fold_rows, preds_all, t0 = [], [], time.perf_counter()
         for k, (train_all, test) in enumerate(folds):
@@ -54,7 +56,8 @@ def main():
             if m.get("flag_limit"): train = flag_limit(train, m["flag_limit"], seed=cfg["seed"])
             fitted = fit_cell_model(m["protocol"], m["name"], train, valid, epochs=m.get("epochs", 10), seed=cfg["seed"],
                                     device=device, bs=cfg["batch_size"], lr=m.get("lr"), progress=False)
-            preds, met = evaluate(fitted, test, n_boot=50, seed=cfg["seed"])
+            fitted.save(RUNS / key.replace("/", "_") / f"fold{k}")   # kept (git-ignored) so a fold can be re-scored later
+            preds, met = evaluate(fitted, test, n_boot=50, seed=cfg["seed"], **({"tta": True} if m.get("tta") else {}))
             preds_all.append(preds.assign(fold=k))
             fold_rows.append(dict(fold=k, accuracy=met["accuracy"], macro_f1=met["macro_f1"], weighted_f1=met["weighted_f1"],
                                   n_train=len(train), n_test=len(test), train_seconds=fitted.train_seconds, best_epoch=fitted.best_epoch))
@@ -63,7 +66,7 @@ def main():
         P = pd.concat(preds_all, ignore_index=True)
         wf1 = lambda t, p: f1_score(t, p, average="weighted"); mf1 = lambda t, p: f1_score(t, p, average="macro")
         t_, p_ = P["true"].to_numpy(), P["pred"].to_numpy()
-        table[key] = dict(model=m["name"], protocol=m["protocol"], epochs=m.get("epochs"), flag_limit=m.get("flag_limit"),
+        table[key] = dict(model=m["name"], protocol=m["protocol"], epochs=m.get("epochs"), flag_limit=m.get("flag_limit"), tta=bool(m.get("tta")),
             accuracy=float(accuracy_score(t_, p_)), accuracy_ci=group_boot_ci(P, accuracy_score, cfg["n_boot"]),
             macro_f1=float(mf1(t_, p_)), macro_f1_ci=group_boot_ci(P, mf1, cfg["n_boot"]),
             weighted_f1=float(wf1(t_, p_)), weighted_f1_ci=group_boot_ci(P, wf1, cfg["n_boot"]),

@@ -192,6 +192,7 @@ def evaluate(fitted, # a FittedModel (cellnb.train) or any object with .classes 
              group_bootstrap:bool=False, # resample groups instead of cells
              seed:int=0, # bootstrap seed
              bs:int=256, # inference batch size
+             tta:bool=False, # test-time augmentation: average over the 8 rotations/flips (`FittedModel.predict_proba`)
             ) -> tuple:
     "Predict `cellset` under one condition -> (per-cell predictions DataFrame, metrics dict)."
     sigma = check_condition(condition, sigma)
@@ -200,7 +201,7 @@ def evaluate(fitted, # a FittedModel (cellnb.train) or any object with .classes 
     classes = list(fitted.classes)
     if list(cellset.classes) != classes:
         raise CellnbError(f"model classes {classes} differ from the CellSet's {list(cellset.classes)}; evaluate on data with the training classes")
-    probs = np.asarray(fitted.predict_proba(cellset, condition=condition, sigma=sigma, bs=bs), dtype=np.float64)
+    probs = np.asarray(fitted.predict_proba(cellset, condition=condition, sigma=sigma, bs=bs, **({'tta': True} if tta else {})), dtype=np.float64)
     name = getattr(fitted, 'model_name', type(fitted).__name__)
     if probs.shape != (len(cellset), len(classes)):
         raise CellnbError(f"model {name} returned probabilities of shape {probs.shape}, expected {(len(cellset), len(classes))}")
@@ -210,7 +211,7 @@ def evaluate(fitted, # a FittedModel (cellnb.train) or any object with .classes 
     m = metrics_from_preds(preds, classes, n_boot=n_boot, group_bootstrap=group_bootstrap, seed=seed)
     m.update(condition=condition, sigma=sigma, model=getattr(fitted, 'model_name', None),
              family=getattr(fitted, 'family', None), protocol=getattr(fitted, 'protocol', None),
-             train_seconds=getattr(fitted, 'train_seconds', None))
+             train_seconds=getattr(fitted, 'train_seconds', None), tta=bool(tta))
     return preds, m
 
 def row_from_metrics(metrics:dict, # evaluate()'s metrics dict

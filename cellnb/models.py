@@ -13,7 +13,8 @@ from .core import CellnbError
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MODEL_REGISTRY', 'ARCHS', 'register_model', 'CellModel', 'ConvModel', 'CNN',
            'mlpconv', 'NIN', 'BasicBlock', 'ResNet', 'se_resnet', 'MBConv', 'EfficientNet', 'ConvNeXtBlock', 'ConvNeXt',
-           'LocalitySelfAttention', 'Block', 'ViT', 'vit', 'custom_vit', 'TimmModel', 'timm_model', 'create_model']
+           'LocalitySelfAttention', 'LocalMlp', 'Block', 'ViT', 'vit', 'custom_vit', 'TimmModel', 'timm_model',
+           'create_model']
 
 # %% ../nbs/05_models.ipynb #4d72c05e
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -213,13 +214,27 @@ class LocalitySelfAttention(nn.Module):
                                            dropout_p=self.attn_drop if self.training else 0.)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
 
+class LocalMlp(nn.Module):
+    "Token MLP with a depthwise 3x3 conv over the token grid between its two layers (LeFF: Yuan et al. 2021, CeiT; LocalViT)."
+    def __init__(self, dim, hidden, grid:int):
+        super().__init__()
+        self.grid, self.fc1, self.fc2, self.act = grid, nn.Linear(dim, hidden), nn.Linear(hidden, dim), nn.GELU()
+        self.dw = nn.Sequential(nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden), nn.BatchNorm2d(hidden), nn.GELU())
+    def forward(self, x):
+        x = self.act(self.fc1(x))
+        B, N, H = x.shape
+        extra, g = N - self.grid ** 2, self.grid      # a class token (if any) skips the conv
+        t = x[:, extra:].transpose(1, 2).reshape(B, H, g, g)
+        t = self.dw(t).flatten(2).transpose(1, 2)
+        return self.fc2(torch.cat([x[:, :extra], t], 1))
+
 class Block(nn.Module):
-    "Pre-norm transformer block: attention (standard or locality) and MLP, each with a residual and stochastic depth."
-    def __init__(self, dim, num_heads, mlp_ratio=4., drop_path=0., lsa=False):
+    "Pre-norm transformer block: attention (standard or locality) and MLP (plain, or local with `grid`), each with a residual and stochastic depth."
+    def __init__(self, dim, num_heads, mlp_ratio=4., drop_path=0., lsa=False, grid:int|None=None):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
         self.attn = LocalitySelfAttention(dim, num_heads) if lsa else Attention(dim, num_heads, qkv_bias=True)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.mlp = LocalMlp(dim, int(dim * mlp_ratio), grid) if grid else Mlp(dim, int(dim * mlp_ratio))
         self.drop_path = DropPath(drop_path)
     def forward(self, x):
         x = x + self.drop_path(self.attn(self.norm1(x)))
@@ -239,13 +254,16 @@ class ViT(CellModel):
                  pool:str='cls', # 'cls' token or 'avg' of tokens
                  drop_rate:float=0.1, # dropout before the classifier
                  drop_path_rate:float=0.1, # stochastic depth of the last block
+                 local_mlp:bool=False, # depthwise 3x3 conv over the token grid inside each MLP (`LocalMlp`)
                 ):
         super().__init__()
         self.tokenizer, self.pool = tokenizer, pool
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if pool == 'cls' else None
         self.pos_embed = nn.Parameter(trunc_normal_(torch.zeros(1, n_tokens, dim), std=.02))
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()
-        self.blocks = nn.Sequential(*[Block(dim, num_heads, mlp_ratio, dpr[i], lsa) for i in range(depth)])
+        grid = math.isqrt(n_tokens)
+        if local_mlp and grid * grid != n_tokens: raise CellnbError(f"local_mlp needs a square token grid; got {n_tokens} tokens")
+        self.blocks = nn.Sequential(*[Block(dim, num_heads, mlp_ratio, dpr[i], lsa, grid if local_mlp else None) for i in range(depth)])
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.num_features, self.num_classes = dim, num_classes
         self.drop = nn.Dropout(drop_rate)

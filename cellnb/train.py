@@ -29,7 +29,7 @@ from .transforms import CellPipeline, pipeline_for, tune_malloc
 # %% auto #0
 __all__ = ['PROTOCOLS', 'CONDITIONS', 'DEFAULT_LR', 'PROBE_CS', 'CellDataLoader', 'cell_dataloaders', 'macro_f1', 'MacroF1',
            'KeepBestCallback', 'StopOnNaNCallback', 'FrozenBNCallback', 'frozen_bn_modules', 'BackboneClassifier',
-           'FittedModel', 'last_stage_modules', 'fit_cell_model']
+           'FittedModel', 'dihedral_views', 'last_stage_modules', 'fit_cell_model']
 
 # %% ../nbs/07_train.ipynb #a5f65c56
 class CellDataLoader:
@@ -240,14 +240,22 @@ def _check_cells(cs, what='cellset'):
     "Prediction needs only the images: new cells may carry other (or placeholder) labels."
     if not isinstance(cs, CellSet): raise CellnbError(f"{what} is a {type(cs).__name__}, not a CellSet; build one with cellnb.data or cellnb.datasets")
 
+def dihedral_views(x:torch.Tensor # a batch (B, C, H, W) of square images
+                  ) -> list:
+    "The 8 symmetries of the square (4 rotations by 90 degrees, each with and without a flip): test-time augmentation for cells, which have no orientation."
+    return [torch.rot90(v, k, (2, 3)) for v in (x, x.flip(3)) for k in range(4)]
+
 def _predict_proba(self:FittedModel, cellset:CellSet, # cells to classify
                    condition:str='clean', # 'clean' | 'pre' (blur before resize to 40) | 'post' (blur after)
                    sigma:float=0.0, # blur sigma in 40-px pixels (ignored for 'clean')
                    bs:int=256, # batch size
                    device=None, # device (default: the training device)
+                   tta:bool=False, # average the probabilities over the 8 `dihedral_views` of each cell (8x the compute)
                   ) -> np.ndarray:
     "Class probabilities (N, C) for `cellset` under a blur condition."
     if condition not in CONDITIONS: raise CellnbError(f"condition={condition!r} unknown; use one of {list(CONDITIONS)}")
+    if tta and self.protocol == 'linear_probe':
+        raise CellnbError("tta=True applies to trained networks (scratch, ft_last, full_ft); a linear probe classifies cached embeddings, use tta=False")
     _check_cells(cellset)
     device = self.device if device is None else get_device(device)
     C = len(self.classes)
@@ -270,7 +278,9 @@ def _predict_proba(self:FittedModel, cellset:CellSet, # cells to classify
     model = self.model.to(device).eval()
     outs = []
     with torch.no_grad(), _autocast(device):
-        for xb, _ in dl: outs.append(torch.softmax(model(xb).float(), -1).cpu())
+        for xb, _ in dl:
+            views = dihedral_views(xb) if tta else [xb]
+            outs.append(sum(torch.softmax(model(v).float(), -1) for v in views).div_(len(views)).cpu())
     return torch.cat(outs).numpy()
 
 FittedModel.predict_proba = _predict_proba

@@ -1,0 +1,58 @@
+"""Why CustomViT trails the CNN on CRCHisto, and what closes the gap: variants compared on one image-grouped fold.
+
+Fold 0 of the 2-fold CV of crchisto_cv.py (same split, same tenth of training images held out for model selection),
+512 cells per class, 12 epochs (twice the CV's 6). Each variant is scored on the other half of the images with
+image-bootstrap CIs, and against the baseline by a paired image bootstrap of macro-F1 (cellnb.evaluate.paired_compare).
+Writes benchmarks/results/custom_vit_ablation.json after each variant (--resume skips finished ones).
+Usage: python benchmarks/custom_vit_ablation.py [--epochs 12] [--flag-limit 512] [--only base,local_mlp] [--resume] [--threads 1]
+"""
+import argparse, json, time
+import torch
+from _common import write_result, RESULTS
+from crchisto_cv import _train_valid
+from cellnb.core import crchisto_path
+from cellnb.data import group_folds, flag_limit
+from cellnb.datasets import load_crchisto
+from cellnb.models import create_model
+from cellnb.train import fit_cell_model
+from cellnb.evaluate import evaluate, paired_compare
+
+VARIANTS = {  # name -> (model, model_kwargs, fit kwargs)
+    "cnn": ("cnn", {}, {}),
+    "base": ("custom_vit", {}, {}),
+    "local_mlp": ("custom_vit", {"local_mlp": True}, {}),
+    "local_mlp_small": ("custom_vit", {"local_mlp": True, "dim": 128, "depth": 4, "num_heads": 4}, {}),
+}
+
+def main():
+    ap = argparse.ArgumentParser(); ap.add_argument("--epochs", type=int, default=12); ap.add_argument("--flag-limit", type=int, default=512)
+    ap.add_argument("--only", default=None); ap.add_argument("--resume", action="store_true"); ap.add_argument("--threads", type=int, default=None)
+    a = ap.parse_args()
+    if a.threads: torch.set_num_threads(a.threads)
+    cells = load_crchisto(crchisto_path(required=True), crop=48)
+    train_all, test = group_folds(cells, k=2, seed=0)[0]
+    train, valid = _train_valid(train_all, 0)
+    train = flag_limit(train, a.flag_limit, seed=0)
+    out = RESULTS / "custom_vit_ablation.json"
+    rows = json.loads(out.read_text())["variants"] if (a.resume and out.exists()) else {}
+    preds = {}
+    for name in (a.only.split(",") if a.only else VARIANTS):
+        arch, mkw, fkw = VARIANTS[name]
+        if name in rows and name != "base": continue
+        n_params = sum(p.numel() for p in create_model(arch, 4, **mkw).parameters())
+        fm = fit_cell_model("scratch", arch, train, valid, epochs=a.epochs, seed=0, bs=64, progress=False, model_kwargs=mkw, **fkw)
+        p, m = evaluate(fm, test, n_boot=1000, group_bootstrap=True, seed=0)
+        preds[name] = p
+        rows[name] = dict(arch=arch, model_kwargs=mkw, params_m=n_params / 1e6, train_seconds=fm.train_seconds,
+                          img_per_s=len(train) * a.epochs / fm.train_seconds, best_epoch=fm.best_epoch,
+                          **{k: m[k] for k in ("accuracy", "macro_f1", "macro_f1_ci", "weighted_f1", "weighted_f1_ci")})
+        if name != "base" and "base" in preds:
+            rows[name]["vs_base"] = paired_compare(p, preds["base"], n_boot=1000, group_bootstrap=True)
+        r = rows[name]
+        print(f"{name:16s} macro-F1 {r['macro_f1']:.3f} {r['macro_f1_ci']}  weighted-F1 {r['weighted_f1']:.3f}  "
+              f"({r['params_m']:.2f} M params, {r['train_seconds']:.0f} s, best epoch {r['best_epoch']})"
+              + (f"  vs base {r['vs_base']['diff']:+.3f} [{r['vs_base']['ci_low']:+.3f}, {r['vs_base']['ci_high']:+.3f}]" if "vs_base" in r else ""), flush=True)
+        write_result("custom_vit_ablation", dict(fold=0, flag_limit=a.flag_limit, epochs=a.epochs, n_train=len(train),
+                                                 n_test=len(test), variants=rows))
+
+if __name__ == "__main__": main()
