@@ -6,6 +6,7 @@ accuracy, macro-F1 and weighted-F1 with 95% group-bootstrap CIs (resampling imag
 too. Writes benchmarks/results/crchisto_cv.json (best_weighted_f1, best_model, per-model table) after every model,
 so a long run can be stopped and resumed (--resume skips models already in the JSON).
 Usage: python benchmarks/crchisto_cv.py [--config benchmarks/crchisto_cv.yaml] [--only cnn,custom_vit] [--resume] [--device cpu] [--threads 1]
+       python benchmarks/crchisto_cv.py --rescore-tta cnn/scratch/16ep   (saved fold models, test-time augmentation)
 Several processes may share the JSON (each with its own --only); every write merges what the others wrote.
 """
 import argparse, json, time, yaml
@@ -16,7 +17,7 @@ from _common import write_result, RESULTS
 from cellnb.core import crchisto_path, get_device
 from cellnb.data import group_folds, group_split, flag_limit
 from cellnb.datasets import load_crchisto
-from cellnb.train import fit_cell_model
+from cellnb.train import fit_cell_model, FittedModel
 from cellnb.evaluate import evaluate
 
 RUNS = Path(__file__).parent / "runs" / "crchisto_cv"
@@ -37,6 +38,7 @@ def main():
     ap = argparse.ArgumentParser(); ap.add_argument("--config", default=str(Path(__file__).with_name("crchisto_cv.yaml")))
     ap.add_argument("--only", default=None); ap.add_argument("--resume", action="store_true"); ap.add_argument("--device", default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (run two processes with --only and 1 thread each)")
+    ap.add_argument("--rescore-tta", default=None, metavar="KEY", help="re-score the saved fold models of KEY with test-time augmentation, as KEY+tta")
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
     cfg = yaml.safe_load(Path(a.config).read_text())
@@ -47,6 +49,19 @@ def main():
     table = json.loads(out_json.read_text())["models"] if (a.resume and out_json.exists()) else {}
     only = set(a.only.split(",")) if a.only else None
     t_all = time.perf_counter()
+    if a.rescore_tta:
+        table = json.loads(out_json.read_text())["models"]
+        src = table[a.rescore_tta]; m = dict(name=src["model"], protocol=src["protocol"], epochs=src["epochs"],
+                                             flag_limit=src["flag_limit"], tta=True)
+        fold_rows, preds_all, t0 = [], [], time.perf_counter()
+        for k, (_, test) in enumerate(folds):
+            fitted = FittedModel.load(RUNS / a.rescore_tta.replace("/", "_") / f"fold{k}")
+            preds, met = evaluate(fitted, test, n_boot=50, seed=cfg["seed"], tta=True)
+            preds_all.append(preds.assign(fold=k))
+            fold_rows.append(dict(src["folds"][k], accuracy=met["accuracy"], macro_f1=met["macro_f1"], weighted_f1=met["weighted_f1"]))
+            print(f"{a.rescore_tta}+tta fold {k}: weighted-F1 {met['weighted_f1']:.3f} (was {src['folds'][k]['weighted_f1']:.3f})", flush=True)
+        _record(table, a.rescore_tta + "+tta", m, cfg, fold_rows, preds_all, t0, device, out_json)
+        return
     for m in cfg["models"]:
         key = m.get("key") or (f"{m['name']}/{m['protocol']}" + (f"@{m['flag_limit']}" if m.get("flag_limit") else ""))
         if (only and m["name"] not in only and key not in only) or key in table: continue
@@ -63,28 +78,33 @@ def main():
                                   n_train=len(train), n_test=len(test), train_seconds=fitted.train_seconds, best_epoch=fitted.best_epoch))
             print(f"{key:32s} fold {k}: acc {met['accuracy']:.3f}  macro-F1 {met['macro_f1']:.3f}  weighted-F1 {met['weighted_f1']:.3f}"
                   f"  ({len(train)} train cells, {fitted.train_seconds:.0f} s)", flush=True)
-        P = pd.concat(preds_all, ignore_index=True)
-        wf1 = lambda t, p: f1_score(t, p, average="weighted"); mf1 = lambda t, p: f1_score(t, p, average="macro")
-        t_, p_ = P["true"].to_numpy(), P["pred"].to_numpy()
-        table[key] = dict(model=m["name"], protocol=m["protocol"], epochs=m.get("epochs"), flag_limit=m.get("flag_limit"), tta=bool(m.get("tta")),
-            accuracy=float(accuracy_score(t_, p_)), accuracy_ci=group_boot_ci(P, accuracy_score, cfg["n_boot"]),
-            macro_f1=float(mf1(t_, p_)), macro_f1_ci=group_boot_ci(P, mf1, cfg["n_boot"]),
-            weighted_f1=float(wf1(t_, p_)), weighted_f1_ci=group_boot_ci(P, wf1, cfg["n_boot"]),
-            weighted_f1_fold_mean=float(np.mean([r["weighted_f1"] for r in fold_rows])), folds=fold_rows,
-            wall_seconds=time.perf_counter() - t0)
-        r = table[key]
-        print(f"{key:32s} pooled: acc {r['accuracy']:.3f} {r['accuracy_ci']}  macro-F1 {r['macro_f1']:.3f}  "
-              f"weighted-F1 {r['weighted_f1']:.3f} [{r['weighted_f1_ci'][0]:.3f}, {r['weighted_f1_ci'][1]:.3f}]", flush=True)
-        # merge with what other processes (--only on other models) wrote meanwhile; this process's entries win
-        if out_json.exists(): table = {**json.loads(out_json.read_text())["models"], **table}
-        scratch = {k: v for k, v in table.items() if v["protocol"] == "scratch"}
-        best_any = max(table, key=lambda k: table[k]["weighted_f1"])
-        best_s = max(scratch, key=lambda k: scratch[k]["weighted_f1"]) if scratch else None
-        write_result("crchisto_cv", dict(
-            best_model=best_s or best_any, best_weighted_f1=(scratch or table)[best_s or best_any]["weighted_f1"],
-            best_overall=best_any, target_weighted_f1=0.80, crop=cfg["crop"], folds=cfg["folds"], device=str(device),
-            config=cfg, models=table))
+        table = _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json)
     print(f"done in {time.perf_counter() - t_all:.0f} s")
+
+def _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json):
+    "Pool the folds' out-of-fold predictions into the model's row, merge with other writers' rows and write the JSON."
+    P = pd.concat(preds_all, ignore_index=True)
+    wf1 = lambda t, p: f1_score(t, p, average="weighted"); mf1 = lambda t, p: f1_score(t, p, average="macro")
+    t_, p_ = P["true"].to_numpy(), P["pred"].to_numpy()
+    table[key] = dict(model=m["name"], protocol=m["protocol"], epochs=m.get("epochs"), flag_limit=m.get("flag_limit"), tta=bool(m.get("tta")),
+        accuracy=float(accuracy_score(t_, p_)), accuracy_ci=group_boot_ci(P, accuracy_score, cfg["n_boot"]),
+        macro_f1=float(mf1(t_, p_)), macro_f1_ci=group_boot_ci(P, mf1, cfg["n_boot"]),
+        weighted_f1=float(wf1(t_, p_)), weighted_f1_ci=group_boot_ci(P, wf1, cfg["n_boot"]),
+        weighted_f1_fold_mean=float(np.mean([r["weighted_f1"] for r in fold_rows])), folds=fold_rows,
+        wall_seconds=time.perf_counter() - t0)
+    r = table[key]
+    print(f"{key:32s} pooled: acc {r['accuracy']:.3f} {r['accuracy_ci']}  macro-F1 {r['macro_f1']:.3f}  "
+          f"weighted-F1 {r['weighted_f1']:.3f} [{r['weighted_f1_ci'][0]:.3f}, {r['weighted_f1_ci'][1]:.3f}]", flush=True)
+    # merge with what other processes (--only on other models) wrote meanwhile; this process's entries win
+    if out_json.exists(): table = {**json.loads(out_json.read_text())["models"], **table}
+    scratch = {k: v for k, v in table.items() if v["protocol"] == "scratch"}
+    best_any = max(table, key=lambda k: table[k]["weighted_f1"])
+    best_s = max(scratch, key=lambda k: scratch[k]["weighted_f1"]) if scratch else None
+    write_result("crchisto_cv", dict(
+        best_model=best_s or best_any, best_weighted_f1=(scratch or table)[best_s or best_any]["weighted_f1"],
+        best_overall=best_any, target_weighted_f1=0.80, crop=cfg["crop"], folds=cfg["folds"], device=str(device),
+        config=cfg, models=table))
+    return table
 
 def _train_valid(train_all, seed):
     "Hold out a tenth of the training images (grouped, stratified) for model selection; the rest trains."

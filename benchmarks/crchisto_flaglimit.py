@@ -21,7 +21,7 @@ import numpy as np, pandas as pd
 from scipy import stats
 from _common import write_result
 from cellnb.sweep import StudyConfig, run_study, collect
-from cellnb.figures import report, run_slopes, _entry
+from cellnb.figures import report, run_slopes, entry_names
 
 HERE = Path(__file__).resolve().parent
 FIG_DIR = HERE / "figures"
@@ -45,7 +45,7 @@ def _paired_gain(clean, entry, fl_lo, fl_hi, other=None):
 
 def findings(res: pd.DataFrame) -> dict:
     ok = res[(res.status == "ok") & res.macro_f1.notna()].copy()
-    ok["entry"] = _entry(ok)
+    ok["entry"] = entry_names(ok)
     clean = ok[ok.condition == "clean"]
     # 'all cells' runs carry the FlagLimit they were asked for (larger than any class)
     per = clean.groupby(["entry", "protocol", "flag_limit"]).agg(
@@ -85,7 +85,7 @@ def findings(res: pd.DataFrame) -> dict:
     d = {}
     try:
         sl = run_slopes(ok, metric="macro_f1")
-        sl["entry"] = _entry(sl)
+        sl["entry"] = entry_names(sl)
         for (e, pl), g0 in sl.groupby(["entry", "placement"]):
             top = full(e) if e in set(per.entry) else g0.flag_limit.max()  # the largest FlagLimit with every seed
             g = g0[g0.flag_limit == top]

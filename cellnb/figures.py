@@ -12,9 +12,10 @@ import altair as alt
 from .core import CellnbError, atomic_write, atomic_write_text
 
 # %% auto #0
-__all__ = ['BLUR_ORDER', 'FIGURES', 'check_results', 'load_results', 'summarise', 'speed_accuracy', 'scaling_curves', 'blur_bars',
-           'run_slopes', 'degradation_slopes', 'best_runs', 'confusion_counts', 'confusion_matrices', 'contact_sheet',
-           'load_samples', 'study_figures', 'summary_table', 'failed_table', 'environment', 'report', 'report_check']
+__all__ = ['BLUR_ORDER', 'FIGURES', 'check_results', 'load_results', 'entry_names', 'summarise', 'speed_accuracy',
+           'scaling_curves', 'blur_bars', 'run_slopes', 'degradation_slopes', 'best_runs', 'confusion_counts',
+           'confusion_matrices', 'contact_sheet', 'load_samples', 'study_figures', 'summary_table', 'failed_table',
+           'environment', 'report', 'report_check']
 
 # %% ../nbs/12_figures.ipynb #4a242098
 _NEEDED = ["run_id", "model", "family", "protocol", "flag_limit", "seed", "condition", "sigma", "macro_f1", "status"]
@@ -46,7 +47,7 @@ def _ok(results):
     r = check_results(results)
     return r[(r["status"].astype(str) != "failed") & r["macro_f1"].notna()].copy()
 
-def _entry(df):
+def entry_names(df):
     "One display name per model x protocol: `cnn` for scratch models, `uni · linear_probe` for backbones."
     return np.where(df["protocol"].astype(str) == "scratch", df["model"].astype(str),
                     df["model"].astype(str) + " · " + df["protocol"].astype(str))
@@ -76,7 +77,7 @@ def summarise(df:pd.DataFrame, # completed result rows
     return out
 
 def _entries(df):
-    return df.assign(entry=_entry(df))
+    return df.assign(entry=entry_names(df))
 
 def _colour(entries):
     "One colour per entry, the same in every chart."

@@ -476,12 +476,13 @@ def _fit_linear_probe(model_name, train, valid, seed, device, bs, weights=None, 
     from threadpoolctl import threadpool_limits
     blas_threads = 1 if Ztr.size < 4_000_000 else torch.get_num_threads()
     clf = LogisticRegression(max_iter=2000, random_state=seed, warm_start=True)
-    for C in sorted(Cs):
-        with threadpool_limits(limits=blas_threads, user_api='blas'): clf.set_params(C=C).fit(Ztr, ytr)
-        pv = clf.predict(Zva)
-        f1 = f1_score(yva, pv, average='macro', labels=list(range(train.n_classes)), zero_division=0)
-        rows.append(dict(C=C, valid_macro_f1=f1, valid_accuracy=accuracy_score(yva, pv)))
-        if best is None or f1 > best[0]: best = (f1, C, clf.coef_.copy(), clf.intercept_.copy())
+    with threadpool_limits(limits=blas_threads, user_api='blas'):
+        for C in sorted(Cs):
+            clf.set_params(C=C).fit(Ztr, ytr)
+            pv = clf.predict(Zva)
+            f1 = f1_score(yva, pv, average='macro', labels=list(range(train.n_classes)), zero_division=0)
+            rows.append(dict(C=C, valid_macro_f1=f1, valid_accuracy=accuracy_score(yva, pv)))
+            if best is None or f1 > best[0]: best = (f1, C, clf.coef_.copy(), clf.intercept_.copy())
     _, C, coef, intercept = best
     probe = dict(coef=coef, intercept=intercept, mean=mean, scale=scale, label_idx=clf.classes_.astype(np.int64), C=np.float64(C))
     return dict(probe=probe, backbone=backbone, history=pd.DataFrame(rows), best_epoch=None, C=C)
