@@ -7,7 +7,8 @@ Writes benchmarks/results/custom_vit_ablation.json after each variant (--resume 
 Usage: python benchmarks/custom_vit_ablation.py [--epochs 12] [--flag-limit 512] [--only base,local_mlp] [--resume] [--threads 1]
 """
 import argparse, json, time
-import torch
+from pathlib import Path
+import pandas as pd, torch
 from _common import write_result, RESULTS
 from crchisto_cv import _train_valid
 from cellnb.core import crchisto_path
@@ -17,6 +18,7 @@ from cellnb.models import create_model
 from cellnb.train import fit_cell_model
 from cellnb.evaluate import evaluate, paired_compare
 
+RUNS = Path(__file__).parent / "runs" / "custom_vit_ablation"   # per-variant predictions (git-ignored)
 VARIANTS = {  # name -> (model, model_kwargs, fit kwargs)
     "cnn": ("cnn", {}, {}),
     "base": ("custom_vit", {}, {}),
@@ -35,21 +37,24 @@ def main():
     train = flag_limit(train, a.flag_limit, seed=0)
     out = RESULTS / "custom_vit_ablation.json"
     rows = json.loads(out.read_text())["variants"] if (a.resume and out.exists()) else {}
-    preds = {}
+    preds = {}; RUNS.mkdir(parents=True, exist_ok=True)
     for name in (a.only.split(",") if a.only else VARIANTS):
         arch, mkw, fkw = VARIANTS[name]
-        if name in rows and name != "base": continue
+        if name in rows and (RUNS / f"{name}.parquet").exists():
+            preds[name] = pd.read_parquet(RUNS / f"{name}.parquet"); continue
         n_params = sum(p.numel() for p in create_model(arch, 4, **mkw).parameters())
         fm = fit_cell_model("scratch", arch, train, valid, epochs=a.epochs, seed=0, bs=64, progress=False, model_kwargs=mkw, **fkw)
         p, m = evaluate(fm, test, n_boot=1000, group_bootstrap=True, seed=0)
         preds[name] = p
         rows[name] = dict(arch=arch, model_kwargs=mkw, params_m=n_params / 1e6, train_seconds=fm.train_seconds,
                           img_per_s=len(train) * a.epochs / fm.train_seconds, best_epoch=fm.best_epoch,
-                          **{k: m[k] for k in ("accuracy", "macro_f1", "macro_f1_ci", "weighted_f1", "weighted_f1_ci")})
+                          accuracy=m["accuracy"], macro_f1=m["macro_f1"], macro_f1_ci=[m["macro_f1_ci_low"], m["macro_f1_ci_high"]],
+                          weighted_f1=m["weighted_f1"])
+        p.to_parquet(RUNS / f"{name}.parquet")
         if name != "base" and "base" in preds:
             rows[name]["vs_base"] = paired_compare(p, preds["base"], n_boot=1000, group_bootstrap=True)
         r = rows[name]
-        print(f"{name:16s} macro-F1 {r['macro_f1']:.3f} {r['macro_f1_ci']}  weighted-F1 {r['weighted_f1']:.3f}  "
+        print(f"{name:16s} macro-F1 {r['macro_f1']:.3f} [{r['macro_f1_ci'][0]:.3f}, {r['macro_f1_ci'][1]:.3f}]  weighted-F1 {r['weighted_f1']:.3f}  "
               f"({r['params_m']:.2f} M params, {r['train_seconds']:.0f} s, best epoch {r['best_epoch']})"
               + (f"  vs base {r['vs_base']['diff']:+.3f} [{r['vs_base']['ci_low']:+.3f}, {r['vs_base']['ci_high']:+.3f}]" if "vs_base" in r else ""), flush=True)
         write_result("custom_vit_ablation", dict(fold=0, flag_limit=a.flag_limit, epochs=a.epochs, n_train=len(train),
