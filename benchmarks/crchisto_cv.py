@@ -6,7 +6,7 @@ accuracy, macro-F1 and weighted-F1 with 95% group-bootstrap CIs (resampling imag
 too. Writes benchmarks/results/crchisto_cv.json (best_weighted_f1, best_model, per-model table) after every model,
 so a long run can be stopped and resumed (--resume skips models already in the JSON).
 Usage: python benchmarks/crchisto_cv.py [--config benchmarks/crchisto_cv.yaml] [--only cnn,custom_vit] [--resume] [--device cpu] [--threads 1]
-       python benchmarks/crchisto_cv.py --rescore-tta cnn/scratch/16ep   (saved fold models, test-time augmentation)
+       python benchmarks/crchisto_cv.py --rescore cnn/scratch/16ep --tta   (saved fold models; several keys: an ensemble)
 Several processes may share the JSON (each with its own --only); every write merges what the others wrote.
 """
 import argparse, json, time, yaml
@@ -18,7 +18,7 @@ from cellnb.core import crchisto_path, get_device
 from cellnb.data import group_folds, group_split, flag_limit
 from cellnb.datasets import load_crchisto
 from cellnb.train import fit_cell_model, FittedModel
-from cellnb.evaluate import evaluate
+from cellnb.evaluate import evaluate, predictions_frame, metrics_from_preds
 
 RUNS = Path(__file__).parent / "runs" / "crchisto_cv"
 
@@ -38,7 +38,8 @@ def main():
     ap = argparse.ArgumentParser(); ap.add_argument("--config", default=str(Path(__file__).with_name("crchisto_cv.yaml")))
     ap.add_argument("--only", default=None); ap.add_argument("--resume", action="store_true"); ap.add_argument("--device", default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (run two processes with --only and 1 thread each)")
-    ap.add_argument("--rescore-tta", default=None, metavar="KEY", help="re-score the saved fold models of KEY with test-time augmentation, as KEY+tta")
+    ap.add_argument("--rescore", default=None, metavar="KEY[,KEY...]", help="re-score saved fold models (several keys: their mean probability, an ensemble)")
+    ap.add_argument("--tta", action="store_true", help="with --rescore: test-time augmentation (8 rotations/flips)")
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
     cfg = yaml.safe_load(Path(a.config).read_text())
@@ -49,18 +50,8 @@ def main():
     table = json.loads(out_json.read_text())["models"] if (a.resume and out_json.exists()) else {}
     only = set(a.only.split(",")) if a.only else None
     t_all = time.perf_counter()
-    if a.rescore_tta:
-        table = json.loads(out_json.read_text())["models"]
-        src = table[a.rescore_tta]; m = dict(name=src["model"], protocol=src["protocol"], epochs=src["epochs"],
-                                             flag_limit=src["flag_limit"], tta=True)
-        fold_rows, preds_all, t0 = [], [], time.perf_counter()
-        for k, (_, test) in enumerate(folds):
-            fitted = FittedModel.load(RUNS / a.rescore_tta.replace("/", "_") / f"fold{k}")
-            preds, met = evaluate(fitted, test, n_boot=50, seed=cfg["seed"], tta=True)
-            preds_all.append(preds.assign(fold=k))
-            fold_rows.append(dict(src["folds"][k], accuracy=met["accuracy"], macro_f1=met["macro_f1"], weighted_f1=met["weighted_f1"]))
-            print(f"{a.rescore_tta}+tta fold {k}: weighted-F1 {met['weighted_f1']:.3f} (was {src['folds'][k]['weighted_f1']:.3f})", flush=True)
-        _record(table, a.rescore_tta + "+tta", m, cfg, fold_rows, preds_all, t0, device, out_json)
+    if a.rescore:
+        _rescore(a.rescore.split(","), a.tta, folds, cfg, device, out_json)
         return
     for m in cfg["models"]:
         key = m.get("key") or (f"{m['name']}/{m['protocol']}" + (f"@{m['flag_limit']}" if m.get("flag_limit") else ""))
@@ -80,6 +71,27 @@ def main():
                   f"  ({len(train)} train cells, {fitted.train_seconds:.0f} s)", flush=True)
         table = _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json)
     print(f"done in {time.perf_counter() - t_all:.0f} s")
+
+def _rescore(keys, tta, folds, cfg, device, out_json):
+    "Score the saved fold models of `keys` again: with test-time augmentation and/or as an ensemble (mean probability)."
+    table = json.loads(out_json.read_text())["models"]
+    src = [table[k] for k in keys]
+    key = "+".join(keys) + ("+tta" if tta else "")
+    m = dict(name="+".join(dict.fromkeys(r["model"] for r in src)), protocol=src[0]["protocol"], epochs=src[0]["epochs"],
+             flag_limit=src[0]["flag_limit"], tta=tta)
+    fold_rows, preds_all, t0 = [], [], time.perf_counter()
+    for k, (_, test) in enumerate(folds):
+        fitted = [FittedModel.load(RUNS / kk.replace("/", "_") / f"fold{k}", device=device) for kk in keys]
+        probs = np.mean([f.predict_proba(test, tta=tta) for f in fitted], axis=0)
+        preds = predictions_frame(probs, test, fitted[0].classes)
+        met = metrics_from_preds(preds, fitted[0].classes, n_boot=50, seed=cfg["seed"])
+        preds_all.append(preds.assign(fold=k))
+        fold_rows.append(dict(fold=k, accuracy=met["accuracy"], macro_f1=met["macro_f1"], weighted_f1=met["weighted_f1"],
+                              n_train=src[0]["folds"][k]["n_train"], n_test=len(test),
+                              train_seconds=sum(r["folds"][k]["train_seconds"] for r in src)))
+        alone = ", ".join(f"{r['folds'][k]['weighted_f1']:.3f}" for r in src)
+        print(f"{key} fold {k}: weighted-F1 {met['weighted_f1']:.3f} (alone: {alone})", flush=True)
+    _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json)
 
 def _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json):
     "Pool the folds' out-of-fold predictions into the model's row, merge with other writers' rows and write the JSON."

@@ -1,7 +1,7 @@
 """The commands users touch: cellnb-study (exit codes, failure summary, report), cellnb-report, cellnb-predict."""
 import json, os, sys, subprocess
 from pathlib import Path
-import pandas as pd, pytest
+import numpy as np, pandas as pd, pytest
 from cellnb.sweep import StudyConfig
 
 BIN = Path(sys.executable).parent
@@ -48,6 +48,11 @@ def test_predict_with_a_run(study, tmp_path):
     p = pd.read_csv(tmp_path/'p.csv')
     assert len(p) == 40 and {'cell', 'true', 'pred'} <= set(p.columns)
     assert [c for c in p.columns if c.startswith('prob_')] and abs(p.filter(like="prob_").sum(axis=1) - 1).max() < 1e-4
+    r = sh('cellnb-predict', '--model', out/'runs'/rid, '--data', 'synthetic', '--n-per-class', 10, '--out', tmp_path/'t.csv', '--tta')
+    assert r.returncode == 0, r.stderr
+    t = pd.read_csv(tmp_path/'t.csv')   # the same cells, probabilities averaged over 8 views: close to, not equal to, the plain ones
+    assert len(t) == 40 and abs(t.filter(like="prob_").sum(axis=1) - 1).max() < 1e-4
+    assert not np.allclose(t.filter(like="prob_").to_numpy(), p.filter(like="prob_").to_numpy())
 
 @pytest.mark.parametrize('args, msg', [
     (['cellnb-study', '--data', 'folder:/no/such/folder'], "does not exist"),
