@@ -21,8 +21,8 @@ from cellnb.evaluate import evaluate, paired_compare
 RUNS = Path(__file__).parent / "runs" / "custom_vit_ablation"   # per-variant predictions (git-ignored)
 VARIANTS = {  # name -> (model, model_kwargs, fit kwargs)
     "cnn": ("cnn", {}, {}),
-    "base": ("custom_vit", {}, {}),
-    "local_mlp": ("custom_vit", {"local_mlp": True}, {}),
+    "base": ("custom_vit", {"local_mlp": False}, {}),   # the model before the local MLPs (session 2)
+    "local_mlp": ("custom_vit", {"local_mlp": True}, {}),   # custom_vit's default since session 3
     "local_mlp_small": ("custom_vit", {"local_mlp": True, "dim": 128, "depth": 4, "num_heads": 4}, {}),
 }
 

@@ -294,10 +294,11 @@ def vit(num_classes:int=4, # classes (0: pooled features)
 def custom_vit(num_classes:int=4, # classes (0: pooled features)
                dim:int=192, depth:int=6, num_heads:int=3, mlp_ratio:float=2.,
                stem:tuple=(32, 64), # channels of the two conv-BN-ReLU stem layers (40 and 20 px)
+               local_mlp:bool=True, # depthwise 3x3 conv over the 10x10 token grid in each MLP (`LocalMlp`)
                **kw):
-    "Small-patch ViT: conv tokenizer to stride 4 (100 tokens), locality self-attention, mean pooling."
+    "Small-patch ViT: conv tokenizer to stride 4 (100 tokens), locality self-attention, local MLPs, mean pooling."
     tok = nn.Sequential(ConvNormAct(3, stem[0], 3), ConvNormAct(stem[0], stem[1], 3, 2), nn.Conv2d(stem[1], dim, 3, 2, 1))
-    return ViT(num_classes, tok, 100, dim, depth, num_heads, mlp_ratio, lsa=True, pool='avg', **kw)
+    return ViT(num_classes, tok, 100, dim, depth, num_heads, mlp_ratio, lsa=True, pool='avg', local_mlp=local_mlp, **kw)
 
 # %% ../nbs/05_models.ipynb #693c3579
 class TimmModel(CellModel):
