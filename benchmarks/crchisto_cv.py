@@ -61,7 +61,8 @@ def main():
             train, valid = _train_valid(train_all, cfg["split_seed"])
             if m.get("flag_limit"): train = flag_limit(train, m["flag_limit"], seed=cfg["seed"])
             fitted = fit_cell_model(m["protocol"], m["name"], train, valid, epochs=m.get("epochs", 10), seed=cfg["seed"],
-                                    device=device, bs=cfg["batch_size"], lr=m.get("lr"), progress=False)
+                                    device=device, bs=cfg["batch_size"], lr=m.get("lr"), progress=False,
+                                    **({"model_kwargs": m["model_kwargs"]} if m.get("model_kwargs") else {}))
             fitted.save(RUNS / key.replace("/", "_") / f"fold{k}")   # kept (git-ignored) so a fold can be re-scored later
             preds, met = evaluate(fitted, test, n_boot=50, seed=cfg["seed"], **({"tta": True} if m.get("tta") else {}))
             preds_all.append(preds.assign(fold=k))
@@ -99,6 +100,7 @@ def _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json):
     wf1 = lambda t, p: f1_score(t, p, average="weighted"); mf1 = lambda t, p: f1_score(t, p, average="macro")
     t_, p_ = P["true"].to_numpy(), P["pred"].to_numpy()
     table[key] = dict(model=m["name"], protocol=m["protocol"], epochs=m.get("epochs"), flag_limit=m.get("flag_limit"), tta=bool(m.get("tta")),
+        model_kwargs=m.get("model_kwargs", {}),
         accuracy=float(accuracy_score(t_, p_)), accuracy_ci=group_boot_ci(P, accuracy_score, cfg["n_boot"]),
         macro_f1=float(mf1(t_, p_)), macro_f1_ci=group_boot_ci(P, mf1, cfg["n_boot"]),
         weighted_f1=float(wf1(t_, p_)), weighted_f1_ci=group_boot_ci(P, wf1, cfg["n_boot"]),
