@@ -40,6 +40,7 @@ def main():
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (run two processes with --only and 1 thread each)")
     ap.add_argument("--rescore", default=None, metavar="KEY[,KEY...]", help="re-score saved fold models (several keys: their mean probability, an ensemble)")
     ap.add_argument("--tta", action="store_true", help="with --rescore: test-time augmentation (8 rotations/flips)")
+    ap.add_argument("--fold", type=int, default=None, help="train and save only this fold's model (one process per fold/core); --rescore KEY then pools them")
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
     cfg = yaml.safe_load(Path(a.config).read_text())
@@ -58,9 +59,10 @@ def main():
         if (only and m["name"] not in only and key not in only) or key in table: continue
         fold_rows, preds_all, t0 = [], [], time.perf_counter()
         for k, (train_all, test) in enumerate(folds):
+            if a.fold is not None and k != a.fold: continue
             train, valid = _train_valid(train_all, cfg["split_seed"])
             if m.get("flag_limit"): train = flag_limit(train, m["flag_limit"], seed=cfg["seed"])
-            fitted = fit_cell_model(m["protocol"], m["name"], train, valid, epochs=m.get("epochs", 10), seed=cfg["seed"],
+            fitted = fit_cell_model(m["protocol"], m["name"], train, valid, epochs=m.get("epochs", 10), seed=m.get("seed", cfg["seed"]),
                                     device=device, bs=cfg["batch_size"], lr=m.get("lr"), progress=False,
                                     **({"model_kwargs": m["model_kwargs"]} if m.get("model_kwargs") else {}))
             fitted.save(RUNS / key.replace("/", "_") / f"fold{k}")   # kept (git-ignored) so a fold can be re-scored later
@@ -70,28 +72,28 @@ def main():
                                   n_train=len(train), n_test=len(test), train_seconds=fitted.train_seconds, best_epoch=fitted.best_epoch))
             print(f"{key:32s} fold {k}: acc {met['accuracy']:.3f}  macro-F1 {met['macro_f1']:.3f}  weighted-F1 {met['weighted_f1']:.3f}"
                   f"  ({len(train)} train cells, {fitted.train_seconds:.0f} s)", flush=True)
-        table = _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json)
+        if a.fold is None: table = _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json)
     print(f"done in {time.perf_counter() - t_all:.0f} s")
 
 def _rescore(keys, tta, folds, cfg, device, out_json):
     "Score the saved fold models of `keys` again: with test-time augmentation and/or as an ensemble (mean probability)."
     table = json.loads(out_json.read_text())["models"]
-    src = [table[k] for k in keys]
+    entries = {e.get("key") or e["name"]: e for e in cfg["models"]}
     key = "+".join(keys) + ("+tta" if tta else "")
-    m = dict(name="+".join(dict.fromkeys(r["model"] for r in src)), protocol=src[0]["protocol"], epochs=src[0]["epochs"],
-             flag_limit=src[0]["flag_limit"], tta=tta)
-    fold_rows, preds_all, t0 = [], [], time.perf_counter()
+    fold_rows, preds_all, t0, first = [], [], time.perf_counter(), None
     for k, (_, test) in enumerate(folds):
         fitted = [FittedModel.load(RUNS / kk.replace("/", "_") / f"fold{k}", device=device) for kk in keys]
+        first = first or fitted[0]
         probs = np.mean([f.predict_proba(test, tta=tta) for f in fitted], axis=0)
         preds = predictions_frame(probs, test, fitted[0].classes)
         met = metrics_from_preds(preds, fitted[0].classes, n_boot=50, seed=cfg["seed"])
         preds_all.append(preds.assign(fold=k))
         fold_rows.append(dict(fold=k, accuracy=met["accuracy"], macro_f1=met["macro_f1"], weighted_f1=met["weighted_f1"],
-                              n_train=src[0]["folds"][k]["n_train"], n_test=len(test),
-                              train_seconds=sum(r["folds"][k]["train_seconds"] for r in src)))
-        alone = ", ".join(f"{r['folds'][k]['weighted_f1']:.3f}" for r in src)
-        print(f"{key} fold {k}: weighted-F1 {met['weighted_f1']:.3f} (alone: {alone})", flush=True)
+                              n_test=len(test), train_seconds=sum(f.train_seconds for f in fitted), best_epoch=[f.best_epoch for f in fitted]))
+        print(f"{key} fold {k}: weighted-F1 {met['weighted_f1']:.3f}", flush=True)
+    src = entries.get(keys[0]) or table.get(keys[0]) or {}
+    m = dict(name="+".join(dict.fromkeys(f.model_name for f in fitted)), protocol=first.protocol, epochs=first.config.get("epochs"),
+             flag_limit=src.get("flag_limit"), tta=tta, model_kwargs=first.config.get("model_kwargs", {}))
     _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json)
 
 def _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json):
