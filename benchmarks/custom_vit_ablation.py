@@ -5,6 +5,7 @@ Fold 0 of the 2-fold CV of crchisto_cv.py (same split, same tenth of training im
 image-bootstrap CIs, and against the baseline by a paired image bootstrap of macro-F1 (cellnb.evaluate.paired_compare).
 Writes benchmarks/results/custom_vit_ablation.json after each variant (--resume skips finished ones).
 Usage: python benchmarks/custom_vit_ablation.py [--epochs 12] [--flag-limit 512] [--only base,local_mlp] [--resume] [--threads 1]
+Each ViT variant is also compared with the small CNN trained the same way (vs_cnn).
 """
 import argparse, json, time
 from pathlib import Path
@@ -57,6 +58,14 @@ def main():
         print(f"{name:16s} macro-F1 {r['macro_f1']:.3f} [{r['macro_f1_ci'][0]:.3f}, {r['macro_f1_ci'][1]:.3f}]  weighted-F1 {r['weighted_f1']:.3f}  "
               f"({r['params_m']:.2f} M params, {r['train_seconds']:.0f} s, best epoch {r['best_epoch']})"
               + (f"  vs base {r['vs_base']['diff']:+.3f} [{r['vs_base']['ci_low']:+.3f}, {r['vs_base']['ci_high']:+.3f}]" if "vs_base" in r else ""), flush=True)
+        write_result("custom_vit_ablation", dict(fold=0, flag_limit=a.flag_limit, epochs=a.epochs, n_train=len(train),
+                                                 n_test=len(test), variants=rows))
+
+    if "cnn" in preds:   # each ViT variant against the small CNN, same cells, same budget
+        for name in preds:
+            if name != "cnn": rows[name]["vs_cnn"] = paired_compare(preds[name], preds["cnn"], n_boot=1000, group_bootstrap=True)
+        for name, r in rows.items():
+            if "vs_cnn" in r: print(f"{name:16s} vs cnn {r['vs_cnn']['diff']:+.3f} [{r['vs_cnn']['ci_low']:+.3f}, {r['vs_cnn']['ci_high']:+.3f}]")
         write_result("custom_vit_ablation", dict(fold=0, flag_limit=a.flag_limit, epochs=a.epochs, n_train=len(train),
                                                  n_test=len(test), variants=rows))
 
