@@ -14,7 +14,7 @@ def cv_table() -> str:
     ep = lambda b: "-" if b is None else "+".join(map(str, b)) if isinstance(b, list) else str(b)
     for k, r in sorted(d["models"].items(), key=lambda kv: -kv[1]["weighted_f1"]):
         folds = r["folds"]
-        best = "/".join(ep(f["best_epoch"]) for f in folds)
+        best = "/".join(ep(f.get("best_epoch")) for f in folds)
         rows.append(f"| {k} | {r['protocol']} | {r['flag_limit'] or 'all'} | {r['epochs'] or '-'} ({best}) | {'yes' if r.get('tta') else 'no'} | "
                     f"{_ci(r['accuracy'], r['accuracy_ci'])} | {_ci(r['macro_f1'], r['macro_f1_ci'])} | "
                     f"{_ci(r['weighted_f1'], r['weighted_f1_ci'])} | {' / '.join(format(f['weighted_f1'], '.3f') for f in folds)} | "
