@@ -6,6 +6,7 @@ Usage: python benchmarks/bench_flops.py [--bs 128] [--steps 8]
 """
 import argparse, time, torch
 from torch.utils.flop_counter import FlopCounterMode
+from cellnb.cost import FLOP_FORMULAS
 from _common import write_result
 from cellnb.models import create_model
 
@@ -29,7 +30,7 @@ def main():
     def step():
         opt.zero_grad(set_to_none=True)
         loss = torch.nn.functional.cross_entropy(m(x), y); loss.backward(); opt.step()
-    with FlopCounterMode(display=False) as fc: step()
+    with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as fc: step()   # groups-aware conv backward
     step_flops = fc.get_total_flops()
     for _ in range(2): step()
     t = time.perf_counter()

@@ -7,18 +7,28 @@ from __future__ import annotations
 import time, threading, statistics, contextlib
 import torch, torch.nn as nn
 import pandas as pd
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count, conv_flop_count, flop_registry
 from .core import CellnbError, get_device
 
 # %% auto #0
-__all__ = ['count_params', 'count_flops', 'model_cost', 'cost_table']
+__all__ = ['FLOP_FORMULAS', 'count_params', 'count_flops', 'model_cost', 'cost_table']
 
 # %% ../nbs/10_cost.ipynb #e5855bfb
 def _cpu_sdpa_flops(q, k, v, *args, out_shape=None, **kw):
     "FLOPs of CPU flash attention (QK^T and AV), which torch's counter does not register."
     return sdpa_flop_count(q, k, v)
 
-_EXTRA_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}
+def _conv_backward_flops(grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed, output_padding,
+                         groups, output_mask, out_shape=None, **kw):
+    "Backward FLOPs of a convolution: each requested gradient (input, weight) costs one forward pass. torch's formula ignores `groups` for the weight gradient and so counts a depthwise conv's as a dense one (C times too many)."
+    if transposed: return _torch_conv_backward(grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed,
+                                               output_padding, groups, output_mask, out_shape, **kw)
+    fwd = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape))   # w_shape (C_out, C_in/groups, k...) counts groups
+    return fwd * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+_torch_conv_backward = flop_registry[torch.ops.aten.convolution_backward]
+FLOP_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops,
+                torch.ops.aten.convolution_backward: _conv_backward_flops}
 
 def count_params(model:nn.Module) -> int:
     "Number of parameters (trainable or not)."
@@ -30,7 +40,7 @@ def count_flops(model:nn.Module, # the model (any device)
     "FLOPs of one forward pass on one (1, 3, input_size, input_size) patch (multiply-add = 2 FLOPs)."
     p = next(model.parameters(), None)
     x = torch.zeros(1, 3, input_size, input_size, device=p.device if p is not None else 'cpu')
-    with FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOPS) as fc, torch.inference_mode(): model(x)
+    with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as fc, torch.inference_mode(): model(x)
     return fc.get_total_flops()
 
 # %% ../nbs/10_cost.ipynb #5c996f30
