@@ -48,11 +48,12 @@ def main():
     cells = load_crchisto(crchisto_path(required=True), crop=cfg["crop"])
     folds = group_folds(cells, k=cfg["folds"], seed=cfg["split_seed"])
     out_json = RESULTS / "crchisto_cv.json"
-    table = json.loads(out_json.read_text())["models"] if (a.resume and out_json.exists()) else {}
+    saved = json.loads(out_json.read_text())["models"] if out_json.exists() else {}
+    table = saved if a.resume else {}
     only = set(a.only.split(",")) if a.only else None
     t_all = time.perf_counter()
     if a.rescore:
-        _rescore(a.rescore.split(","), a.tta, folds, cfg, device, out_json)
+        _rescore(a.rescore.split(","), a.tta, folds, cfg, device, out_json, saved)
         return
     for m in cfg["models"]:
         key = m.get("key") or (f"{m['name']}/{m['protocol']}" + (f"@{m['flag_limit']}" if m.get("flag_limit") else ""))
@@ -64,20 +65,17 @@ def main():
             if m.get("flag_limit"): train = flag_limit(train, m["flag_limit"], seed=cfg["seed"])
             fitted = fit_cell_model(m["protocol"], m["name"], train, valid, epochs=m.get("epochs", 10), seed=m.get("seed", cfg["seed"]),
                                     device=device, bs=cfg["batch_size"], lr=m.get("lr"), progress=False,
+                                    label_smoothing=m.get("label_smoothing", 0.0), augment=m.get("augment", True),
                                     **({"model_kwargs": m["model_kwargs"]} if m.get("model_kwargs") else {}))
             fitted.save(RUNS / key.replace("/", "_") / f"fold{k}")   # kept (git-ignored) so a fold can be re-scored later
             preds, met = evaluate(fitted, test, n_boot=50, seed=cfg["seed"], **({"tta": True} if m.get("tta") else {}))
             preds_all.append(preds.assign(fold=k))
-            fold_rows.append(dict(fold=k, accuracy=met["accuracy"], macro_f1=met["macro_f1"], weighted_f1=met["weighted_f1"],
-                                  n_train=len(train), n_test=len(test), train_seconds=fitted.train_seconds, best_epoch=fitted.best_epoch))
-            print(f"{key:32s} fold {k}: acc {met['accuracy']:.3f}  macro-F1 {met['macro_f1']:.3f}  weighted-F1 {met['weighted_f1']:.3f}"
-                  f"  ({len(train)} train cells, {fitted.train_seconds:.0f} s)", flush=True)
+            fold_rows.append(_fold_row(key, k, met, test, [fitted], n_train=len(train)))
         if a.fold is None: table = _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json)
     print(f"done in {time.perf_counter() - t_all:.0f} s")
 
-def _rescore(keys, tta, folds, cfg, device, out_json):
+def _rescore(keys, tta, folds, cfg, device, out_json, table):
     "Score the saved fold models of `keys` again: with test-time augmentation and/or as an ensemble (mean probability)."
-    table = json.loads(out_json.read_text())["models"]
     entries = {e.get("key") or e["name"]: e for e in cfg["models"]}
     key = "+".join(keys) + ("+tta" if tta else "")
     fold_rows, preds_all, t0, first = [], [], time.perf_counter(), None
@@ -88,13 +86,22 @@ def _rescore(keys, tta, folds, cfg, device, out_json):
         preds = predictions_frame(probs, test, fitted[0].classes)
         met = metrics_from_preds(preds, fitted[0].classes, n_boot=50, seed=cfg["seed"])
         preds_all.append(preds.assign(fold=k))
-        fold_rows.append(dict(fold=k, accuracy=met["accuracy"], macro_f1=met["macro_f1"], weighted_f1=met["weighted_f1"],
-                              n_test=len(test), train_seconds=sum(f.train_seconds for f in fitted), best_epoch=[f.best_epoch for f in fitted]))
-        print(f"{key} fold {k}: weighted-F1 {met['weighted_f1']:.3f}", flush=True)
+        fold_rows.append(_fold_row(key, k, met, test, fitted))
     src = entries.get(keys[0]) or table.get(keys[0]) or {}
     m = dict(name="+".join(dict.fromkeys(f.model_name for f in fitted)), protocol=first.protocol, epochs=first.config.get("epochs"),
-             flag_limit=src.get("flag_limit"), tta=tta, model_kwargs=first.config.get("model_kwargs", {}))
+             flag_limit=src.get("flag_limit"), tta=tta, model_kwargs=first.config.get("model_kwargs", {}),
+             **({"augment": first.config["augment"]} if isinstance(first.config.get("augment"), dict) else {}))
     _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json)
+
+def _fold_row(key, k, met, test, fitted, n_train=None):
+    "One fold's row of the table (several fitted models: an ensemble), printed as it is made."
+    row = dict(fold=k, accuracy=met["accuracy"], macro_f1=met["macro_f1"], weighted_f1=met["weighted_f1"],
+               **({"n_train": n_train} if n_train is not None else {}), n_test=len(test),
+               train_seconds=sum(f.train_seconds for f in fitted),
+               best_epoch=fitted[0].best_epoch if len(fitted) == 1 else [f.best_epoch for f in fitted])
+    print(f"{key:32s} fold {k}: acc {met['accuracy']:.3f}  macro-F1 {met['macro_f1']:.3f}  weighted-F1 {met['weighted_f1']:.3f}"
+          + (f"  ({n_train} train cells, {row['train_seconds']:.0f} s)" if n_train is not None else ""), flush=True)
+    return row
 
 def _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json):
     "Pool the folds' out-of-fold predictions into the model's row, merge with other writers' rows and write the JSON."
@@ -102,7 +109,7 @@ def _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json):
     wf1 = lambda t, p: f1_score(t, p, average="weighted"); mf1 = lambda t, p: f1_score(t, p, average="macro")
     t_, p_ = P["true"].to_numpy(), P["pred"].to_numpy()
     table[key] = dict(model=m["name"], protocol=m["protocol"], epochs=m.get("epochs"), flag_limit=m.get("flag_limit"), tta=bool(m.get("tta")),
-        model_kwargs=m.get("model_kwargs", {}),
+        model_kwargs=m.get("model_kwargs", {}), **{k: m[k] for k in ("augment", "label_smoothing") if k in m},
         accuracy=float(accuracy_score(t_, p_)), accuracy_ci=group_boot_ci(P, accuracy_score, cfg["n_boot"]),
         macro_f1=float(mf1(t_, p_)), macro_f1_ci=group_boot_ci(P, mf1, cfg["n_boot"]),
         weighted_f1=float(wf1(t_, p_)), weighted_f1_ci=group_boot_ci(P, wf1, cfg["n_boot"]),

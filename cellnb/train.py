@@ -27,9 +27,10 @@ from .data import CellSet
 from .transforms import CellPipeline, pipeline_for, tune_malloc
 
 # %% auto #0
-__all__ = ['PROTOCOLS', 'CONDITIONS', 'DEFAULT_LR', 'PROBE_CS', 'CellDataLoader', 'cell_dataloaders', 'macro_f1', 'MacroF1',
-           'KeepBestCallback', 'StopOnNaNCallback', 'FrozenBNCallback', 'frozen_bn_modules', 'BackboneClassifier',
-           'FittedModel', 'dihedral_views', 'last_stage_modules', 'fit_cell_model']
+__all__ = ['AUGMENT_OPTIONS', 'PROTOCOLS', 'CONDITIONS', 'DEFAULT_LR', 'PROBE_CS', 'CellDataLoader', 'augment_options',
+           'cell_dataloaders', 'macro_f1', 'MacroF1', 'KeepBestCallback', 'StopOnNaNCallback', 'FrozenBNCallback',
+           'frozen_bn_modules', 'BackboneClassifier', 'FittedModel', 'dihedral_views', 'last_stage_modules',
+           'fit_cell_model']
 
 # %% ../nbs/07_train.ipynb #a5f65c56
 class CellDataLoader:
@@ -111,20 +112,34 @@ class CellDataLoader:
         return f"CellDataLoader({self.n} cells, bs={self.bs}, shuffle={self.shuffle}, device={self.device}, out={self.pipeline.out_size}px)"
 
 # %% ../nbs/07_train.ipynb #8a69cb7a
+AUGMENT_OPTIONS = ('brightness', 'contrast', 'hed', 'shift')
+
+def augment_options(augment:bool|dict # True/False, or augmentation strengths such as dict(shift=2, hed=0.05)
+                   ) -> dict:
+    "The `CellPipeline` strengths an `augment` argument asks for (empty: the defaults), or a one-line error."
+    if isinstance(augment, bool): return {}
+    if not isinstance(augment, dict):
+        raise CellnbError(f"augment={augment!r} is invalid; use True, False or a dict of strengths with keys {AUGMENT_OPTIONS}")
+    bad = sorted(set(augment) - set(AUGMENT_OPTIONS))
+    if bad: raise CellnbError(f"augment has unknown option(s) {bad}; use keys from {AUGMENT_OPTIONS}, e.g. augment=dict(shift=2)")
+    return dict(augment)
+
 def cell_dataloaders(train:CellSet, # training cells
                      valid:CellSet, # validation cells
                      model=None, # the model (input size, mean/std; see `pipeline_for`); None: 40 px, ImageNet stats
                      bs:int=128, # batch size
-                     augment:bool=True, # augment the training batches
+                     augment:bool|dict=True, # augment the training batches; a dict sets the strengths (see `augment_options`)
                      device=None, # torch device
                      seed:int=0, # seed for shuffling and augmentation
                     ) -> DataLoaders:
     "fastai `DataLoaders` (train: shuffled + augmented; valid: in order, no augmentation) over in-memory CellSets."
     device = get_device(device)
-    mk = (lambda cs, aug: pipeline_for(model, cs.size, augment=aug)) if model is not None else (lambda cs, aug: CellPipeline(cs.size, augment=aug))
+    opts = augment_options(augment)
+    mk = ((lambda cs, aug: pipeline_for(model, cs.size, augment=aug, **(opts if aug else {}))) if model is not None
+          else (lambda cs, aug: CellPipeline(cs.size, augment=aug, **(opts if aug else {}))))
     # drop a trailing batch of one cell: BatchNorm cannot train on it
     drop = len(train) > bs and len(train) % bs == 1
-    tdl = CellDataLoader(train, mk(train, augment), bs=bs, shuffle=True, drop_last=drop, device=device, seed=seed)
+    tdl = CellDataLoader(train, mk(train, augment is not False), bs=bs, shuffle=True, drop_last=drop, device=device, seed=seed)
     vdl = CellDataLoader(valid, mk(valid, False), bs=bs, shuffle=False, device=device, seed=seed)
     return DataLoaders(tdl, vdl, device=device)
 
@@ -488,7 +503,7 @@ def _fit_linear_probe(model_name, train, valid, seed, device, bs, weights=None, 
     return dict(probe=probe, backbone=backbone, history=pd.DataFrame(rows), best_epoch=None, C=C)
 
 # %% ../nbs/07_train.ipynb #f78aa648
-def _validate_inputs(protocol, model_name, train, valid, epochs, bs):
+def _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment=True):
     if protocol not in PROTOCOLS: raise CellnbError(f"protocol={protocol!r} unknown; use one of {PROTOCOLS}")
     for cs, what in ((train, 'train'), (valid, 'valid')):
         if not isinstance(cs, CellSet): raise CellnbError(f"{what} is a {type(cs).__name__}, not a CellSet; build one with cellnb.data or cellnb.datasets")
@@ -506,6 +521,8 @@ def _validate_inputs(protocol, model_name, train, valid, epochs, bs):
     if protocol != 'linear_probe' and (not isinstance(epochs, (int, np.integer)) or epochs < 1):
         raise CellnbError(f"epochs={epochs!r} is invalid; use an integer >= 1")
     if not isinstance(bs, (int, np.integer)) or bs < 1: raise CellnbError(f"bs={bs!r} is invalid; use a batch size >= 1")
+    if augment is not True and augment is not False: CellPipeline(train.size, augment=True, **augment_options(augment))   # bad strengths fail here, not mid-training
+
 
 # %% ../nbs/07_train.ipynb #84978707
 def fit_cell_model(protocol:str, # 'scratch' | 'linear_probe' | 'ft_last' | 'full_ft'
@@ -520,13 +537,13 @@ def fit_cell_model(protocol:str, # 'scratch' | 'linear_probe' | 'ft_last' | 'ful
                    label_smoothing:float=0.0, # cross-entropy label smoothing
                    patience:int|None=None, # early stopping after this many epochs without a better valid macro-F1
                    weights=None, # backbone weights path (foundation protocols; default: offline resolution)
-                   augment:bool=True, # training augmentation (flips, rot90, colour jitter)
+                   augment:bool|dict=True, # training augmentation (flips, rot90, colour jitter); a dict sets strengths, e.g. dict(shift=2)
                    progress:bool=True, # show fastprogress bars
                    cache:bool=True, # linear_probe: use the on-disk embedding cache
                    **kwargs, # wd (weight decay, 0.01), model_kwargs (scratch: create_model overrides), Cs (probe C grid)
                   ) -> FittedModel:
     "Train a cell classifier with one of the study's protocols; returns a `FittedModel` (with train time and history)."
-    _validate_inputs(protocol, model_name, train, valid, epochs, bs)
+    _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment)
     device = get_device(device)
     lr = DEFAULT_LR.get(protocol) if lr is None else float(lr)
     if lr is not None and (not math.isfinite(lr) or lr <= 0): raise CellnbError(f"lr={lr} is invalid; use a positive learning rate such as {DEFAULT_LR.get(protocol, 1e-3)}")
@@ -542,7 +559,7 @@ def fit_cell_model(protocol:str, # 'scratch' | 'linear_probe' | 'ft_last' | 'ful
                             augment=augment, progress=progress, weights=weights, **common, **kwargs)
     secs = time.perf_counter() - t0
     cfg = dict(lr=lr, epochs=None if protocol == 'linear_probe' else int(epochs), seed=int(seed), bs=int(bs), cache=bool(cache),
-               label_smoothing=float(label_smoothing), augment=bool(augment), model_kwargs=kwargs.get('model_kwargs', {}))
+               label_smoothing=float(label_smoothing), augment=augment if isinstance(augment, dict) else bool(augment), model_kwargs=kwargs.get('model_kwargs', {}))
     if protocol == 'linear_probe': cfg['C'] = float(out['C'])
     fm = FittedModel(protocol, model_name, train.classes, train.size, model=out.get('model'), probe=out.get('probe'),
                      weights=weights, train_seconds=secs, best_epoch=out['best_epoch'], history=out['history'],

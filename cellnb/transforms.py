@@ -4,8 +4,9 @@
 
 # %% ../nbs/04_transforms.ipynb #9001090f
 from __future__ import annotations
-import math
+import math, numbers
 import torch
+import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 from .core import CellnbError
@@ -80,18 +81,29 @@ def _symmetry_table(n:int, device) -> torch.Tensor:
         _SYM[key] = torch.stack([torch.rot90(b, r, dims=(0, 1)).flatten() for b in (base, base.flip(-1)) for r in range(4)]).to(device)
     return _SYM[key]
 
+def _translate(x:torch.Tensor, offsets:torch.Tensor, pad:int) -> torch.Tensor:
+    "Per-image windows of `x` reflect-padded by `pad`: `offsets` (B, 2) are each window's top-left corner (0..2*pad)."
+    B, C, H, W = x.shape
+    xp = F.pad(x, (pad,)*4, mode='reflect')
+    o, Wp = offsets.to(x.device), W + 2*pad
+    rows, cols = o[:, :1] + torch.arange(H, device=x.device), o[:, 1:] + torch.arange(W, device=x.device)
+    idx = (rows[:, :, None] * Wp + cols[:, None, :]).reshape(B, 1, H*W).expand(B, C, H*W)
+    return xp.reshape(B, C, -1).gather(2, idx).reshape(B, C, H, W)
+
 def augment_batch(x:torch.Tensor, # float images (B,3,H,W) in [0,1], square
                   generator:torch.Generator|None=None, # CPU generator for the random draws (None: torch's global RNG)
                   brightness:float=0.1, # brightness factor drawn from 1 +- brightness
                   contrast:float=0.1, # contrast factor drawn from 1 +- contrast
                   hed:float=0.03, # per-stain scale 1 +- hed, shift +- hed/3 (optical density)
+                  shift:int=0, # random translation by up to this many pixels per axis (reflect-padded edges); 0: off
                  ) -> torch.Tensor:
-    "Random flips, 90-degree rotations and mild brightness/contrast/stain jitter, per image, on x's device."
+    "Random flips, 90-degree rotations, [small translations] and mild brightness/contrast/stain jitter, per image, on x's device."
     B, C, H, W = x.shape
     u = torch.rand(B, 10, generator=generator)
     sym = (u[:, 0] < 0.5).long() * 4 + (u[:, 1] * 4).long().clamp_(max=3)    # flip * 4 + quarter turns
     idx = _symmetry_table(H, x.device)[sym.to(x.device)]                       # (B, H*W) source pixel per output pixel
     x = x.reshape(B, C, H*W).gather(2, idx[:, None, :].expand(B, C, H*W)).reshape(B, C, H, W)
+    if shift > 0: x = _translate(x, torch.randint(0, 2*shift + 1, (B, 2), generator=generator), shift)   # own draw: shift=0 keeps the stream
     if hed > 0: x = hed_jitter(x, 1 + hed * (2*u[:, 2:5] - 1), hed / 3 * (2*u[:, 5:8] - 1))
     if brightness > 0 or contrast > 0:
         # ((x - mean) * c + mean) * b, as one multiply-add per image
@@ -134,6 +146,7 @@ class CellPipeline:
                  interpolation:str='bilinear', # resize method S->size and size->model_size
                  antialias:bool=True, # antialias when shrinking
                  brightness:float=0.1, contrast:float=0.1, hed:float=0.03, # augmentation strengths
+                 shift:int=0, # augmentation: random translation by up to this many pixels (at `size`); 0: off
                 ):
         if blur == 'clean': blur = None
         if blur is not None and blur not in BLUR_PLACEMENTS:
@@ -150,6 +163,9 @@ class CellPipeline:
         self.augment, self.blur, self.sigma = bool(augment), blur, (sigma if blur else 0.0)
         self.interpolation, self.antialias = interpolation, bool(antialias)
         self.brightness, self.contrast, self.hed = float(brightness), float(contrast), float(hed)
+        if isinstance(shift, bool) or not isinstance(shift, numbers.Integral) or not 0 <= shift < self.size // 2:
+            raise CellnbError(f"shift={shift!r} is invalid; use a whole number of pixels from 0 (off) to {self.size // 2 - 1}, e.g. 2")
+        self.shift = int(shift)
         self._norm = {}
 
     @property
@@ -190,7 +206,7 @@ def _pipeline_dynamic(self:CellPipeline, x:torch.Tensor, # output of `static` (B
                       generator:torch.Generator|None=None, # CPU generator for augmentation draws
                      ) -> torch.Tensor:
     "The rest: [augment], [resize to model_size], normalise."
-    if self.augment: x = augment_batch(x, generator, self.brightness, self.contrast, self.hed)
+    if self.augment: x = augment_batch(x, generator, self.brightness, self.contrast, self.hed, self.shift)
     if self.model_size: x = resize(x, self.model_size, self.interpolation, self.antialias)
     key = (x.device, x.dtype)
     if key not in self._norm:
@@ -213,7 +229,8 @@ def _pipeline_spec(self:CellPipeline) -> dict:
     if self.blur == 'pre' and self.sigma > 0: steps.append(f'gaussian_blur(sigma={self.pre_sigma():g}) at {self.src_size}')
     if self.src_size != self.size: steps.append(f'resize {self.src_size}->{self.size} ({self.interpolation}, antialias={self.antialias})')
     if self.blur == 'post' and self.sigma > 0: steps.append(f'gaussian_blur(sigma={self.sigma:g}) at {self.size}')
-    if self.augment: steps.append(f'augment(flip, rot90, brightness={self.brightness:g}, contrast={self.contrast:g}, hed={self.hed:g})')
+    if self.augment: steps.append(f'augment(flip, rot90, brightness={self.brightness:g}, contrast={self.contrast:g}, hed={self.hed:g}'
+                                  + (f', shift={self.shift})' if self.shift else ')'))
     if self.model_size and self.model_size != self.size:
         steps.append(f'resize {self.size}->{self.model_size} ({self.interpolation}, antialias={self.antialias})')
     steps.append('normalize')
@@ -222,7 +239,8 @@ def _pipeline_spec(self:CellPipeline) -> dict:
                 pre_sigma_at_src=(self.pre_sigma() if self.blur == 'pre' else None),
                 blur_kernel='2*ceil(3*sigma)+1', interpolation=self.interpolation, antialias=self.antialias,
                 resize_library='torchvision.transforms.v2.functional.resize',
-                aug=(dict(brightness=self.brightness, contrast=self.contrast, hed=self.hed) if self.augment else None),
+                aug=(dict(brightness=self.brightness, contrast=self.contrast, hed=self.hed, **({'shift': self.shift} if self.shift else {}))
+                     if self.augment else None),
                 steps=steps)
 
 CellPipeline.spec = _pipeline_spec
