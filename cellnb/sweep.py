@@ -51,6 +51,7 @@ class StudyConfig:
     workers:int=1 # runs executed at once
     gpus_per_run:float|None=None # Ray: GPU fraction per run (None: 0.25 for small runs, 1 for fine-tuning, 0 on CPU)
     min_steps:int=0 # scratch/fine-tuning: train at least this many optimizer steps (raises epochs for small FlagLimits)
+    augment:bool|dict=True # training augmentation: true, false or strengths such as {shift: 2} (see `cellnb.transforms.augment_options`)
     n_boot:int=1000 # bootstrap resamples for the confidence intervals
     name:str='cellnb study' # a title for the report
 
@@ -77,6 +78,7 @@ _FIELD_TYPES = dict(
     weights=(_weights_ok, "a mapping {backbone: weights path}"), device=(_is_str, "a string: auto, cpu, cuda or cuda:N"),
     executor=(_is_str, "a string: local or ray"), workers=(_is_int, "an integer"),
     gpus_per_run=(_opt(_is_num), "a number (GPU fraction per run) or null"), n_boot=(_is_int, "an integer"), min_steps=(_is_int, "an integer"),
+    augment=(lambda v: isinstance(v, (bool, dict)), "true, false or a mapping of strengths such as {shift: 2}"),
     name=(_is_str, "a string"))
 _LIST_FIELDS = ('models', 'backbones', 'protocols', 'flag_limits', 'seeds', 'blur_sigmas', 'blur_placements')
 
@@ -112,6 +114,10 @@ def _check_values(c:StudyConfig, src:str):
     if c.gpus_per_run is not None and c.gpus_per_run < 0: raise _bad('gpus_per_run', f"{c.gpus_per_run} must be >= 0", src)
     if c.n_boot < 0: raise _bad('n_boot', f"{c.n_boot} must be >= 0", src)
     if c.min_steps < 0: raise _bad('min_steps', f"{c.min_steps} must be >= 0", src)
+    if isinstance(c.augment, dict):
+        from cellnb.transforms import augment_options
+        try: augment_options(c.augment)
+        except CellnbError as e: raise _bad('augment', str(e), src) from None
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", c.device): raise _bad('device', f"{c.device!r} is not a device; use auto, cpu, cuda or cuda:N", src)
 
 # %% ../nbs/11_sweep.ipynb #b420275b
@@ -222,6 +228,7 @@ def expand(config, # a StudyConfig, a dict of its fields or a YAML path
                   split_seed=c.split_seed, lr=c.lr, batch_size=c.batch_size, blur_sigmas=[float(s) for s in c.blur_sigmas],
                   blur_placements=list(c.blur_placements), n_boot=c.n_boot)
     if c.min_steps: common['min_steps'] = int(c.min_steps)   # only when set: older run ids stay valid
+    if c.augment is not True: common['augment'] = c.augment   # likewise
     pairs = [(m, 'scratch') for m in c.models] + [(b, p) for p in c.protocols for b in c.backbones]
     runs, seen = [], set()
     for seed in c.seeds:

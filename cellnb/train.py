@@ -24,13 +24,12 @@ from fastai.metrics import AccumMetric
 from fastai.optimizer import Adam
 from .core import CellnbError, get_device, seed_everything, atomic_write_json
 from .data import CellSet
-from .transforms import CellPipeline, pipeline_for, tune_malloc
+from .transforms import CellPipeline, pipeline_for, tune_malloc, augment_options
 
 # %% auto #0
-__all__ = ['AUGMENT_OPTIONS', 'PROTOCOLS', 'CONDITIONS', 'DEFAULT_LR', 'PROBE_CS', 'CellDataLoader', 'augment_options',
-           'cell_dataloaders', 'macro_f1', 'MacroF1', 'KeepBestCallback', 'StopOnNaNCallback', 'FrozenBNCallback',
-           'frozen_bn_modules', 'BackboneClassifier', 'FittedModel', 'dihedral_views', 'last_stage_modules',
-           'fit_cell_model']
+__all__ = ['PROTOCOLS', 'CONDITIONS', 'DEFAULT_LR', 'PROBE_CS', 'CellDataLoader', 'cell_dataloaders', 'macro_f1', 'MacroF1',
+           'KeepBestCallback', 'StopOnNaNCallback', 'FrozenBNCallback', 'frozen_bn_modules', 'BackboneClassifier',
+           'FittedModel', 'dihedral_views', 'last_stage_modules', 'fit_cell_model']
 
 # %% ../nbs/07_train.ipynb #a5f65c56
 class CellDataLoader:
@@ -112,18 +111,6 @@ class CellDataLoader:
         return f"CellDataLoader({self.n} cells, bs={self.bs}, shuffle={self.shuffle}, device={self.device}, out={self.pipeline.out_size}px)"
 
 # %% ../nbs/07_train.ipynb #8a69cb7a
-AUGMENT_OPTIONS = ('brightness', 'contrast', 'hed', 'shift')
-
-def augment_options(augment:bool|dict # True/False, or augmentation strengths such as dict(shift=2, hed=0.05)
-                   ) -> dict:
-    "The `CellPipeline` strengths an `augment` argument asks for (empty: the defaults), or a one-line error."
-    if isinstance(augment, bool): return {}
-    if not isinstance(augment, dict):
-        raise CellnbError(f"augment={augment!r} is invalid; use True, False or a dict of strengths with keys {AUGMENT_OPTIONS}")
-    bad = sorted(set(augment) - set(AUGMENT_OPTIONS))
-    if bad: raise CellnbError(f"augment has unknown option(s) {bad}; use keys from {AUGMENT_OPTIONS}, e.g. augment=dict(shift=2)")
-    return dict(augment)
-
 def cell_dataloaders(train:CellSet, # training cells
                      valid:CellSet, # validation cells
                      model=None, # the model (input size, mean/std; see `pipeline_for`); None: 40 px, ImageNet stats
@@ -521,7 +508,7 @@ def _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment=Tru
     if protocol != 'linear_probe' and (not isinstance(epochs, (int, np.integer)) or epochs < 1):
         raise CellnbError(f"epochs={epochs!r} is invalid; use an integer >= 1")
     if not isinstance(bs, (int, np.integer)) or bs < 1: raise CellnbError(f"bs={bs!r} is invalid; use a batch size >= 1")
-    if augment is not True and augment is not False: CellPipeline(train.size, augment=True, **augment_options(augment))   # bad strengths fail here, not mid-training
+    augment_options(augment)   # bad strengths fail here, not mid-training
 
 
 # %% ../nbs/07_train.ipynb #84978707

@@ -12,8 +12,9 @@ from torchvision.transforms import InterpolationMode
 from .core import CellnbError
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'INTERPOLATIONS', 'BLUR_PLACEMENTS', 'blur_kernel_size', 'gaussian_blur', 'resize',
-           'hed_jitter', 'augment_batch', 'tune_malloc', 'CellPipeline', 'pipeline_for']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'INTERPOLATIONS', 'BLUR_PLACEMENTS', 'AUGMENT_OPTIONS', 'blur_kernel_size',
+           'gaussian_blur', 'resize', 'hed_jitter', 'augment_batch', 'tune_malloc', 'CellPipeline', 'pipeline_for',
+           'augment_options']
 
 # %% ../nbs/04_transforms.ipynb #b0dcd4b9
 def blur_kernel_size(sigma:float, # Gaussian sigma in pixels
@@ -260,3 +261,23 @@ def pipeline_for(model, # a cellnb model (`.input_size`, `.mean`, `.std`) or a b
         msize = getattr(model, 'input_size', size); mean = getattr(model, 'mean', IMAGENET_MEAN); std = getattr(model, 'std', IMAGENET_STD)
     if kwargs.get('interpolation') not in (None, *INTERPOLATIONS): kwargs['interpolation'] = 'bilinear'
     return CellPipeline(src_size, size=size, model_size=(None if msize in (None, size) else msize), mean=mean, std=std, **kwargs)
+
+# %% ../nbs/04_transforms.ipynb #00ffcc80
+AUGMENT_OPTIONS = ('brightness', 'contrast', 'hed', 'shift')
+
+def augment_options(augment:bool|dict, # True/False, or augmentation strengths such as dict(shift=2, hed=0.05)
+                    size:int=40, # the patch side the augmentation runs at
+                   ) -> dict:
+    "The `CellPipeline` strengths an `augment` argument asks for (empty: the defaults); a one-line error for a bad one."
+    if isinstance(augment, bool): return {}
+    if not isinstance(augment, dict):
+        raise CellnbError(f"augment={augment!r} is invalid; use True, False or a dict of strengths with keys {AUGMENT_OPTIONS}")
+    bad = sorted(set(augment) - set(AUGMENT_OPTIONS))
+    if bad: raise CellnbError(f"augment has unknown option(s) {bad}; use keys from {AUGMENT_OPTIONS}, e.g. augment=dict(shift=2)")
+    for k in ('brightness', 'contrast', 'hed'):
+        v = augment.get(k, 0.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+            raise CellnbError(f"augment {k}={v!r} is invalid; use a strength from 0 (off) to below 1, e.g. 0.1")
+    CellPipeline(size, size=size, augment=True, **augment)   # checks shift
+    return dict(augment)
+

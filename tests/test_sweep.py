@@ -157,3 +157,12 @@ def test_ray_executor(tmp_path):
     df = run_study(StudyConfig.tiny(seeds=[0, 1]), study, executor='ray', workers=2, progress=False)
     assert df.run_id.nunique() == 2 and (df.status == 'ok').all(), df.error.tolist()
     assert len(df) == 2 * 2
+
+def test_study_augment_strengths_reach_the_run(tmp_path):
+    "A study's `augment` (here a 2-px random translation) is passed through papermill to training and saved with the model."
+    study = tmp_path/'study'
+    df = run_study(StudyConfig.tiny(augment={'shift': 2}), study, progress=False)
+    assert (df.status == 'ok').all(), df.error.tolist()
+    rd = study/'runs'/df.run_id[0]
+    assert json.loads((rd/'params.json').read_text())['augment'] == {'shift': 2}
+    assert json.loads((rd/'model/config.json').read_text())['augment'] == {'shift': 2}
