@@ -45,8 +45,7 @@ def main():
     if a.threads: torch.set_num_threads(a.threads)
     cfg = yaml.safe_load(Path(a.config).read_text())
     device = get_device(a.device)
-    cells = load_crchisto(crchisto_path(required=True), crop=cfg["crop"])
-    folds = group_folds(cells, k=cfg["folds"], seed=cfg["split_seed"])
+    folds = _folds_at(cfg["crop"], cfg)
     out_json = RESULTS / "crchisto_cv.json"
     saved = json.loads(out_json.read_text())["models"] if out_json.exists() else {}
     table = saved if a.resume else {}
@@ -59,7 +58,7 @@ def main():
         key = m.get("key") or (f"{m['name']}/{m['protocol']}" + (f"@{m['flag_limit']}" if m.get("flag_limit") else ""))
         if (only and m["name"] not in only and key not in only) or key in table: continue
         fold_rows, preds_all, t0 = [], [], time.perf_counter()
-        for k, (train_all, test) in enumerate(folds):
+        for k, (train_all, test) in enumerate(_folds_at(m.get("crop", cfg["crop"]), cfg)):
             if a.fold is not None and k != a.fold: continue
             train, valid = _train_valid(train_all, cfg["split_seed"])
             if m.get("flag_limit"): train = flag_limit(train, m["flag_limit"], seed=cfg["seed"])
@@ -79,10 +78,11 @@ def _rescore(keys, tta, folds, cfg, device, out_json, table):
     entries = {e.get("key") or e["name"]: e for e in cfg["models"]}
     key = "+".join(keys) + ("+tta" if tta else "")
     fold_rows, preds_all, t0, first = [], [], time.perf_counter(), None
-    for k, (_, test) in enumerate(folds):
+    for k in range(len(folds)):
         fitted = [FittedModel.load(RUNS / kk.replace("/", "_") / f"fold{k}", device=device) for kk in keys]
         first = first or fitted[0]
-        probs = np.mean([f.predict_proba(test, tta=tta) for f in fitted], axis=0)
+        test = _folds_at(fitted[0].src_size, cfg)[k][1]     # the same cells, cut at the crop the model was trained on
+        probs = np.mean([f.predict_proba(_folds_at(f.src_size, cfg)[k][1], tta=tta) for f in fitted], axis=0)
         preds = predictions_frame(probs, test, fitted[0].classes)
         met = metrics_from_preds(preds, fitted[0].classes, n_boot=50, seed=cfg["seed"])
         preds_all.append(preds.assign(fold=k))
@@ -90,7 +90,8 @@ def _rescore(keys, tta, folds, cfg, device, out_json, table):
     src = entries.get(keys[0]) or table.get(keys[0]) or {}
     m = dict(name="+".join(dict.fromkeys(f.model_name for f in fitted)), protocol=first.protocol, epochs=first.config.get("epochs"),
              flag_limit=src.get("flag_limit"), tta=tta, model_kwargs=first.config.get("model_kwargs", {}),
-             **({"augment": first.config["augment"]} if isinstance(first.config.get("augment"), dict) else {}))
+             **({"augment": first.config["augment"]} if isinstance(first.config.get("augment"), dict) else {}),
+             **({"crop": first.src_size} if first.src_size != cfg["crop"] else {}))
     _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json)
 
 def _fold_row(key, k, met, test, fitted, n_train=None):
@@ -109,7 +110,7 @@ def _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json):
     wf1 = lambda t, p: f1_score(t, p, average="weighted"); mf1 = lambda t, p: f1_score(t, p, average="macro")
     t_, p_ = P["true"].to_numpy(), P["pred"].to_numpy()
     table[key] = dict(model=m["name"], protocol=m["protocol"], epochs=m.get("epochs"), flag_limit=m.get("flag_limit"), tta=bool(m.get("tta")),
-        model_kwargs=m.get("model_kwargs", {}), **{k: m[k] for k in ("augment", "label_smoothing") if k in m},
+        model_kwargs=m.get("model_kwargs", {}), **{k: m[k] for k in ("augment", "label_smoothing", "crop") if k in m},
         accuracy=float(accuracy_score(t_, p_)), accuracy_ci=group_boot_ci(P, accuracy_score, cfg["n_boot"]),
         macro_f1=float(mf1(t_, p_)), macro_f1_ci=group_boot_ci(P, mf1, cfg["n_boot"]),
         weighted_f1=float(wf1(t_, p_)), weighted_f1_ci=group_boot_ci(P, wf1, cfg["n_boot"]),
@@ -128,6 +129,17 @@ def _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json):
         best_overall=best_any, target_weighted_f1=0.80, crop=cfg["crop"], folds=cfg["folds"], device=str(device),
         config=cfg, models=table))
     return table
+
+_FOLDS = {}
+def _folds_at(crop, cfg):
+    "The CV folds with cells cut at `crop` px: the same images and cells at every crop (checked), so rows compare."
+    if crop not in _FOLDS:
+        cells = load_crchisto(crchisto_path(required=True), crop=int(crop))
+        _FOLDS[crop] = group_folds(cells, k=cfg["folds"], seed=cfg["split_seed"])
+        if crop != cfg["crop"]:
+            ref = _folds_at(cfg["crop"], cfg)
+            assert all(np.array_equal(a[1].root_idx, b[1].root_idx) for a, b in zip(_FOLDS[crop], ref)), "folds differ between crops"
+    return _FOLDS[crop]
 
 def _train_valid(train_all, seed):
     "Hold out a tenth of the training images (grouped, stratified) for model selection; the rest trains."

@@ -60,7 +60,9 @@ def test_ctrl_c_stops_cleanly_and_rerun_resumes(tmp_path, toy):
     "Ctrl-C (SIGINT to the terminal's process group) stops the study and its kernels; the same command resumes."
     cmd = study_cmd(tmp_path, toy, seeds=[0, 1, 2, 3, 4, 5])
     env = dict(os.environ, TOY_SLEEP='1.5')
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # a shell's background job (`make test &`) inherits SIGINT ignored, and Python keeps it ignored: restore the default
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     study, t0 = tmp_path/'study', time.time()
     while len(list(study.glob('runs/*/result.json'))) < 2 and time.time() - t0 < 120: time.sleep(0.1)
     os.killpg(p.pid, signal.SIGINT)
