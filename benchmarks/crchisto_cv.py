@@ -7,6 +7,9 @@ too. Writes benchmarks/results/crchisto_cv.json (best_weighted_f1, best_model, p
 so a long run can be stopped and resumed (--resume skips models already in the JSON).
 Usage: python benchmarks/crchisto_cv.py [--config benchmarks/crchisto_cv.yaml] [--only cnn,custom_vit] [--resume] [--device cpu] [--threads 1]
        python benchmarks/crchisto_cv.py --rescore cnn/scratch/16ep --tta   (saved fold models; several keys: an ensemble)
+Entries may set their own crop (the same cells and folds, cut wider or narrower), augment strengths and label_smoothing.
+--rescore keeps each fold model's test probabilities next to it (test_probs[_tta].npy), so ensembles of rescored
+models cost nothing more.
 Several processes may share the JSON (each with its own --only); every write merges what the others wrote.
 """
 import argparse, json, time, yaml
@@ -82,7 +85,8 @@ def _rescore(keys, tta, folds, cfg, device, out_json, table):
         fitted = [FittedModel.load(RUNS / kk.replace("/", "_") / f"fold{k}", device=device) for kk in keys]
         first = first or fitted[0]
         test = _folds_at(fitted[0].src_size, cfg)[k][1]     # the same cells, cut at the crop the model was trained on
-        probs = np.mean([f.predict_proba(_folds_at(f.src_size, cfg)[k][1], tta=tta) for f in fitted], axis=0)
+        probs = np.mean([_fold_probs(RUNS / kk.replace("/", "_") / f"fold{k}", f, _folds_at(f.src_size, cfg)[k][1], tta)
+                         for kk, f in zip(keys, fitted)], axis=0)
         preds = predictions_frame(probs, test, fitted[0].classes)
         met = metrics_from_preds(preds, fitted[0].classes, n_boot=50, seed=cfg["seed"])
         preds_all.append(preds.assign(fold=k))
@@ -93,6 +97,17 @@ def _rescore(keys, tta, folds, cfg, device, out_json, table):
              **({"augment": first.config["augment"]} if isinstance(first.config.get("augment"), dict) else {}),
              **({"crop": first.src_size} if first.src_size != cfg["crop"] else {}))
     _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json)
+
+def _fold_probs(fold_dir, fitted, test, tta):
+    "A saved fold model's test-cell probabilities, kept next to it (reused while newer than its weights: ensembles re-use them)."
+    f = fold_dir / ("test_probs_tta.npy" if tta else "test_probs.npy")
+    weights = [fold_dir / n for n in ("model.pt", "probe.npz") if (fold_dir / n).exists()]
+    if f.exists() and weights and f.stat().st_mtime > weights[0].stat().st_mtime:
+        probs = np.load(f)
+        if len(probs) == len(test): return probs
+    probs = fitted.predict_proba(test, tta=tta)
+    tmp = f.with_suffix(".tmp.npy"); np.save(tmp, probs); tmp.replace(f)
+    return probs
 
 def _fold_row(key, k, met, test, fitted, n_train=None):
     "One fold's row of the table (several fitted models: an ensemble), printed as it is made."

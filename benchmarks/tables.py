@@ -9,13 +9,13 @@ def _ci(v, ci): return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and ci[0] is 
 
 def cv_table() -> str:
     d = json.loads((RESULTS / "crchisto_cv.json").read_text())
-    rows = ["| entry | protocol | cells/class (train) | epochs (best) | TTA | accuracy [95% CI] | macro-F1 [95% CI] | weighted-F1 [95% CI] | weighted-F1 per fold | train s (both folds) |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| entry | protocol | crop px | cells/class (train) | epochs (best) | TTA | accuracy [95% CI] | macro-F1 [95% CI] | weighted-F1 [95% CI] | weighted-F1 per fold | train s (both folds) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     ep = lambda b: "-" if b is None else "+".join(map(str, b)) if isinstance(b, list) else str(b)
     for k, r in sorted(d["models"].items(), key=lambda kv: -kv[1]["weighted_f1"]):
         folds = r["folds"]
         best = "/".join(ep(f.get("best_epoch")) for f in folds)
-        rows.append(f"| {k} | {r['protocol']} | {r['flag_limit'] or 'all'} | {r['epochs'] or '-'} ({best}) | {'yes' if r.get('tta') else 'no'} | "
+        rows.append(f"| {k} | {r['protocol']} | {r.get('crop', d['crop'])} | {r['flag_limit'] or 'all'} | {r['epochs'] or '-'} ({best}) | {'yes' if r.get('tta') else 'no'} | "
                     f"{_ci(r['accuracy'], r['accuracy_ci'])} | {_ci(r['macro_f1'], r['macro_f1_ci'])} | "
                     f"{_ci(r['weighted_f1'], r['weighted_f1_ci'])} | {' / '.join(format(f['weighted_f1'], '.3f') for f in folds)} | "
                     f"{sum(f['train_seconds'] for f in folds):.0f} |")
