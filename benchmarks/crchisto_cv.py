@@ -95,7 +95,7 @@ def _rescore(keys, tta, folds, cfg, device, out_json, table):
     m = dict(name="+".join(dict.fromkeys(f.model_name for f in fitted)), protocol=first.protocol, epochs=first.config.get("epochs"),
              flag_limit=src.get("flag_limit"), tta=tta, model_kwargs=first.config.get("model_kwargs", {}),
              **({"augment": first.config["augment"]} if isinstance(first.config.get("augment"), dict) else {}),
-             **({"crop": first.src_size} if first.src_size != cfg["crop"] else {}))
+             **({"crop": "+".join(map(str, crops))} if (crops := sorted({f.src_size for f in fitted})) != [cfg["crop"]] else {}))
     _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json)
 
 def _fold_probs(fold_dir, fitted, test, tta):
