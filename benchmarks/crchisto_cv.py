@@ -48,14 +48,13 @@ def main():
     if a.threads: torch.set_num_threads(a.threads)
     cfg = yaml.safe_load(Path(a.config).read_text())
     device = get_device(a.device)
-    folds = _folds_at(cfg["crop"], cfg)
     out_json = RESULTS / "crchisto_cv.json"
     saved = json.loads(out_json.read_text())["models"] if out_json.exists() else {}
     table = saved if a.resume else {}
     only = set(a.only.split(",")) if a.only else None
     t_all = time.perf_counter()
     if a.rescore:
-        _rescore(a.rescore.split(","), a.tta, folds, cfg, device, out_json, saved)
+        _rescore(a.rescore.split(","), a.tta, cfg, device, out_json, saved)
         return
     for m in cfg["models"]:
         key = m.get("key") or (f"{m['name']}/{m['protocol']}" + (f"@{m['flag_limit']}" if m.get("flag_limit") else ""))
@@ -76,12 +75,12 @@ def main():
         if a.fold is None: table = _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json)
     print(f"done in {time.perf_counter() - t_all:.0f} s")
 
-def _rescore(keys, tta, folds, cfg, device, out_json, table):
+def _rescore(keys, tta, cfg, device, out_json, table):
     "Score the saved fold models of `keys` again: with test-time augmentation and/or as an ensemble (mean probability)."
     entries = {e.get("key") or e["name"]: e for e in cfg["models"]}
     key = "+".join(keys) + ("+tta" if tta else "")
     fold_rows, preds_all, t0, first = [], [], time.perf_counter(), None
-    for k in range(len(folds)):
+    for k in range(cfg["folds"]):
         fitted = [FittedModel.load(RUNS / kk.replace("/", "_") / f"fold{k}", device=device) for kk in keys]
         first = first or fitted[0]
         test = _folds_at(fitted[0].src_size, cfg)[k][1]     # the same cells, cut at the crop the model was trained on
@@ -95,8 +94,13 @@ def _rescore(keys, tta, folds, cfg, device, out_json, table):
     m = dict(name="+".join(dict.fromkeys(f.model_name for f in fitted)), protocol=first.protocol, epochs=first.config.get("epochs"),
              flag_limit=src.get("flag_limit"), tta=tta, model_kwargs=first.config.get("model_kwargs", {}),
              **({"augment": first.config["augment"]} if isinstance(first.config.get("augment"), dict) else {}),
-             **({"crop": "+".join(map(str, crops))} if (crops := sorted({f.src_size for f in fitted})) != [cfg["crop"]] else {}))
+             **_crop_field(sorted({f.src_size for f in fitted}), cfg))
     _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json)
+
+def _crop_field(crops, cfg):
+    "The row's crop when it is not the config's: one size, or 'A+B' for an ensemble of crops."
+    if crops == [cfg["crop"]]: return {}
+    return {"crop": crops[0] if len(crops) == 1 else "+".join(map(str, crops))}
 
 def _fold_probs(fold_dir, fitted, test, tta):
     "A saved fold model's test-cell probabilities, kept next to it (reused while newer than its weights: ensembles re-use them)."

@@ -510,7 +510,6 @@ def _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment=Tru
     if not isinstance(bs, (int, np.integer)) or bs < 1: raise CellnbError(f"bs={bs!r} is invalid; use a batch size >= 1")
     augment_options(augment)   # bad strengths fail here, not mid-training
 
-
 # %% ../nbs/07_train.ipynb #84978707
 def fit_cell_model(protocol:str, # 'scratch' | 'linear_probe' | 'ft_last' | 'full_ft'
                    model_name:str, # an ARCHS name (scratch) or a BACKBONES name (the other protocols)

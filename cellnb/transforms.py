@@ -163,6 +163,9 @@ class CellPipeline:
         if sigma == 0: blur = None   # sigma 0 is the identity: same output, same spec (and cache key) as clean
         self.augment, self.blur, self.sigma = bool(augment), blur, (sigma if blur else 0.0)
         self.interpolation, self.antialias = interpolation, bool(antialias)
+        for k, v in dict(brightness=brightness, contrast=contrast, hed=hed).items():
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 <= v < 1:
+                raise CellnbError(f"augment {k}={v!r} is invalid; use a strength from 0 (off) to below 1, e.g. 0.1")
         self.brightness, self.contrast, self.hed = float(brightness), float(contrast), float(hed)
         if isinstance(shift, bool) or not isinstance(shift, numbers.Integral) or not 0 <= shift < self.size // 2:
             raise CellnbError(f"shift={shift!r} is invalid; use a whole number of pixels from 0 (off) to {self.size // 2 - 1}, e.g. 2")
@@ -274,10 +277,6 @@ def augment_options(augment:bool|dict, # True/False, or augmentation strengths s
         raise CellnbError(f"augment={augment!r} is invalid; use True, False or a dict of strengths with keys {AUGMENT_OPTIONS}")
     bad = sorted(set(augment) - set(AUGMENT_OPTIONS))
     if bad: raise CellnbError(f"augment has unknown option(s) {bad}; use keys from {AUGMENT_OPTIONS}, e.g. augment=dict(shift=2)")
-    for k in ('brightness', 'contrast', 'hed'):
-        v = augment.get(k, 0.0)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
-            raise CellnbError(f"augment {k}={v!r} is invalid; use a strength from 0 (off) to below 1, e.g. 0.1")
-    CellPipeline(size, size=size, augment=True, **augment)   # checks shift
+    CellPipeline(size, size=size, augment=True, **augment)   # the pipeline checks the values
     return dict(augment)
 
