@@ -9,7 +9,7 @@ STAMP := $(VENV)/.cellnb-installed
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-cache-dir -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
