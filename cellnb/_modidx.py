@@ -123,6 +123,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'cellnb.figures.entry_names': ('figures.html#entry_names', 'cellnb/figures.py'),
                                 'cellnb.figures.environment': ('figures.html#environment', 'cellnb/figures.py'),
                                 'cellnb.figures.failed_table': ('figures.html#failed_table', 'cellnb/figures.py'),
+                                'cellnb.figures.flag_limit_labels': ('figures.html#flag_limit_labels', 'cellnb/figures.py'),
                                 'cellnb.figures.load_results': ('figures.html#load_results', 'cellnb/figures.py'),
                                 'cellnb.figures.load_samples': ('figures.html#load_samples', 'cellnb/figures.py'),
                                 'cellnb.figures.report': ('figures.html#report', 'cellnb/figures.py'),

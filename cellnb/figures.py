@@ -13,9 +13,9 @@ from .core import CellnbError, atomic_write, atomic_write_text
 
 # %% auto #0
 __all__ = ['BLUR_ORDER', 'FIGURES', 'check_results', 'load_results', 'entry_names', 'summarise', 'speed_accuracy',
-           'scaling_curves', 'blur_bars', 'run_slopes', 'degradation_slopes', 'best_runs', 'confusion_counts',
-           'confusion_matrices', 'contact_sheet', 'load_samples', 'study_figures', 'summary_table', 'failed_table',
-           'environment', 'report', 'report_check']
+           'flag_limit_labels', 'scaling_curves', 'blur_bars', 'run_slopes', 'degradation_slopes', 'best_runs',
+           'confusion_counts', 'confusion_matrices', 'contact_sheet', 'load_samples', 'study_figures', 'summary_table',
+           'failed_table', 'environment', 'report', 'report_check']
 
 # %% ../nbs/12_figures.ipynb #4a242098
 _NEEDED = ["run_id", "model", "family", "protocol", "flag_limit", "seed", "condition", "sigma", "macro_f1", "status"]
@@ -128,6 +128,17 @@ def _layers(spec):
 def _marks(spec): return [l["mark"]["type"] if isinstance(l["mark"], dict) else l["mark"] for l in _layers(spec)]
 
 # %% ../nbs/12_figures.ipynb #5f5c31d6
+def flag_limit_labels(results:pd.DataFrame, # result rows (with `n_train_counts` where the runs recorded it)
+                     ) -> dict:
+    "Axis label per FlagLimit: 'all' where it bound no class (every run took all its training cells), else the number."
+    fls = sorted(int(v) for v in pd.unique(results["flag_limit"].dropna()))
+    if "n_train_counts" not in results: return {f: str(f) for f in fls}
+    def took_all(f):
+        counts = results.loc[results["flag_limit"] == f, "n_train_counts"].dropna()
+        most = [max(json.loads(c).values()) for c in counts if isinstance(c, str) and c.strip("{} ")]
+        return bool(most) and len(most) == len(counts) and f > max(most)   # the counts are after the limit
+    return {f: "all" if took_all(f) else str(f) for f in fls}
+
 def scaling_curves(results:pd.DataFrame, # the results table
                   ) -> alt.Chart:
     "Clean macro-F1 against FlagLimit (log2 axis): mean over seeds with a CI band, one line per model x protocol."
@@ -135,7 +146,9 @@ def scaling_curves(results:pd.DataFrame, # the results table
     clean = _need(ok[ok["condition"] == "clean"], "clean evaluations", "run cellnb-study first")
     s = summarise(_entries(clean), ["entry", "family", "flag_limit"])
     fls = sorted(int(v) for v in s["flag_limit"].unique())
-    x = alt.X("flag_limit:Q", scale=alt.Scale(type="log", base=2), axis=alt.Axis(values=fls, format="d"),
+    alls = [f for f, lab in flag_limit_labels(clean).items() if lab == "all"]
+    x = alt.X("flag_limit:Q", scale=alt.Scale(type="log", base=2), axis=alt.Axis(
+                  values=fls, format="d", labelExpr=f"indexof({alls}, datum.value) >= 0 ? 'all' : format(datum.value, 'd')"),
               title="FlagLimit (training cells per class, log2)")
     col = alt.Color("entry:N", scale=_colour(s["entry"]), title="model")
     base = alt.Chart(s).encode(x=x)
@@ -352,7 +365,8 @@ def summary_table(results:pd.DataFrame, # the results table
     s = summarise(clean, ["entry", "family", "flag_limit"])
     s["cell"] = [f"{m:.3f} [{a:.3f}, {b:.3f}]" for m, a, b in zip(s["mean"], s["ci_low"], s["ci_high"])]
     t = s.pivot(index=["entry", "family"], columns="flag_limit", values="cell")
-    t.columns = [f"FL {int(c)}" for c in t.columns]
+    labels = flag_limit_labels(clean)
+    t.columns = [f"FL {labels[int(c)]}" for c in t.columns]
     t = t.fillna("")
     t["seeds"] = clean.groupby(["entry", "family"])["seed"].nunique()
     cost = clean.groupby(["entry", "family"])[[c for c in ("latency_ms_per_patch", "params", "gflops") if c in clean]].mean()
