@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
+MIN_FREE_GB ?= 7
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.cellnb-installed
 
@@ -9,6 +10,9 @@ STAMP := $(VENV)/.cellnb-installed
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# a first install below MIN_FREE_GB free cannot finish (torch from PyPI is a CUDA build): say so, not pip's OSError
+	@$(BIN)/python -c "import importlib.util as u, shutil, sys; free = shutil.disk_usage('.').free / 1e9; \
+	  sys.exit(0 if u.find_spec('torch') or free >= $(MIN_FREE_GB) else f'make install: only {free:.1f} GB free on this disk; installing cellnb needs about 7-9 GB (torch from PyPI is a CUDA build): free some disk and run make again')"
 	$(BIN)/python -m pip install -q --no-cache-dir -e ".[dev]"
 	touch $(STAMP)
 
