@@ -6,6 +6,8 @@ accuracy, macro-F1 and weighted-F1 with 95% group-bootstrap CIs (resampling imag
 too. Writes benchmarks/results/crchisto_cv.json (best_weighted_f1, best_model, per-model table) after every model,
 so a long run can be stopped and resumed (--resume skips models already in the JSON).
 Usage: python benchmarks/crchisto_cv.py [--config benchmarks/crchisto_cv.yaml] [--only cnn,custom_vit] [--resume] [--device cpu] [--threads 1]
+       python benchmarks/crchisto_cv.py --config benchmarks/crchisto_cv_gpu.yaml --dry-run   (check a config, list its runs)
+A config writes benchmarks/results/<config name>.json and keeps its fold models in benchmarks/runs/<config name>/.
        python benchmarks/crchisto_cv.py --rescore cnn/scratch/16ep --tta   (saved fold models; several keys: an ensemble)
 Entries may set their own crop (the same cells and folds, cut wider or narrower), augment strengths and label_smoothing.
 --rescore keeps each fold model's test probabilities next to it (test_probs[_tta].npy), so ensembles of rescored
@@ -44,11 +46,19 @@ def main():
     ap.add_argument("--rescore", default=None, metavar="KEY[,KEY...]", help="re-score saved fold models (several keys: their mean probability, an ensemble)")
     ap.add_argument("--tta", action="store_true", help="with --rescore: test-time augmentation (8 rotations/flips)")
     ap.add_argument("--fold", type=int, default=None, help="train and save only this fold's model (one process per fold/core); --rescore KEY then pools them")
+    ap.add_argument("--dry-run", action="store_true", help="check the config and list the entries it would run, then stop")
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
-    cfg = yaml.safe_load(Path(a.config).read_text())
+    cfg = check_config(a.config)
+    if a.dry_run:
+        for m in cfg["models"]:
+            print(f"{_key(m):40s} {m['protocol']:12s} epochs {m.get('epochs', 10) if m['protocol'] != 'linear_probe' else '-'}  "
+                  f"cells/class {m.get('flag_limit') or 'all'}  crop {m.get('crop', cfg['crop'])}")
+        print(f"{len(cfg['models'])} entries x {cfg['folds']} folds; config OK"); return
     device = get_device(a.device)
-    out_json = RESULTS / "crchisto_cv.json"
+    global RUNS
+    RUNS = RUNS.parent / Path(a.config).stem
+    out_json = RESULTS / f"{Path(a.config).stem}.json"
     saved = json.loads(out_json.read_text())["models"] if out_json.exists() else {}
     table = saved if a.resume else {}
     only = set(a.only.split(",")) if a.only else None
@@ -57,7 +67,7 @@ def main():
         _rescore(a.rescore.split(","), a.tta, cfg, device, out_json, saved)
         return
     for m in cfg["models"]:
-        key = m.get("key") or (f"{m['name']}/{m['protocol']}" + (f"@{m['flag_limit']}" if m.get("flag_limit") else ""))
+        key = _key(m)
         if (only and m["name"] not in only and key not in only) or key in table: continue
         fold_rows, preds_all, t0 = [], [], time.perf_counter()
         for k, (train_all, test) in enumerate(_folds_at(m.get("crop", cfg["crop"]), cfg)):
@@ -74,6 +84,34 @@ def main():
             fold_rows.append(_fold_row(key, k, met, test, [fitted], n_train=len(train)))
         if a.fold is None: table = _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json)
     print(f"done in {time.perf_counter() - t_all:.0f} s")
+
+def _key(m):
+    "An entry's name in the results: its `key`, else name/protocol[@cells per class]."
+    return m.get("key") or (f"{m['name']}/{m['protocol']}" + (f"@{m['flag_limit']}" if m.get("flag_limit") else ""))
+
+_ENTRY_KEYS = {"key", "name", "protocol", "epochs", "flag_limit", "seed", "lr", "crop", "augment", "label_smoothing", "model_kwargs", "tta"}
+
+def check_config(path) -> dict:
+    "Read a CV config and check every entry before anything trains: one line saying what is wrong and how to fix it."
+    from cellnb.models import ARCHS
+    from cellnb.foundation import BACKBONES
+    from cellnb.train import PROTOCOLS
+    path = Path(path)
+    if not path.exists(): raise SystemExit(f"{path}: no such config; pass --config with a path to a CV yaml")
+    cfg = yaml.safe_load(path.read_text()) or {}
+    need = ["crop", "folds", "split_seed", "seed", "batch_size", "n_boot", "models"]
+    if miss := [k for k in need if k not in cfg]: raise SystemExit(f"{path}: missing {', '.join(miss)}; see benchmarks/crchisto_cv.yaml")
+    seen = set()
+    for i, m in enumerate(cfg["models"]):
+        where = f"{path}: models[{i}]"
+        if not isinstance(m, dict) or "name" not in m or "protocol" not in m: raise SystemExit(f"{where} needs a name and a protocol")
+        if extra := sorted(set(m) - _ENTRY_KEYS): raise SystemExit(f"{where} has unknown keys {extra}; allowed: {sorted(_ENTRY_KEYS)}")
+        if m["protocol"] not in PROTOCOLS: raise SystemExit(f"{where}: protocol {m['protocol']!r} is not one of {PROTOCOLS}")
+        names = ARCHS if m["protocol"] == "scratch" else list(BACKBONES)
+        if m["name"] not in names: raise SystemExit(f"{where}: {m['name']!r} is not a {'scratch architecture' if m['protocol'] == 'scratch' else 'backbone'} ({', '.join(names)})")
+        if (k := _key(m)) in seen: raise SystemExit(f"{where}: key {k!r} appears twice; give one of them its own `key`")
+        seen.add(k)
+    return cfg
 
 def _rescore(keys, tta, cfg, device, out_json, table):
     "Score the saved fold models of `keys` again: with test-time augmentation and/or as an ensemble (mean probability)."
@@ -143,7 +181,7 @@ def _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json):
     scratch = {k: v for k, v in table.items() if v["protocol"] == "scratch"}
     best_any = max(table, key=lambda k: table[k]["weighted_f1"])
     best_s = max(scratch, key=lambda k: scratch[k]["weighted_f1"]) if scratch else None
-    write_result("crchisto_cv", dict(
+    write_result(out_json.stem, dict(
         best_model=best_s or best_any, best_weighted_f1=(scratch or table)[best_s or best_any]["weighted_f1"],
         best_overall=best_any, target_weighted_f1=0.80, crop=cfg["crop"], folds=cfg["folds"], device=str(device),
         config=cfg, models=table))

@@ -11,7 +11,9 @@ grid only runs what is new. Then, from the collected results table of every run 
   (c) the small-patch ViT against the CNNs at the largest FlagLimit custom_vit ran at (paired gain, 95% CI);
   (d) blur degradation slopes (macro-F1 per unit log2(1+sigma)), pre and post, per model at the largest FlagLimit
       run with every seed, mean over seeds with a t-based 95% CI (and the slope at the largest FlagLimit).
-Writes benchmarks/results/crchisto_flaglimit.json and the scaling / speed-accuracy PNGs under benchmarks/figures/.
+Writes benchmarks/results/<run folder name>.json (crchisto_flaglimit.json by default) and the scaling / speed-accuracy
+PNGs under benchmarks/figures/ (crchisto_<figure>.png by default, <run folder name>_<figure>.png for another --out), so
+the GPU grid (crchisto_flaglimit_gpu.yaml, --out benchmarks/runs/crchisto_flaglimit_gpu) leaves the CPU figures alone.
 Usage: python benchmarks/crchisto_flaglimit.py [--config a.yaml [b.yaml ...]] [--out DIR] [--workers 2] [--summarise-only]
        [--seeds 0] [--flag-limits 64,128] [--no-backbones | --no-scratch]   (run part of the grid now; later calls add the rest)
 """
@@ -122,12 +124,13 @@ def main():
     res = collect(out)
     page = report(out)
     FIG_DIR.mkdir(exist_ok=True)
+    prefix = "crchisto" if out.name == "crchisto_flaglimit" else out.name
     for name in ("scaling_curves", "speed_accuracy", "degradation_slopes", "blur_bars"):
         src = out / "figures" / f"{name}.png"
-        if src.exists(): shutil.copy(src, FIG_DIR / f"crchisto_{name}.png")
+        if src.exists(): shutil.copy(src, FIG_DIR / f"{prefix}_{name}.png")
     runs = res.groupby("run_id").agg(status=("status", "first"), train_seconds=("train_seconds", "first"))
     f = findings(res)
-    p = write_result("crchisto_flaglimit", dict(
+    p = write_result(out.name, dict(
         configs=[Path(c).read_text() for c in a.config], out_dir=str(out), report=str(page),
         runs=int(len(runs)), runs_ok=int((runs.status == "ok").sum()), train_seconds_total=float(runs.train_seconds.sum()),
         wall_seconds_this_invocation=time.perf_counter() - t0, wall_seconds_per_config=walls, **f))

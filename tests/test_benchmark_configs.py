@@ -1,0 +1,42 @@
+"""The benchmark configs: each CV config passes the entry checks (--dry-run trains nothing), a bad entry is refused in one
+line before anything trains, and the GPU FlagLimit grid is a valid study config over all eight architectures."""
+import subprocess, sys
+from pathlib import Path
+import pytest
+from cellnb.sweep import StudyConfig
+from cellnb.models import ARCHS
+
+ROOT = Path(__file__).resolve().parent.parent
+CV = ROOT / "benchmarks" / "crchisto_cv.py"
+
+def _dry(cfg):
+    return subprocess.run([sys.executable, str(CV), "--config", str(cfg), "--dry-run"], capture_output=True, text=True, timeout=300)
+
+@pytest.mark.parametrize("name", ["crchisto_cv.yaml", "crchisto_cv_gpu.yaml"])
+def test_cv_configs_pass_their_checks(name):
+    r = _dry(ROOT / "benchmarks" / name)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "config OK" in r.stdout
+
+def test_cv_gpu_config_covers_the_issue_grid():
+    r = _dry(ROOT / "benchmarks" / "crchisto_cv_gpu.yaml")
+    rows = [l.split() for l in r.stdout.splitlines() if l.split() and "/" in l.split()[0]]
+    assert {row[0].split("/")[0] for row in rows if row[1] == "scratch"} == set(ARCHS)
+    assert {row[1] for row in rows} == {"scratch", "linear_probe", "ft_last", "full_ft"}
+    assert all(row[5] == "all" for row in rows)   # every cell
+
+@pytest.mark.parametrize("entry, says", [
+    ("{name: cnnn, protocol: scratch}", "'cnnn' is not a scratch architecture"),
+    ("{name: cnn, protocol: probe}", "protocol 'probe' is not one of"),
+    ("{name: cnn, protocol: scratch, epoch: 3}", "unknown keys ['epoch']"),
+])
+def test_cv_config_bad_entry_is_one_line(tmp_path, entry, says):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(f"crop: 48\nfolds: 2\nsplit_seed: 0\nseed: 0\nbatch_size: 64\nn_boot: 10\nmodels:\n  - {entry}\n")
+    r = _dry(cfg)
+    assert r.returncode != 0 and says in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+
+def test_flaglimit_gpu_grid_is_a_valid_study():
+    c = StudyConfig.from_yaml(ROOT / "benchmarks" / "crchisto_flaglimit_gpu.yaml")
+    assert sorted(c.models) == sorted(ARCHS) and c.protocols == ["linear_probe", "ft_last", "full_ft"]
+    assert c.flag_limits == [64, 128, 256, 512, 1024, 2048, 100000] and c.seeds == [0, 1, 2]
