@@ -6,9 +6,9 @@ accuracy, macro-F1 and weighted-F1 with 95% group-bootstrap CIs (resampling imag
 too. Writes benchmarks/results/crchisto_cv.json (best_weighted_f1, best_model, per-model table) after every model,
 so a long run can be stopped and resumed (--resume skips models already in the JSON).
 Usage: python benchmarks/crchisto_cv.py [--config benchmarks/crchisto_cv.yaml] [--only cnn,custom_vit] [--resume] [--device cpu] [--threads 1]
+       python benchmarks/crchisto_cv.py --rescore cnn/scratch/16ep --tta   (saved fold models; several keys: an ensemble)
        python benchmarks/crchisto_cv.py --config benchmarks/crchisto_cv_gpu.yaml --dry-run   (check a config, list its runs)
 A config writes benchmarks/results/<config name>.json and keeps its fold models in benchmarks/runs/<config name>/.
-       python benchmarks/crchisto_cv.py --rescore cnn/scratch/16ep --tta   (saved fold models; several keys: an ensemble)
 Entries may set their own crop (the same cells and folds, cut wider or narrower), augment strengths and label_smoothing.
 --rescore keeps each fold model's test probabilities next to it (test_probs[_tta].npy), so ensembles of rescored
 models cost nothing more.

@@ -130,14 +130,15 @@ def _marks(spec): return [l["mark"]["type"] if isinstance(l["mark"], dict) else 
 # %% ../nbs/12_figures.ipynb #5f5c31d6
 def flag_limit_labels(results:pd.DataFrame, # result rows (with `n_train_counts` where the runs recorded it)
                      ) -> dict:
-    "Axis label per FlagLimit: 'all' where it bound no class (every run took all its training cells), else the number."
+    "Axis label per FlagLimit: 'all' for the largest that bound no class (every run took all its training cells), else the number."
     fls = sorted(int(v) for v in pd.unique(results["flag_limit"].dropna()))
     if "n_train_counts" not in results: return {f: str(f) for f in fls}
     def took_all(f):
         counts = results.loc[results["flag_limit"] == f, "n_train_counts"].dropna()
         most = [max(json.loads(c).values()) for c in counts if isinstance(c, str) and c.strip("{} ")]
         return bool(most) and len(most) == len(counts) and f > max(most)   # the counts are after the limit
-    return {f: "all" if took_all(f) else str(f) for f in fls}
+    took = [f for f in fls if took_all(f)]
+    return {f: ("all" if f == took[-1] else f"{f} (all)") if f in took else str(f) for f in fls}
 
 def scaling_curves(results:pd.DataFrame, # the results table
                   ) -> alt.Chart:
@@ -146,9 +147,9 @@ def scaling_curves(results:pd.DataFrame, # the results table
     clean = _need(ok[ok["condition"] == "clean"], "clean evaluations", "run cellnb-study first")
     s = summarise(_entries(clean), ["entry", "family", "flag_limit"])
     fls = sorted(int(v) for v in s["flag_limit"].unique())
-    alls = [f for f, lab in flag_limit_labels(clean).items() if lab == "all"]
+    named = "".join(f"datum.value == {f} ? '{lab}' : " for f, lab in flag_limit_labels(clean).items() if lab != str(f))
     x = alt.X("flag_limit:Q", scale=alt.Scale(type="log", base=2), axis=alt.Axis(
-                  values=fls, format="d", labelExpr=f"indexof({alls}, datum.value) >= 0 ? 'all' : format(datum.value, 'd')"),
+                  values=fls, format="d", labelExpr=named + "format(datum.value, 'd')"),
               title="FlagLimit (training cells per class, log2)")
     col = alt.Color("entry:N", scale=_colour(s["entry"]), title="model")
     base = alt.Chart(s).encode(x=x)
