@@ -52,7 +52,7 @@ def main():
     cfg = check_config(a.config)
     if a.dry_run:
         for m in cfg["models"]:
-            print(f"{_key(m):40s} {m['protocol']:12s} epochs {m.get('epochs', 10) if m['protocol'] != 'linear_probe' else '-'}  "
+            print(f"{_key(m):40s} {m['protocol']:12s} epochs {_epochs(m) if m['protocol'] != 'linear_probe' else '-'}  "
                   f"cells/class {m.get('flag_limit') or 'all'}  crop {m.get('crop', cfg['crop'])}")
         print(f"{len(cfg['models'])} entries x {cfg['folds']} folds; config OK"); return
     device = get_device(a.device)
@@ -74,7 +74,7 @@ def main():
             if a.fold is not None and k != a.fold: continue
             train, valid = _train_valid(train_all, cfg["split_seed"])
             if m.get("flag_limit"): train = flag_limit(train, m["flag_limit"], seed=cfg["seed"])
-            fitted = fit_cell_model(m["protocol"], m["name"], train, valid, epochs=m.get("epochs", 10), seed=m.get("seed", cfg["seed"]),
+            fitted = fit_cell_model(m["protocol"], m["name"], train, valid, epochs=_epochs(m), seed=m.get("seed", cfg["seed"]),
                                     device=device, bs=cfg["batch_size"], lr=m.get("lr"), progress=False,
                                     label_smoothing=m.get("label_smoothing", 0.0), augment=m.get("augment", True),
                                     **({"model_kwargs": m["model_kwargs"]} if m.get("model_kwargs") else {}))
@@ -84,6 +84,8 @@ def main():
             fold_rows.append(_fold_row(key, k, met, test, [fitted], n_train=len(train)))
         if a.fold is None: table = _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json)
     print(f"done in {time.perf_counter() - t_all:.0f} s")
+
+def _epochs(m): return m.get("epochs", 10)
 
 def _key(m):
     "An entry's name in the results: its `key`, else name/protocol[@cells per class]."
