@@ -95,9 +95,8 @@ _ENTRY_KEYS = {"key", "name", "protocol", "epochs", "flag_limit", "seed", "lr", 
 
 def check_config(path) -> dict:
     "Read a CV config and check every entry before anything trains: one line saying what is wrong and how to fix it."
-    from cellnb.models import ARCHS
-    from cellnb.foundation import BACKBONES
-    from cellnb.train import PROTOCOLS
+    from cellnb.core import CellnbError
+    from cellnb.train import check_model
     path = Path(path)
     if not path.exists(): raise SystemExit(f"{path}: no such config; pass --config with a path to a CV yaml")
     cfg = yaml.safe_load(path.read_text()) or {}
@@ -108,9 +107,8 @@ def check_config(path) -> dict:
         where = f"{path}: models[{i}]"
         if not isinstance(m, dict) or "name" not in m or "protocol" not in m: raise SystemExit(f"{where} needs a name and a protocol")
         if extra := sorted(set(m) - _ENTRY_KEYS): raise SystemExit(f"{where} has unknown keys {extra}; allowed: {sorted(_ENTRY_KEYS)}")
-        if m["protocol"] not in PROTOCOLS: raise SystemExit(f"{where}: protocol {m['protocol']!r} is not one of {PROTOCOLS}")
-        names = ARCHS if m["protocol"] == "scratch" else list(BACKBONES)
-        if m["name"] not in names: raise SystemExit(f"{where}: {m['name']!r} is not a {'scratch architecture' if m['protocol'] == 'scratch' else 'backbone'} ({', '.join(names)})")
+        try: check_model(m["protocol"], m["name"])
+        except CellnbError as e: raise SystemExit(f"{where}: {e}") from None
         if (k := _key(m)) in seen: raise SystemExit(f"{where}: key {k!r} appears twice; give one of them its own `key`")
         seen.add(k)
     return cfg
@@ -168,7 +166,7 @@ def _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json):
     P = pd.concat(preds_all, ignore_index=True)
     wf1 = lambda t, p: f1_score(t, p, average="weighted"); mf1 = lambda t, p: f1_score(t, p, average="macro")
     t_, p_ = P["true"].to_numpy(), P["pred"].to_numpy()
-    table[key] = dict(model=m["name"], protocol=m["protocol"], epochs=m.get("epochs"), flag_limit=m.get("flag_limit"), tta=bool(m.get("tta")),
+    table[key] = dict(model=m["name"], protocol=m["protocol"], epochs=None if m["protocol"] == "linear_probe" else _epochs(m), flag_limit=m.get("flag_limit"), tta=bool(m.get("tta")),
         model_kwargs=m.get("model_kwargs", {}), **{k: m[k] for k in ("augment", "label_smoothing", "crop") if k in m},
         accuracy=float(accuracy_score(t_, p_)), accuracy_ci=group_boot_ci(P, accuracy_score, cfg["n_boot"]),
         macro_f1=float(mf1(t_, p_)), macro_f1_ci=group_boot_ci(P, mf1, cfg["n_boot"]),

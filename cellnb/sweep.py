@@ -468,10 +468,6 @@ def load_predictions(out_dir, run_ids:list|None=None) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 # %% ../nbs/11_sweep.ipynb #4258c6fc
-def _timm_arch_ok(name:str) -> bool:
-    import timm
-    return name.startswith('timm:') and timm.is_model(name[5:])
-
 def preflight(cfg:StudyConfig, # a validated study config
               cs=None, # the study's CellSet (checks the split), or None
               names:bool=True, # check model / backbone names against cellnb's registries
@@ -480,14 +476,11 @@ def preflight(cfg:StudyConfig, # a validated study config
     "Checks a study must pass before anything is written: known names, existing weights files, a split that keeps every class."
     src = src or getattr(cfg, '_src', None) or 'study config'
     if names:
-        from cellnb.models import ARCHS
-        from cellnb.foundation import BACKBONES
-        for m in cfg.models:
-            if m not in ARCHS and not _timm_arch_ok(m):
-                raise _bad('models', f"unknown model {m!r}; use one of {', '.join(ARCHS)} or 'timm:<arch>' (a timm architecture)", src)
-        for b in cfg.backbones:
-            if b not in BACKBONES and not _timm_arch_ok(b):
-                raise _bad('backbones', f"unknown backbone {b!r}; use one of {', '.join(BACKBONES)} or 'timm:<arch>' with a local weights file", src)
+        from cellnb.train import check_model
+        for key, protocol, given in (('models', 'scratch', cfg.models), ('backbones', 'linear_probe', cfg.backbones)):
+            for m in given:
+                try: check_model(protocol, m)
+                except CellnbError as e: raise _bad(key, str(e), src) from None
     for b, w in cfg.weights.items():
         if b not in cfg.backbones:
             raise _bad('weights', f"{b!r} is not among the backbones {cfg.backbones}; fix the name (else its runs would use other weights) or add the backbone", src)

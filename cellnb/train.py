@@ -29,7 +29,7 @@ from .transforms import CellPipeline, pipeline_for, tune_malloc, augment_options
 # %% auto #0
 __all__ = ['PROTOCOLS', 'CONDITIONS', 'DEFAULT_LR', 'PROBE_CS', 'CellDataLoader', 'cell_dataloaders', 'macro_f1', 'MacroF1',
            'KeepBestCallback', 'StopOnNaNCallback', 'FrozenBNCallback', 'frozen_bn_modules', 'BackboneClassifier',
-           'FittedModel', 'dihedral_views', 'last_stage_modules', 'fit_cell_model']
+           'FittedModel', 'dihedral_views', 'last_stage_modules', 'check_model', 'fit_cell_model']
 
 # %% ../nbs/07_train.ipynb #a5f65c56
 class CellDataLoader:
@@ -490,21 +490,30 @@ def _fit_linear_probe(model_name, train, valid, seed, device, bs, weights=None, 
     return dict(probe=probe, backbone=backbone, history=pd.DataFrame(rows), best_epoch=None, C=C)
 
 # %% ../nbs/07_train.ipynb #f78aa648
+def check_model(protocol:str, # 'scratch' | 'linear_probe' | 'ft_last' | 'full_ft'
+                name:str, # an ARCHS name (scratch), a BACKBONES name (the other protocols) or 'timm:<arch>'
+               ):
+    "Raise a one-line `CellnbError` unless `name` is a model the protocol can build: the one check of names for training, studies and the benchmarks."
+    if protocol not in PROTOCOLS: raise CellnbError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    name = str(name)
+    if name.startswith('timm:'):
+        import timm
+        if timm.is_model(name[5:]): return
+        raise CellnbError(f"timm has no architecture {name[5:]!r} (from {name!r}); pick a name from timm.list_models(), e.g. 'timm:resnet18'")
+    if protocol == 'scratch':
+        from cellnb.models import ARCHS
+        if name not in ARCHS: raise CellnbError(f"unknown model {name!r}; use one of {', '.join(ARCHS)} or 'timm:<arch>' (a timm architecture)")
+    else:
+        from cellnb.foundation import BACKBONES
+        if name not in BACKBONES: raise CellnbError(f"unknown backbone {name!r}; use one of {', '.join(BACKBONES)} or 'timm:<arch>' with a local weights file")
+
 def _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment=True):
-    if protocol not in PROTOCOLS: raise CellnbError(f"protocol={protocol!r} unknown; use one of {PROTOCOLS}")
+    check_model(protocol, model_name)
     for cs, what in ((train, 'train'), (valid, 'valid')):
         if not isinstance(cs, CellSet): raise CellnbError(f"{what} is a {type(cs).__name__}, not a CellSet; build one with cellnb.data or cellnb.datasets")
         if len(cs) == 0: raise CellnbError(f"{what} set is empty (0 cells); check the split / flag_limit that produced it")
     if list(train.classes) != list(valid.classes):
         raise CellnbError(f"train classes {list(train.classes)} differ from valid classes {list(valid.classes)}; split one CellSet so both share its classes")
-    if protocol == 'scratch':
-        from cellnb.models import ARCHS
-        if model_name not in ARCHS and not str(model_name).startswith('timm:'):
-            raise CellnbError(f"model {model_name!r} unknown for protocol 'scratch'; use one of {ARCHS} or 'timm:<arch>'")
-    else:
-        from cellnb.foundation import BACKBONES
-        if model_name not in BACKBONES and not str(model_name).startswith('timm:'):
-            raise CellnbError(f"backbone {model_name!r} unknown for protocol {protocol!r}; use one of {list(BACKBONES)} or 'timm:<arch>' with local weights")
     if protocol != 'linear_probe' and (not isinstance(epochs, (int, np.integer)) or epochs < 1):
         raise CellnbError(f"epochs={epochs!r} is invalid; use an integer >= 1")
     if not isinstance(bs, (int, np.integer)) or bs < 1: raise CellnbError(f"bs={bs!r} is invalid; use a batch size >= 1")

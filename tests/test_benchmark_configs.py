@@ -29,8 +29,8 @@ def test_cv_gpu_config_covers_the_issue_grid(gpu_dry):
     assert all(row[5] == "all" for row in rows)   # every cell
 
 @pytest.mark.parametrize("entry, says", [
-    ("{name: cnnn, protocol: scratch}", "'cnnn' is not a scratch architecture"),
-    ("{name: cnn, protocol: probe}", "protocol 'probe' is not one of"),
+    ("{name: cnnn, protocol: scratch}", "unknown model 'cnnn'; use one of cnn,"),
+    ("{name: cnn, protocol: probe}", "unknown protocol 'probe'; use one of scratch,"),
     ("{name: cnn, protocol: scratch, epoch: 3}", "unknown keys ['epoch']"),
 ])
 def test_cv_config_bad_entry_is_one_line(tmp_path, entry, says):
@@ -43,3 +43,19 @@ def test_flaglimit_gpu_grid_is_a_valid_study():
     c = StudyConfig.from_yaml(ROOT / "benchmarks" / "crchisto_flaglimit_gpu.yaml")
     assert sorted(c.models) == sorted(ARCHS) and c.protocols == ["linear_probe", "ft_last", "full_ft"]
     assert c.flag_limits == [64, 128, 256, 512, 1024, 2048, 100000] and c.seeds == [0, 1, 2]
+
+def test_cv_config_takes_a_timm_architecture(tmp_path):
+    "The CV script checks names with cellnb.train.check_model, the same check as training: 'timm:<arch>' passes."
+    cfg = tmp_path / "timm.yaml"
+    cfg.write_text("crop: 48\nfolds: 2\nsplit_seed: 0\nseed: 0\nbatch_size: 64\nn_boot: 10\nmodels:\n  - {name: 'timm:resnet18', protocol: scratch}\n")
+    r = _dry(cfg)
+    assert r.returncode == 0 and "config OK" in r.stdout, r.stderr[-2000:]
+
+def test_cpu_flaglimit_configs_cover_every_architecture():
+    "The CPU phases of the FlagLimit study (CNN + probe, small-patch ViT, the six others) share one split and policy."
+    cs = [StudyConfig.from_yaml(ROOT / "benchmarks" / f"crchisto_flaglimit{s}.yaml") for s in ("", "_vit", "_archs")]
+    assert sorted(m for c in cs for m in c.models) == sorted(ARCHS)
+    for c in cs[1:]:
+        assert sorted(c.flag_limits) == sorted(cs[0].flag_limits) and c.seeds == cs[0].seeds
+        assert (c.split_seed, c.crop, c.epochs, c.min_steps, c.batch_size, c.blur_sigmas) == \
+               (cs[0].split_seed, cs[0].crop, cs[0].epochs, cs[0].min_steps, cs[0].batch_size, cs[0].blur_sigmas)
