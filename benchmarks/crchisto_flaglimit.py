@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from scipy import stats
 from _common import write_result
-from cellnb.sweep import StudyConfig, run_study, collect
+from cellnb.sweep import StudyConfig, run_study, collect, load_predictions
+from cellnb.evaluate import paired_compare
 from cellnb.figures import report, run_slopes, entry_names
 
 HERE = Path(__file__).resolve().parent
@@ -45,7 +46,18 @@ def _paired_gain(clean, entry, fl_lo, fl_hi, other=None):
     common = a.index.intersection(b.index)
     return {**_t_ci((a[common] - b[common]).to_numpy()), "seeds": [int(s) for s in common]}
 
-def findings(res: pd.DataFrame) -> dict:
+def _paired_runs(out, clean, a, b, fl, n_boot=1000):
+    "Per seed both ran: macro-F1(a) - macro-F1(b) at one FlagLimit on the same clean test cells, paired image bootstrap."
+    ra, rb = (clean[(clean.entry == e) & (clean.flag_limit == fl)].set_index("seed")["run_id"] for e in (a, b))
+    rows = []
+    for s in sorted(ra.index.intersection(rb.index)):
+        P = load_predictions(out, [ra[s], rb[s]])
+        P = P[P.condition == "clean"]
+        r = paired_compare(P[P.run_id == ra[s]], P[P.run_id == rb[s]], n_boot=n_boot, seed=0, group_bootstrap=True)
+        rows.append(dict(seed=int(s), diff=r["diff"], image_boot_ci=[r["ci_low"], r["ci_high"]]))
+    return rows
+
+def findings(res: pd.DataFrame, out=None) -> dict:
     ok = res[(res.status == "ok") & res.macro_f1.notna()].copy()
     ok["entry"] = entry_names(ok)
     clean = ok[ok.condition == "clean"]
@@ -80,10 +92,15 @@ def findings(res: pd.DataFrame) -> dict:
     b = {e: sat(e) for e in probes + scratch}
     c = {}
     if "custom_vit" in scratch:
-        top = fls("custom_vit")[-1]
         for e in scratch:
-            if e != "custom_vit" and top in fls(e):
-                c[e] = dict(flag_limit=int(top), vit_minus_model=_paired_gain(clean, "custom_vit", None, top, other=e))
+            if e == "custom_vit": continue
+            common = sorted(set(fls("custom_vit")) & set(fls(e)))
+            if not common: continue
+            # the largest FlagLimit both ran, and the largest both ran with every seed (seed CIs)
+            every = [f for f in common if min(seeds_at("custom_vit")[f], seeds_at(e)[f]) == max(seeds_at("custom_vit").max(), seeds_at(e).max())]
+            c[e] = {str(int(f)): dict(vit_minus_model=_paired_gain(clean, "custom_vit", None, f, other=e),
+                                      per_seed=_paired_runs(out, clean, "custom_vit", e, f) if out is not None else None)
+                    for f in sorted({common[-1], *every[-1:]})}
     d = {}
     try:
         sl = run_slopes(ok, metric="macro_f1")
@@ -129,7 +146,7 @@ def main():
         src = out / "figures" / f"{name}.png"
         if src.exists(): shutil.copy(src, FIG_DIR / f"{prefix}_{name}.png")
     runs = res.groupby("run_id").agg(status=("status", "first"), train_seconds=("train_seconds", "first"))
-    f = findings(res)
+    f = findings(res, out)
     p = write_result(out.name, dict(
         configs=[Path(c).read_text() for c in a.config], out_dir=str(out), report=str(page),
         runs=int(len(runs)), runs_ok=int((runs.status == "ok").sum()), train_seconds_total=float(runs.train_seconds.sum()),
