@@ -1,6 +1,6 @@
 """Markdown tables for BENCHMARKS.md from the CRCHisto result JSONs (so the text quotes exactly what the runs wrote).
 
-Usage: python benchmarks/tables.py [cv|flaglimit]...   (default: both)
+Usage: python benchmarks/tables.py [cv|flaglimit|findings]...   (default: all three)
 """
 import json, sys
 from _common import RESULTS
@@ -38,6 +38,33 @@ def flaglimit_table() -> str:
     return (f"{d['runs_ok']} of {d['runs']} runs ok; training time {d['train_seconds_total'] / 60:.0f} min in all\n\n"
             "macro-F1 on the clean test set, mean over the n seeds run [mean of the per-run image-bootstrap 95% CIs]\n\n" + "\n".join(rows))
 
+def _g(g, nd=3):
+    "A gain dict of crchisto_flaglimit.findings: mean [t-based CI] (n seeds)."
+    if not g or g.get("mean") is None: return ""
+    ci = f" [{g['ci'][0]:+.{nd}f}, {g['ci'][1]:+.{nd}f}]" if g["ci"][0] is not None else ""
+    return f"{g['mean']:+.{nd}f}{ci} (n={g['n']})"
+
+def findings_table() -> str:
+    "Findings (a)-(d) per model, from the FlagLimit JSON."
+    d = json.loads((RESULTS / "crchisto_flaglimit.json").read_text())
+    a, b, c, bl = d["a_scratch_keeps_rising"], d["b_saturation"], d["c_vit_vs_cnns"], d["d_blur_slopes"]
+    lab = lambda f: "all" if int(f) >= 100000 else str(f)
+    rows = ["| model | (a) gain over the span with every seed | (a) last step | (b) best macro-F1, 95% of it at | (d) blur slope post | (d) blur slope pre | (c) custom_vit minus this model |",
+            "|---|---|---|---|---|---|---|"]
+    for e in sorted(d["table"]):
+        ae, be, de = a.get(e, {}), b.get(e, {}), bl.get(e, {})
+        span = f"{lab(ae['all_seeds_span'][0])} -> {lab(ae['all_seeds_span'][1])}: {_g(ae['gain_all_seeds_span'])}" if ae else ""
+        last = f"{lab(ae['last_step'][0])} -> {lab(ae['last_step'][1])}: {_g(ae['gain_last_step'])}" if ae else ""
+        sat = f"{be['best']:.3f}, {lab(be['flag_limit_95pct'])}" if be else ""
+        sl = lambda pl: (f"{de[pl]['slope']:+.3f}" + (f" [{de[pl]['seed_ci'][0]:+.3f}, {de[pl]['seed_ci'][1]:+.3f}]" if de[pl]['seed_ci'][0] is not None else "")
+                         + f" at {lab(de[pl]['flag_limit'])} (n={de[pl]['n_runs']})") if pl in de else ""
+        vit = "; ".join(f"at {lab(f)}: {_g(v['vit_minus_model'])}" + "".join(
+                  f", seed {r['seed']} {r['diff']:+.3f} [{r['image_boot_ci'][0]:+.3f}, {r['image_boot_ci'][1]:+.3f}]" for r in (v["per_seed"] or []) if v['vit_minus_model']['n'] == 1)
+              for f, v in sorted(c.get(e, {}).items(), key=lambda kv: int(kv[0])))
+        rows.append(f"| {e} | {span} | {last} | {sat} | {sl('post')} | {sl('pre')} | {vit} |")
+    return ("macro-F1 differences on the clean test set; [..] are t-based 95% CIs over seeds (paired by seed), and for a single "
+            "seed the paired image-bootstrap 95% CI\n\n" + "\n".join(rows))
+
 if __name__ == "__main__":
-    for w in (sys.argv[1:] or ["cv", "flaglimit"]):
-        print(cv_table() if w == "cv" else flaglimit_table(), end="\n\n")
+    for w in (sys.argv[1:] or ["cv", "flaglimit", "findings"]):
+        print({"cv": cv_table, "flaglimit": flaglimit_table, "findings": findings_table}[w](), end="\n\n")
