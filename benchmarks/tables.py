@@ -5,6 +5,8 @@ Usage: python benchmarks/tables.py [cv|flaglimit|findings]...   (default: all th
 import json, sys
 from _common import RESULTS
 
+def _lab(f): return "all" if int(f) >= 100000 else str(f)   # FlagLimit 100000: every cell
+
 def _ci(v, ci): return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and ci[0] is not None else f"{v:.3f}"
 
 def cv_table() -> str:
@@ -27,8 +29,7 @@ def flaglimit_table() -> str:
     d = json.loads((RESULTS / "crchisto_flaglimit.json").read_text())
     t = d["table"]
     fls = sorted({int(f) for e in t.values() for f in e})
-    lab = lambda f: "all" if f >= 100000 else str(f)
-    rows = ["| model | " + " | ".join(lab(f) for f in fls) + " |", "|---|" + "---|" * len(fls)]
+    rows = ["| model | " + " | ".join(_lab(f) for f in fls) + " |", "|---|" + "---|" * len(fls)]
     for e, per in sorted(t.items()):
         cells = []
         for f in fls:
@@ -48,17 +49,16 @@ def findings_table() -> str:
     "Findings (a)-(d) per model, from the FlagLimit JSON."
     d = json.loads((RESULTS / "crchisto_flaglimit.json").read_text())
     a, b, c, bl = d["a_scratch_keeps_rising"], d["b_saturation"], d["c_vit_vs_cnns"], d["d_blur_slopes"]
-    lab = lambda f: "all" if int(f) >= 100000 else str(f)
     rows = ["| model | (a) gain over the span with every seed | (a) last step | (b) best macro-F1, 95% of it at | (d) blur slope post | (d) blur slope pre | (c) custom_vit minus this model |",
             "|---|---|---|---|---|---|---|"]
     for e in sorted(d["table"]):
         ae, be, de = a.get(e, {}), b.get(e, {}), bl.get(e, {})
-        span = f"{lab(ae['all_seeds_span'][0])} -> {lab(ae['all_seeds_span'][1])}: {_g(ae['gain_all_seeds_span'])}" if ae else ""
-        last = f"{lab(ae['last_step'][0])} -> {lab(ae['last_step'][1])}: {_g(ae['gain_last_step'])}" if ae else ""
-        sat = f"{be['best']:.3f}, {lab(be['flag_limit_95pct'])}" if be else ""
+        span = f"{_lab(ae['all_seeds_span'][0])} -> {_lab(ae['all_seeds_span'][1])}: {_g(ae['gain_all_seeds_span'])}" if ae else ""
+        last = f"{_lab(ae['last_step'][0])} -> {_lab(ae['last_step'][1])}: {_g(ae['gain_last_step'])}" if ae else ""
+        sat = f"{be['best']:.3f}, {_lab(be['flag_limit_95pct'])}" if be else ""
         sl = lambda pl: (f"{de[pl]['slope']:+.3f}" + (f" [{de[pl]['seed_ci'][0]:+.3f}, {de[pl]['seed_ci'][1]:+.3f}]" if de[pl]['seed_ci'][0] is not None else "")
-                         + f" at {lab(de[pl]['flag_limit'])} (n={de[pl]['n_runs']})") if pl in de else ""
-        vit = "; ".join(f"at {lab(f)}: {_g(v['vit_minus_model'])}" + "".join(
+                         + f" at {_lab(de[pl]['flag_limit'])} (n={de[pl]['n_runs']})") if pl in de else ""
+        vit = "; ".join(f"at {_lab(f)}: {_g(v['vit_minus_model'])}" + "".join(
                   f", seed {r['seed']} {r['diff']:+.3f} [{r['image_boot_ci'][0]:+.3f}, {r['image_boot_ci'][1]:+.3f}]" for r in (v["per_seed"] or []) if v['vit_minus_model']['n'] == 1)
               for f, v in sorted(c.get(e, {}).items(), key=lambda kv: int(kv[0])))
         rows.append(f"| {e} | {span} | {last} | {sat} | {sl('post')} | {sl('pre')} | {vit} |")
