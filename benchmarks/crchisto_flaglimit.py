@@ -10,7 +10,10 @@ grid only runs what is new. Then, from the collected results table of every run 
       against the same for the scratch models;
   (c) the small-patch ViT against the CNNs at the largest FlagLimit custom_vit ran at (paired gain, 95% CI);
   (d) blur degradation slopes (macro-F1 per unit log2(1+sigma)), pre and post, per model at the largest FlagLimit
-      run with every seed, mean over seeds with a t-based 95% CI (and the slope at the largest FlagLimit).
+      run with every seed, mean over seeds with a t-based 95% CI (and the slope at the largest FlagLimit);
+  (e) when <run folder>_balanced exists (crchisto_flaglimit_balanced.yaml: the same runs at all cells with a
+      class-balanced loss): is the 2048 -> all drop the class mix? balanced-loss and prior-corrected runs against the
+      plain ones, per seed, with paired image bootstraps.
 Writes benchmarks/results/<run folder name>.json (crchisto_flaglimit.json by default) and the scaling / speed-accuracy
 PNGs under benchmarks/figures/ (crchisto_<figure>.png by default, <run folder name>_<figure>.png for another --out), so
 the GPU grid (crchisto_flaglimit_gpu.yaml, --out benchmarks/runs/crchisto_flaglimit_gpu) leaves the CPU figures alone.
@@ -115,6 +118,53 @@ def findings(res: pd.DataFrame, out=None) -> dict:
         d = dict(error=str(ex))
     return dict(table=table, a_scratch_keeps_rising=a, b_saturation=b, c_vit_vs_cnns=c, d_blur_slopes=d)
 
+def _prior_corrected(P, counts):
+    "Predictions re-decided with each class probability divided by its share of the training cells (a balanced prior)."
+    cls = sorted(counts)
+    prior = np.array([counts[k] for k in cls], float); prior /= prior.sum()
+    return P.assign(pred=np.array(cls)[(P[[f"prob_{k}" for k in cls]].to_numpy() / prior).argmax(1)])
+
+def class_mix(res, out, bal_out, minority="others", n_boot=1000) -> dict:
+    """(e) Is the drop from 2048 cells per class to all cells the class mix? Per model and seed at the largest FlagLimit:
+    the balanced-loss run (`class_weight: balanced`, study folder `bal_out`) against the plain run, and the plain run
+    re-decided under a balanced prior (probabilities / training class shares, no retraining); each against the plain
+    run and the plain 2048 run, as paired image bootstraps on the same test cells, with the minority class's recall."""
+    from sklearn.metrics import recall_score
+    bres = collect(bal_out, write=False)
+    if not len(bres): return {}
+    pick = lambda r: r[(r.status == "ok") & (r.condition == "clean") & r.macro_f1.notna()].assign(entry=lambda d: entry_names(d))
+    plain, bal = pick(res), pick(bres)
+    top = int(bal.flag_limit.max())
+    def rec(P):
+        return float(recall_score(P.true, P.pred, labels=[minority], average="macro", zero_division=0))
+    def cmp(A, B):
+        r = paired_compare(A, B, n_boot=n_boot, seed=0, group_bootstrap=True)
+        return dict(diff=r["diff"], image_boot_ci=[r["ci_low"], r["ci_high"]])
+    outd = {}
+    for e, g in bal[bal.flag_limit == top].groupby("entry"):
+        rows = []
+        for r in g.sort_values("seed").itertuples():
+            pl = plain[(plain.entry == e) & (plain.flag_limit == top) & (plain.seed == r.seed)]
+            if not len(pl): continue
+            Pb = load_predictions(bal_out, [r.run_id]); Pb = Pb[Pb.condition == "clean"]
+            Pp = load_predictions(out, [pl.run_id.iloc[0]]); Pp = Pp[Pp.condition == "clean"]
+            Pc = _prior_corrected(Pp, json.loads(pl.n_train_counts.iloc[0]))
+            row = dict(seed=int(r.seed), plain=float(pl.macro_f1.iloc[0]), balanced=float(r.macro_f1),
+                       prior_corrected=float(paired_compare(Pc, Pp, n_boot=1)["macro_f1_a"]),
+                       recall_minority=dict(plain=rec(Pp), balanced=rec(Pb), prior_corrected=rec(Pc)),
+                       balanced_minus_plain=cmp(Pb, Pp), prior_corrected_minus_plain=cmp(Pc, Pp))
+            p2 = plain[(plain.entry == e) & (plain.flag_limit == 2048) & (plain.seed == r.seed)]
+            if len(p2):
+                P2 = load_predictions(out, [p2.run_id.iloc[0]]); P2 = P2[P2.condition == "clean"]
+                row.update(plain_2048=float(p2.macro_f1.iloc[0]), recall_minority_2048=rec(P2),
+                           balanced_minus_plain_2048=cmp(Pb, P2), prior_corrected_minus_plain_2048=cmp(Pc, P2))
+            rows.append(row)
+        if rows:
+            outd[e] = dict(flag_limit=top, per_seed=rows,
+                           balanced_minus_plain=_t_ci([x["balanced"] - x["plain"] for x in rows]),
+                           prior_corrected_minus_plain=_t_ci([x["prior_corrected"] - x["plain"] for x in rows]))
+    return outd
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", nargs="+", default=[str(HERE / "crchisto_flaglimit.yaml")])
@@ -124,6 +174,7 @@ def main():
     ap.add_argument("--flag-limits", default=None, help="comma list: run only these FlagLimits of each config now")
     ap.add_argument("--no-backbones", action="store_true", help="run only the scratch models of each config now")
     ap.add_argument("--no-scratch", action="store_true", help="run only the backbones of each config now")
+    ap.add_argument("--no-figures", action="store_true", help="do not copy the figures to benchmarks/figures (a side study)")
     a = ap.parse_args()
     out, t0, walls = Path(a.out), time.perf_counter(), {}
     if not a.summarise_only:
@@ -142,11 +193,13 @@ def main():
     page = report(out)
     FIG_DIR.mkdir(exist_ok=True)
     prefix = "crchisto" if out.name == "crchisto_flaglimit" else out.name
-    for name in ("scaling_curves", "speed_accuracy", "degradation_slopes", "blur_bars"):
+    for name in ("scaling_curves", "speed_accuracy", "degradation_slopes", "blur_bars") if not a.no_figures else ():
         src = out / "figures" / f"{name}.png"
         if src.exists(): shutil.copy(src, FIG_DIR / f"{prefix}_{name}.png")
     runs = res.groupby("run_id").agg(status=("status", "first"), train_seconds=("train_seconds", "first"))
     f = findings(res, out)
+    bal = out.parent / f"{out.name}_balanced"
+    if (bal / "runs").is_dir(): f["e_class_mix"] = class_mix(res, out, bal)
     p = write_result(out.name, dict(
         configs=[Path(c).read_text() for c in a.config], out_dir=str(out), report=str(page),
         runs=int(len(runs)), runs_ok=int((runs.status == "ok").sum()), train_seconds_total=float(runs.train_seconds.sum()),

@@ -4,28 +4,29 @@
 
 # %% ../nbs/05_models.ipynb #26d7dfd6
 from __future__ import annotations
-import math
+import hashlib, math
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
 from timm.layers import ConvNormAct, SqueezeExcite, DropPath, Mlp, Attention, LayerNorm2d, trunc_normal_
 from .core import CellnbError
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MODEL_REGISTRY', 'ARCHS', 'register_model', 'CellModel', 'ConvModel', 'CNN',
-           'mlpconv', 'NIN', 'BasicBlock', 'ResNet', 'se_resnet', 'MBConv', 'EfficientNet', 'ConvNeXtBlock', 'ConvNeXt',
-           'LocalitySelfAttention', 'LocalMlp', 'Block', 'ViT', 'vit', 'custom_vit', 'TimmModel', 'timm_model',
-           'create_model']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MODEL_REGISTRY', 'MODEL_VERSIONS', 'ARCHS', 'register_model', 'CellModel',
+           'ConvModel', 'CNN', 'mlpconv', 'NIN', 'BasicBlock', 'ResNet', 'se_resnet', 'MBConv', 'EfficientNet',
+           'ConvNeXtBlock', 'ConvNeXt', 'LocalitySelfAttention', 'LocalMlp', 'Block', 'ViT', 'vit', 'custom_vit',
+           'TimmModel', 'timm_model', 'create_model', 'model_version', 'arch_fingerprint']
 
 # %% ../nbs/05_models.ipynb #4d72c05e
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-MODEL_REGISTRY = {}
+MODEL_REGISTRY, MODEL_VERSIONS = {}, {}
 
-def register_model(name:str # the name `create_model` will accept
+def register_model(name:str, # the name `create_model` will accept
+                   version:int=1, # the definition's version: bump it when a change alters what the model learns
                   ):
     "Decorator: register a model constructor `fn(num_classes, **overrides) -> nn.Module` under `name`."
     def _reg(fn):
-        MODEL_REGISTRY[name] = fn
+        MODEL_REGISTRY[name], MODEL_VERSIONS[name] = fn, int(version)
         return fn
     return _reg
 
@@ -365,3 +366,14 @@ def create_model(name:str, # one of `ARCHS` (or another registered name), or 'ti
     except TypeError as e:
         if 'unexpected keyword' not in str(e): raise
         raise CellnbError(f"model {name!r} got an unknown option ({e}); see help(cellnb.models.{MODEL_REGISTRY[name].__name__})") from None
+def model_version(name:str # a registered model name (timm models and unknown names: 1)
+                 ) -> int:
+    "The version of a model's definition; study run ids include it from version 2 on."
+    return MODEL_VERSIONS.get(str(name), 1)
+
+def arch_fingerprint(name:str, # a registered model name
+                     **overrides) -> str:
+    "First 12 hex digits of the SHA-1 of a model's parameter and buffer names and shapes (4 classes): its structure."
+    sig = [(k, tuple(v.shape)) for k, v in create_model(name, 4, **overrides).state_dict().items()]
+    return hashlib.sha1(repr(sig).encode()).hexdigest()[:12]
+

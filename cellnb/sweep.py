@@ -52,6 +52,7 @@ class StudyConfig:
     gpus_per_run:float|None=None # Ray: GPU fraction per run (None: 0.25 for small runs, 1 for fine-tuning, 0 on CPU)
     min_steps:int=0 # scratch/fine-tuning: train at least this many optimizer steps (raises epochs for small FlagLimits)
     augment:bool|dict=True # training augmentation: true, false or strengths such as {shift: 2} (see `cellnb.transforms.augment_options`)
+    class_weight:str|None=None # 'balanced': weight each class's loss by n / (k * n_class) (see `cellnb.train.fit_cell_model`)
     n_boot:int=1000 # bootstrap resamples for the confidence intervals
     name:str='cellnb study' # a title for the report
 
@@ -79,6 +80,7 @@ _FIELD_TYPES = dict(
     executor=(_is_str, "a string: local or ray"), workers=(_is_int, "an integer"),
     gpus_per_run=(_opt(_is_num), "a number (GPU fraction per run) or null"), n_boot=(_is_int, "an integer"), min_steps=(_is_int, "an integer"),
     augment=(lambda v: isinstance(v, (bool, dict)), "true, false or a mapping of strengths such as {shift: 2}"),
+    class_weight=(_opt(_is_str), "null (plain loss) or balanced"),
     name=(_is_str, "a string"))
 _LIST_FIELDS = ('models', 'backbones', 'protocols', 'flag_limits', 'seeds', 'blur_sigmas', 'blur_placements')
 
@@ -118,6 +120,8 @@ def _check_values(c:StudyConfig, src:str):
         from cellnb.transforms import augment_options
         try: augment_options(c.augment)
         except CellnbError as e: raise _bad('augment', str(e), src) from None
+    if c.class_weight is not None and c.class_weight != 'balanced':
+        raise _bad('class_weight', f"unknown class weighting {c.class_weight!r}; use balanced (each class weighted by n / (k * n_class)) or null", src)
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", c.device): raise _bad('device', f"{c.device!r} is not a device; use auto, cpu, cuda or cuda:N", src)
 
 # %% ../nbs/11_sweep.ipynb #b420275b
@@ -222,6 +226,7 @@ def _as_config(config) -> StudyConfig:
 def expand(config, # a StudyConfig, a dict of its fields or a YAML path
           ) -> list:
     "The runs of a study: one parameter dict per (seed, FlagLimit, model/protocol), each with its `run_id`."
+    from cellnb.models import model_version
     c = _as_config(config)
     kind, path = c.data_source()
     common = dict(dataset=kind, data_path=path, crop=c.crop, n_per_class=c.n_per_class, data_seed=c.data_seed,
@@ -229,6 +234,7 @@ def expand(config, # a StudyConfig, a dict of its fields or a YAML path
                   blur_placements=list(c.blur_placements), n_boot=c.n_boot)
     if c.min_steps: common['min_steps'] = int(c.min_steps)   # only when set: older run ids stay valid
     if c.augment is not True: common['augment'] = c.augment   # likewise
+    if c.class_weight is not None: common['class_weight'] = c.class_weight   # likewise
     pairs = [(m, 'scratch') for m in c.models] + [(b, p) for p in c.protocols for b in c.backbones]
     runs, seen = [], set()
     for seed in c.seeds:
@@ -237,6 +243,7 @@ def expand(config, # a StudyConfig, a dict of its fields or a YAML path
                 w = c.weights.get(model) if protocol != 'scratch' else None
                 p = dict(common, model=model, protocol=protocol, flag_limit=int(n), seed=int(seed),
                          epochs=c.epochs_for(model, protocol), weights=str(Path(w).expanduser().resolve()) if w else None)
+                if protocol == 'scratch' and model_version(model) != 1: p['model_version'] = model_version(model)  # likewise
                 rid = run_id(p)
                 if rid not in seen: seen.add(rid); runs.append(dict(p, run_id=rid))
     return runs

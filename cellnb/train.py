@@ -27,9 +27,10 @@ from .data import CellSet
 from .transforms import CellPipeline, pipeline_for, tune_malloc, augment_options
 
 # %% auto #0
-__all__ = ['PROTOCOLS', 'CONDITIONS', 'DEFAULT_LR', 'PROBE_CS', 'CellDataLoader', 'cell_dataloaders', 'macro_f1', 'MacroF1',
-           'KeepBestCallback', 'StopOnNaNCallback', 'FrozenBNCallback', 'frozen_bn_modules', 'BackboneClassifier',
-           'FittedModel', 'dihedral_views', 'last_stage_modules', 'check_model', 'fit_cell_model']
+__all__ = ['PROTOCOLS', 'CONDITIONS', 'DEFAULT_LR', 'PROBE_CS', 'CLASS_WEIGHTS', 'CellDataLoader', 'cell_dataloaders', 'macro_f1',
+           'MacroF1', 'KeepBestCallback', 'StopOnNaNCallback', 'FrozenBNCallback', 'frozen_bn_modules',
+           'BackboneClassifier', 'FittedModel', 'dihedral_views', 'last_stage_modules', 'check_model',
+           'balanced_class_weights', 'fit_cell_model']
 
 # %% ../nbs/07_train.ipynb #a5f65c56
 class CellDataLoader:
@@ -332,7 +333,7 @@ def _load(path, # folder written by `FittedModel.save`
     hist = pd.read_csv(path/'history.csv') if (path/'history.csv').exists() and (path/'history.csv').stat().st_size > 1 else None
     kw = dict(protocol=cfg['protocol'], model_name=cfg['model_name'], classes=cfg['classes'], src_size=cfg['src_size'],
               weights=cfg.get('weights'), train_seconds=cfg.get('train_seconds', 0.), best_epoch=cfg.get('best_epoch'),
-              history=hist, device=device, config={k: v for k, v in cfg.items() if k in ('lr', 'epochs', 'seed', 'bs', 'cache', 'model_kwargs', 'C', 'label_smoothing', 'augment')})
+              history=hist, device=device, config={k: v for k, v in cfg.items() if k in ('lr', 'epochs', 'seed', 'bs', 'cache', 'model_kwargs', 'C', 'label_smoothing', 'augment', 'class_weight')})
     if cfg['protocol'] == 'linear_probe':
         with np.load(path/'probe.npz', allow_pickle=False) as z: probe = {k: z[k] for k in z.files}
         return FittedModel(probe=probe, **kw)
@@ -362,13 +363,15 @@ def _history(learn) -> pd.DataFrame:
     return df
 
 def _fit_learner(model:nn.Module, train:CellSet, valid:CellSet, epochs:int, lr, seed:int, device, bs:int,
-                 label_smoothing:float, patience:int|None, augment:bool, progress:bool, splitter=None, cbs=(), wd:float=0.01):
+                 label_smoothing:float, patience:int|None, augment:bool, progress:bool, splitter=None, cbs=(), wd:float=0.01,
+                 class_weight=None):
     "Train `model` with a fastai Learner; returns (model with best weights, best_epoch, history)."
     dls = cell_dataloaders(train, valid, model=model, bs=bs, augment=augment, device=device, seed=seed)
     keep, nan = KeepBestCallback('macro_f1'), StopOnNaNCallback()
     cbs = [keep, nan, *cbs]
     if patience: cbs.append(EarlyStoppingCallback(monitor='macro_f1', comp=np.greater, patience=int(patience)))
-    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(label_smoothing=float(label_smoothing)),
+    w = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32, device=device)
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(weight=w, label_smoothing=float(label_smoothing)),
                     opt_func=partial(Adam, decouple_wd=True), metrics=[MacroF1(train.n_classes)], wd=wd, cbs=cbs,
                     **({} if splitter is None else dict(splitter=splitter)))
     if device.type == 'cuda': learn.to_bf16()
@@ -416,16 +419,17 @@ def last_stage_modules(backbone:nn.Module # a backbone from `load_backbone`
 DEFAULT_LR = dict(scratch=2e-3, ft_last=1e-3, full_ft=1e-3)
 PROBE_CS = (0.001, 0.01, 0.1, 1.0, 10.0)
 
-def _fit_scratch(model_name, train, valid, epochs, lr, seed, device, bs, label_smoothing, patience, augment, progress, **kw):
+def _fit_scratch(model_name, train, valid, epochs, lr, seed, device, bs, label_smoothing, patience, augment, progress,
+                 class_weight=None, **kw):
     from cellnb.models import create_model
     seed_everything(seed)
     model = create_model(model_name, train.n_classes, **kw.get('model_kwargs', {}))
     learn, model, best, hist = _fit_learner(model, train, valid, epochs, lr, seed, device, bs, label_smoothing, patience,
-                                            augment, progress, wd=kw.get('wd', 0.01))
+                                            augment, progress, wd=kw.get('wd', 0.01), class_weight=class_weight)
     return dict(model=model, best_epoch=best, history=hist)
 
 def _fit_finetune(protocol, model_name, train, valid, epochs, lr, seed, device, bs, label_smoothing, patience, augment,
-                  progress, weights=None, **kw):
+                  progress, weights=None, class_weight=None, **kw):
     from cellnb.foundation import load_backbone
     seed_everything(seed)
     net = BackboneClassifier(load_backbone(model_name, weights), train.n_classes)
@@ -443,7 +447,8 @@ def _fit_finetune(protocol, model_name, train, valid, epochs, lr, seed, device, 
         splitter = lambda m: [list(m.backbone.parameters()), list(m.head.parameters())]
         cbs, lr_ = [], slice(lr / 10, lr)   # discriminative: backbone lr/10, head lr
     learn, net, best, hist = _fit_learner(net, train, valid, epochs, lr_, seed, device, bs, label_smoothing, patience,
-                                          augment, progress, splitter=splitter, cbs=cbs, wd=kw.get('wd', 0.01))
+                                          augment, progress, splitter=splitter, cbs=cbs, wd=kw.get('wd', 0.01),
+                                          class_weight=class_weight)
     return dict(model=net, best_epoch=best, history=hist)
 
 # %% ../nbs/07_train.ipynb #e1a5a60d
@@ -459,7 +464,8 @@ def _probe_backbone(model_name, weights):
         _PROBE_BACKBONE[key] = load_backbone(model_name, weights)
     return _PROBE_BACKBONE[key]
 
-def _fit_linear_probe(model_name, train, valid, seed, device, bs, weights=None, progress=True, cache=True, Cs=PROBE_CS, **kw):
+def _fit_linear_probe(model_name, train, valid, seed, device, bs, weights=None, progress=True, cache=True, Cs=PROBE_CS,
+                      class_weight=None, **kw):
     from sklearn.linear_model import LogisticRegression
     from cellnb.foundation import load_backbone, embed
     backbone = _probe_backbone(model_name, weights)
@@ -477,7 +483,8 @@ def _fit_linear_probe(model_name, train, valid, seed, device, bs, weights=None, 
     # sklearn's default (every core) thrashes when a sweep runs processes side by side
     from threadpoolctl import threadpool_limits
     blas_threads = 1 if Ztr.size < 4_000_000 else torch.get_num_threads()
-    clf = LogisticRegression(max_iter=2000, random_state=seed, warm_start=True)
+    cw = None if class_weight is None else {i: float(v) for i, v in enumerate(class_weight)}
+    clf = LogisticRegression(max_iter=2000, random_state=seed, warm_start=True, class_weight=cw)
     with threadpool_limits(limits=blas_threads, user_api='blas'):
         for C in sorted(Cs):
             clf.set_params(C=C).fit(Ztr, ytr)
@@ -507,7 +514,18 @@ def check_model(protocol:str, # 'scratch' | 'linear_probe' | 'ft_last' | 'full_f
         from cellnb.foundation import BACKBONES
         if name not in BACKBONES: raise CellnbError(f"unknown backbone {name!r}; use one of {', '.join(BACKBONES)} or 'timm:<arch>' with a local weights file")
 
-def _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment=True):
+CLASS_WEIGHTS = (None, 'balanced')
+
+def balanced_class_weights(cs:CellSet # the training cells
+                          ) -> np.ndarray:
+    "Per-class loss weights n / (k * n_class) (sklearn's 'balanced'): each class weighs as much as any other in the loss."
+    from sklearn.utils.class_weight import compute_class_weight
+    y = cs.labels.numpy()
+    missing = [c for i, c in enumerate(cs.classes) if not (y == i).any()]
+    if missing: raise CellnbError(f"class_weight='balanced' needs training cells of every class; {missing} have none (check the split / flag_limit)")
+    return compute_class_weight('balanced', classes=np.arange(cs.n_classes), y=y)
+
+def _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment=True, class_weight=None):
     check_model(protocol, model_name)
     for cs, what in ((train, 'train'), (valid, 'valid')):
         if not isinstance(cs, CellSet): raise CellnbError(f"{what} is a {type(cs).__name__}, not a CellSet; build one with cellnb.data or cellnb.datasets")
@@ -518,6 +536,8 @@ def _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment=Tru
         raise CellnbError(f"epochs={epochs!r} is invalid; use an integer >= 1")
     if not isinstance(bs, (int, np.integer)) or bs < 1: raise CellnbError(f"bs={bs!r} is invalid; use a batch size >= 1")
     augment_options(augment)   # bad strengths fail here, not mid-training
+    if not (class_weight is None or (isinstance(class_weight, str) and class_weight in CLASS_WEIGHTS)):
+        raise CellnbError(f"class_weight={class_weight!r} is invalid; use None (plain cross-entropy) or 'balanced' (each class weighted by n / (k * n_class))")
 
 # %% ../nbs/07_train.ipynb #84978707
 def fit_cell_model(protocol:str, # 'scratch' | 'linear_probe' | 'ft_last' | 'full_ft'
@@ -535,14 +555,16 @@ def fit_cell_model(protocol:str, # 'scratch' | 'linear_probe' | 'ft_last' | 'ful
                    augment:bool|dict=True, # training augmentation (flips, rot90, colour jitter); a dict sets strengths, e.g. dict(shift=2)
                    progress:bool=True, # show fastprogress bars
                    cache:bool=True, # linear_probe: use the on-disk embedding cache
+                   class_weight:str|None=None, # 'balanced': weight each class's loss by n / (k * n_class) (imbalanced training sets)
                    **kwargs, # wd (weight decay, 0.01), model_kwargs (scratch: create_model overrides), Cs (probe C grid)
                   ) -> FittedModel:
     "Train a cell classifier with one of the study's protocols; returns a `FittedModel` (with train time and history)."
-    _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment)
+    _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment, class_weight)
     device = get_device(device)
     lr = DEFAULT_LR.get(protocol) if lr is None else float(lr)
     if lr is not None and (not math.isfinite(lr) or lr <= 0): raise CellnbError(f"lr={lr} is invalid; use a positive learning rate such as {DEFAULT_LR.get(protocol, 1e-3)}")
-    common = dict(train=train, valid=valid, seed=seed, device=device, bs=int(bs))
+    cw = balanced_class_weights(train) if class_weight == 'balanced' else None
+    common = dict(train=train, valid=valid, seed=seed, device=device, bs=int(bs), class_weight=cw)
     t0 = time.perf_counter()
     if protocol == 'scratch':
         out = _fit_scratch(model_name, epochs=int(epochs), lr=lr, label_smoothing=label_smoothing, patience=patience,
@@ -555,6 +577,7 @@ def fit_cell_model(protocol:str, # 'scratch' | 'linear_probe' | 'ft_last' | 'ful
     secs = time.perf_counter() - t0
     cfg = dict(lr=lr, epochs=None if protocol == 'linear_probe' else int(epochs), seed=int(seed), bs=int(bs), cache=bool(cache),
                label_smoothing=float(label_smoothing), augment=augment if isinstance(augment, dict) else bool(augment), model_kwargs=kwargs.get('model_kwargs', {}))
+    if class_weight is not None: cfg['class_weight'] = class_weight
     if protocol == 'linear_probe': cfg['C'] = float(out['C'])
     fm = FittedModel(protocol, model_name, train.classes, train.size, model=out.get('model'), probe=out.get('probe'),
                      weights=weights, train_seconds=secs, best_epoch=out['best_epoch'], history=out['history'],

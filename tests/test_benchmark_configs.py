@@ -59,3 +59,19 @@ def test_cpu_flaglimit_configs_cover_every_architecture():
         assert sorted(c.flag_limits) == sorted(cs[0].flag_limits) and c.seeds == cs[0].seeds
         assert (c.split_seed, c.crop, c.epochs, c.min_steps, c.batch_size, c.blur_sigmas) == \
                (cs[0].split_seed, cs[0].crop, cs[0].epochs, cs[0].min_steps, cs[0].batch_size, cs[0].blur_sigmas)
+
+def test_balanced_flaglimit_configs_rerun_the_all_cells_runs_with_a_balanced_loss():
+    "The class-mix check (finding e): the plain runs at all cells, parameter for parameter, but for class_weight."
+    from cellnb.sweep import expand
+    for s in ("", "_vit"):
+        plain = StudyConfig.from_yaml(ROOT / "benchmarks" / f"crchisto_flaglimit{s}.yaml")
+        bal = StudyConfig.from_yaml(ROOT / "benchmarks" / f"crchisto_flaglimit_balanced{s}.yaml")
+        assert plain.class_weight is None and bal.class_weight == "balanced"
+        top = max(plain.flag_limits)
+        base = {(r["model"], r["protocol"], r["seed"]): r for r in expand(plain) if r["flag_limit"] == top}
+        runs = expand(bal)
+        assert len(runs) == len(base)
+        for r in runs:
+            p = base[(r["model"], r["protocol"], r["seed"])]
+            assert {k: v for k, v in r.items() if k not in ("run_id", "class_weight")} == {k: v for k, v in p.items() if k != "run_id"}
+            assert r["run_id"] != p["run_id"]
