@@ -1,6 +1,6 @@
 """Markdown tables for BENCHMARKS.md from the CRCHisto result JSONs (so the text quotes exactly what the runs wrote).
 
-Usage: python benchmarks/tables.py [cv|flaglimit|findings]...   (default: all three)
+Usage: python benchmarks/tables.py [cv|flaglimit|findings|classmix]...   (default: all four)
 """
 import json, sys
 from _common import RESULTS
@@ -65,6 +65,24 @@ def findings_table() -> str:
     return ("macro-F1 differences on the clean test set; [..] are t-based 95% CIs over seeds (paired by seed), and for a single "
             "seed the paired image-bootstrap 95% CI\n\n" + "\n".join(rows))
 
+def classmix_table() -> str:
+    "Finding (e): the all-cells runs with a balanced loss or a balanced prior against the plain ones, per seed."
+    d = json.loads((RESULTS / "crchisto_flaglimit.json").read_text()).get("e_class_mix") or {}
+    rows = ["| model | seed | plain all | plain 2048 | balanced loss, all | minus plain all | minus plain 2048 | prior-corrected all | minus plain all | minus plain 2048 | 'others' recall: 2048 / all / balanced / prior-corrected |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    dd = lambda x: f"{x['diff']:+.3f} [{x['image_boot_ci'][0]:+.3f}, {x['image_boot_ci'][1]:+.3f}]" if x else ""
+    for e, v in sorted(d.items()):
+        for r in v["per_seed"]:
+            rm, p2 = r["recall_minority"], r.get("plain_2048")
+            rows.append(f"| {e} | {r['seed']} | {r['plain']:.3f} | {'' if p2 is None else format(p2, '.3f')} | {r['balanced']:.3f} | "
+                        f"{dd(r['balanced_minus_plain'])} | {dd(r.get('balanced_minus_plain_2048'))} | {r['prior_corrected']:.3f} | "
+                        f"{dd(r['prior_corrected_minus_plain'])} | {dd(r.get('prior_corrected_minus_plain_2048'))} | "
+                        f"{'' if p2 is None else format(r['recall_minority_2048'], '.2f')} / {rm['plain']:.2f} / {rm['balanced']:.2f} / {rm['prior_corrected']:.2f} |")
+        if v["balanced_minus_plain"]["n"] > 1:
+            rows.append(f"| {e} | mean | | | | {_g(v['balanced_minus_plain'])} | | | {_g(v['prior_corrected_minus_plain'])} | | |")
+    return ("macro-F1 on the clean test set at all cells; differences are paired image-bootstrap 95% CIs on the same cells, "
+            "and over seeds t-based\n\n" + "\n".join(rows))
+
 if __name__ == "__main__":
-    for w in (sys.argv[1:] or ["cv", "flaglimit", "findings"]):
-        print({"cv": cv_table, "flaglimit": flaglimit_table, "findings": findings_table}[w](), end="\n\n")
+    for w in (sys.argv[1:] or ["cv", "flaglimit", "findings", "classmix"]):
+        print({"cv": cv_table, "flaglimit": flaglimit_table, "findings": findings_table, "classmix": classmix_table}[w](), end="\n\n")

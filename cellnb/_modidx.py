@@ -265,6 +265,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'cellnb.sweep._is_int': ('sweep.html#_is_int', 'cellnb/sweep.py'),
                               'cellnb.sweep._is_num': ('sweep.html#_is_num', 'cellnb/sweep.py'),
                               'cellnb.sweep._is_str': ('sweep.html#_is_str', 'cellnb/sweep.py'),
+                              'cellnb.sweep._kernel_never_started': ('sweep.html#_kernel_never_started', 'cellnb/sweep.py'),
                               'cellnb.sweep._kill_kernels': ('sweep.html#_kill_kernels', 'cellnb/sweep.py'),
                               'cellnb.sweep._list_of': ('sweep.html#_list_of', 'cellnb/sweep.py'),
                               'cellnb.sweep._load_study_data': ('sweep.html#_load_study_data', 'cellnb/sweep.py'),

@@ -17,9 +17,9 @@ try: import fcntl
 except ImportError: fcntl = None  # not POSIX: the study lock is skipped
 
 # %% auto #0
-__all__ = ['BACKBONE_PROTOCOLS', 'EXECUTORS', 'DATA_KINDS', 'EXEC_KEYS', 'PENDING', 'StudyConfig', 'run_id', 'expand',
-           'study_lock', 'failed_row', 'execute_run', 'launch_run', 'write_samples', 'experiment_notebook', 'collect',
-           'load_predictions', 'preflight', 'run_study', 'study_summary']
+__all__ = ['BACKBONE_PROTOCOLS', 'EXECUTORS', 'DATA_KINDS', 'EXEC_KEYS', 'PENDING', 'KERNEL_START_TRIES', 'StudyConfig', 'run_id',
+           'expand', 'study_lock', 'failed_row', 'execute_run', 'launch_run', 'write_samples', 'experiment_notebook',
+           'collect', 'load_predictions', 'preflight', 'run_study', 'study_summary']
 
 # %% ../nbs/11_sweep.ipynb #b7c5f47b
 BACKBONE_PROTOCOLS = ('linear_probe', 'ft_last', 'full_ft')  # scratch models always use protocol 'scratch'
@@ -299,6 +299,13 @@ def _run_status(run_dir:Path) -> str|None:
     if not isinstance(rows, list) or not rows: return None
     return 'ok' if all(r.get('status') == 'ok' for r in rows) else 'failed'
 
+KERNEL_START_TRIES = 3   # a run whose kernel fails to start is started again (nothing of it ran yet)
+
+def _kernel_never_started(e:BaseException) -> bool:
+    "True for jupyter_client's errors of a kernel that died or timed out before its first reply."
+    m = str(e)
+    return "before replying to kernel_info" in m or "didn't respond in" in m
+
 def execute_run(run_dir, # the run folder, holding params.json
                 notebook, # the experiment notebook
                 exec_params:dict|None=None, # execution-only parameters (out_dir, device, threads)
@@ -316,9 +323,15 @@ def execute_run(run_dir, # the run folder, holding params.json
         given = {**params, **(exec_params or {})}
         declared = set(pm.inspect_notebook(str(notebook)))  # pass only what the notebook declares (no warnings)
         nb_params = {k: v for k, v in given.items() if k in declared or k in ('run_id', 'out_dir')}
-        pm.execute_notebook(str(notebook), str(tmp_nb), parameters={**nb_params, 'result_file': PENDING},
-                            kernel_name=kernel_name, progress_bar=False, log_output=False, extra_arguments=['--log-level=ERROR'],
-                            resources={'metadata': {'path': str(run_dir)}})  # kernel cwd; papermill's cwd= would chdir the whole process
+        for attempt in range(KERNEL_START_TRIES):
+            try:
+                pm.execute_notebook(str(notebook), str(tmp_nb), parameters={**nb_params, 'result_file': PENDING},
+                                    kernel_name=kernel_name, progress_bar=False, log_output=False, extra_arguments=['--log-level=ERROR'],
+                                    start_timeout=120, resources={'metadata': {'path': str(run_dir)}})  # kernel cwd; papermill's cwd= would chdir the whole process
+                break
+            except RuntimeError as e:  # the kernel never started (busy machine, a port race between workers): nothing ran yet
+                if attempt + 1 == KERNEL_START_TRIES or not _kernel_never_started(e) or (stop is not None and stop.is_set()): raise
+                time.sleep(1 + attempt)
         if not pending.exists(): err = f"the experiment notebook {notebook} finished without writing its results"
     except Exception as e:
         if getattr(e, 'ename', None) == 'KeyboardInterrupt' or (stop is not None and stop.is_set()):

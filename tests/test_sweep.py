@@ -98,6 +98,22 @@ def test_failure_isolation_resume_and_growth(tmp_path, toy):
     assert all(p.stat().st_mtime_ns == t for p, t in mt.items())
     assert len(df3) == 6 * 2 and not df3.duplicated(['run_id', 'condition', 'sigma']).any()
 
+def test_a_kernel_that_never_started_is_started_again(tmp_path, toy, monkeypatch):
+    "A busy machine (or a port race between workers) can kill a kernel before its first reply: the run starts again."
+    import papermill as pm
+    real, calls, died = pm.execute_notebook, [], []
+    def flaky(*a, **k):
+        calls.append((k.get("start_timeout"), k["parameters"].get("model")))
+        if not died: died.append(1); raise RuntimeError("Kernel died before replying to kernel_info")
+        return real(*a, **k)
+    monkeypatch.setattr(pm, 'execute_notebook', flaky)
+    df = run_study(StudyConfig.tiny(), tmp_path/'study', notebook=toy, progress=False)
+    assert (df.status == "ok").all() and len(calls) == 2 and calls[0][0] == 120, calls
+    # any other error of the notebook is the run's failure, recorded once and not retried
+    calls.clear()
+    df = run_study(StudyConfig.tiny(models=['boom']), tmp_path/'study', notebook=toy, progress=False)
+    assert calls == [(120, "boom")] and (df[df.model == "boom"].status == "failed").all(), calls
+
 def test_lock_refuses_second_study(tmp_path, toy):
     study = tmp_path/'study'; study.mkdir()
     with study_lock(study):
