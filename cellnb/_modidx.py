@@ -374,7 +374,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'cellnb.transforms._pipeline_static': ('transforms.html#_pipeline_static', 'cellnb/transforms.py'),
                                    'cellnb.transforms._symmetry_table': ('transforms.html#_symmetry_table', 'cellnb/transforms.py'),
                                    'cellnb.transforms._to_float': ('transforms.html#_to_float', 'cellnb/transforms.py'),
-                                   'cellnb.transforms._translate': ('transforms.html#_translate', 'cellnb/transforms.py'),
+                                   'cellnb.transforms._window_index': ('transforms.html#_window_index', 'cellnb/transforms.py'),
                                    'cellnb.transforms.augment_batch': ('transforms.html#augment_batch', 'cellnb/transforms.py'),
                                    'cellnb.transforms.augment_options': ('transforms.html#augment_options', 'cellnb/transforms.py'),
                                    'cellnb.transforms.blur_kernel_size': ('transforms.html#blur_kernel_size', 'cellnb/transforms.py'),

@@ -82,14 +82,13 @@ def _symmetry_table(n:int, device) -> torch.Tensor:
         _SYM[key] = torch.stack([torch.rot90(b, r, dims=(0, 1)).flatten() for b in (base, base.flip(-1)) for r in range(4)]).to(device)
     return _SYM[key]
 
-def _translate(x:torch.Tensor, offsets:torch.Tensor, pad:int) -> torch.Tensor:
-    "Per-image windows of `x` reflect-padded by `pad`: `offsets` (B, 2) are each window's top-left corner (0..2*pad)."
-    B, C, H, W = x.shape
-    xp = F.pad(x, (pad,)*4, mode='reflect')
-    o, Wp = offsets.to(x.device), W + 2*pad
-    rows, cols = o[:, :1] + torch.arange(H, device=x.device), o[:, 1:] + torch.arange(W, device=x.device)
-    idx = (rows[:, :, None] * Wp + cols[:, None, :]).reshape(B, 1, H*W).expand(B, C, H*W)
-    return xp.reshape(B, C, -1).gather(2, idx).reshape(B, C, H, W)
+def _window_index(H:int, W:int, offsets:torch.Tensor, pad:int, device) -> torch.Tensor:
+    "(B, H*W) source pixels of per-image H x W windows of the image reflect-padded by `pad`; `offsets` (B, 2) are each window's top-left corner (0..2*pad)."
+    o = offsets.to(device)
+    def reflect(i, n): i = i.abs(); return torch.where(i >= n, 2*(n - 1) - i, i)   # torch's 'reflect' padding (edge not repeated)
+    rows = reflect(o[:, :1] - pad + torch.arange(H, device=device), H)
+    cols = reflect(o[:, 1:] - pad + torch.arange(W, device=device), W)
+    return (rows[:, :, None] * W + cols[:, None, :]).reshape(len(o), H*W)
 
 def augment_batch(x:torch.Tensor, # float images (B,3,H,W) in [0,1], square
                   generator:torch.Generator|None=None, # CPU generator for the random draws (None: torch's global RNG)
@@ -103,8 +102,9 @@ def augment_batch(x:torch.Tensor, # float images (B,3,H,W) in [0,1], square
     u = torch.rand(B, 10, generator=generator)
     sym = (u[:, 0] < 0.5).long() * 4 + (u[:, 1] * 4).long().clamp_(max=3)    # flip * 4 + quarter turns
     idx = _symmetry_table(H, x.device)[sym.to(x.device)]                       # (B, H*W) source pixel per output pixel
+    if shift > 0:   # a window of the reflect-padded symmetric image: composed into the index, still one gather of the pixels
+        idx = idx.gather(1, _window_index(H, W, torch.randint(0, 2*shift + 1, (B, 2), generator=generator), shift, x.device))  # own draw: shift=0 keeps the stream
     x = x.reshape(B, C, H*W).gather(2, idx[:, None, :].expand(B, C, H*W)).reshape(B, C, H, W)
-    if shift > 0: x = _translate(x, torch.randint(0, 2*shift + 1, (B, 2), generator=generator), shift)   # own draw: shift=0 keeps the stream
     if hed > 0: x = hed_jitter(x, 1 + hed * (2*u[:, 2:5] - 1), hed / 3 * (2*u[:, 5:8] - 1))
     if brightness > 0 or contrast > 0:
         # ((x - mean) * c + mean) * b, as one multiply-add per image
