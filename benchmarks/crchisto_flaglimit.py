@@ -137,9 +137,8 @@ def class_mix(res, out, bal_out, minority="others", n_boot=1000) -> dict:
     top = int(bal.flag_limit.max())
     def rec(P):
         return float(recall_score(P.true, P.pred, labels=[minority], average="macro", zero_division=0))
-    def cmp(A, B):
-        r = paired_compare(A, B, n_boot=n_boot, seed=0, group_bootstrap=True)
-        return dict(diff=r["diff"], image_boot_ci=[r["ci_low"], r["ci_high"]])
+    _diff = lambda r: dict(diff=r["diff"], image_boot_ci=[r["ci_low"], r["ci_high"]])
+    cmp = lambda A, B: _diff(paired_compare(A, B, n_boot=n_boot, seed=0, group_bootstrap=True))
     outd = {}
     for e, g in bal[bal.flag_limit == top].groupby("entry"):
         rows = []
@@ -149,10 +148,11 @@ def class_mix(res, out, bal_out, minority="others", n_boot=1000) -> dict:
             Pb = load_predictions(bal_out, [r.run_id]); Pb = Pb[Pb.condition == "clean"]
             Pp = load_predictions(out, [pl.run_id.iloc[0]]); Pp = Pp[Pp.condition == "clean"]
             Pc = _prior_corrected(Pp, json.loads(pl.n_train_counts.iloc[0]))
+            pc = paired_compare(Pc, Pp, n_boot=n_boot, seed=0, group_bootstrap=True)   # also scores the prior-corrected run
             row = dict(seed=int(r.seed), plain=float(pl.macro_f1.iloc[0]), balanced=float(r.macro_f1),
-                       prior_corrected=float(paired_compare(Pc, Pp, n_boot=1)["macro_f1_a"]),
+                       prior_corrected=pc["macro_f1_a"],
                        recall_minority=dict(plain=rec(Pp), balanced=rec(Pb), prior_corrected=rec(Pc)),
-                       balanced_minus_plain=cmp(Pb, Pp), prior_corrected_minus_plain=cmp(Pc, Pp))
+                       balanced_minus_plain=cmp(Pb, Pp), prior_corrected_minus_plain=_diff(pc))
             p2 = plain[(plain.entry == e) & (plain.flag_limit == 2048) & (plain.seed == r.seed)]
             if len(p2):
                 P2 = load_predictions(out, [p2.run_id.iloc[0]]); P2 = P2[P2.condition == "clean"]

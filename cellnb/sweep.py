@@ -120,8 +120,10 @@ def _check_values(c:StudyConfig, src:str):
         from cellnb.transforms import augment_options
         try: augment_options(c.augment)
         except CellnbError as e: raise _bad('augment', str(e), src) from None
-    if c.class_weight is not None and c.class_weight != 'balanced':
-        raise _bad('class_weight', f"unknown class weighting {c.class_weight!r}; use balanced (each class weighted by n / (k * n_class)) or null", src)
+    if c.class_weight is not None:
+        from cellnb.train import CLASS_WEIGHTS   # training's vocabulary (preflight imports cellnb.train anyway)
+        if c.class_weight not in CLASS_WEIGHTS:
+            raise _bad('class_weight', f"unknown class weighting {c.class_weight!r}; use {' / '.join(w for w in CLASS_WEIGHTS if w)} (each class weighted by n / (k * n_class)) or null", src)
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", c.device): raise _bad('device', f"{c.device!r} is not a device; use auto, cpu, cuda or cuda:N", src)
 
 # %% ../nbs/11_sweep.ipynb #b420275b
@@ -243,7 +245,7 @@ def expand(config, # a StudyConfig, a dict of its fields or a YAML path
                 w = c.weights.get(model) if protocol != 'scratch' else None
                 p = dict(common, model=model, protocol=protocol, flag_limit=int(n), seed=int(seed),
                          epochs=c.epochs_for(model, protocol), weights=str(Path(w).expanduser().resolve()) if w else None)
-                if protocol == 'scratch' and model_version(model) != 1: p['model_version'] = model_version(model)  # likewise
+                if protocol == 'scratch' and (v := model_version(model)) != 1: p['model_version'] = v  # likewise
                 rid = run_id(p)
                 if rid not in seen: seen.add(rid); runs.append(dict(p, run_id=rid))
     return runs
