@@ -10,8 +10,8 @@ Usage: python benchmarks/crchisto_cv.py [--config benchmarks/crchisto_cv.yaml] [
        python benchmarks/crchisto_cv.py --config benchmarks/crchisto_cv_gpu.yaml --dry-run   (check a config, list its runs)
 A config writes benchmarks/results/<config name>.json and keeps its fold models in benchmarks/runs/<config name>/.
 Entries may set their own crop (the same cells and folds, cut wider or narrower), augment strengths and label_smoothing.
---rescore keeps each fold model's test probabilities next to it (test_probs[_tta].npy), so ensembles of rescored
-models cost nothing more.
+Training and --rescore keep each fold model's test probabilities next to it (test_probs[_tta].npy), so pooling the
+folds of a --fold run, or an ensemble of saved models, costs no second prediction.
 Several processes may share the JSON (each with its own --only); every write merges what the others wrote.
 """
 import argparse, json, time, yaml
@@ -78,8 +78,10 @@ def main():
                                     device=device, bs=cfg["batch_size"], lr=m.get("lr"), progress=False,
                                     label_smoothing=m.get("label_smoothing", 0.0), augment=m.get("augment", True),
                                     **({"model_kwargs": m["model_kwargs"]} if m.get("model_kwargs") else {}))
-            fitted.save(RUNS / key.replace("/", "_") / f"fold{k}")   # kept (git-ignored) so a fold can be re-scored later
+            fold_dir = RUNS / key.replace("/", "_") / f"fold{k}"
+            fitted.save(fold_dir)   # kept (git-ignored) so a fold can be re-scored later
             preds, met = evaluate(fitted, test, n_boot=50, seed=cfg["seed"], **({"tta": True} if m.get("tta") else {}))
+            _save_probs(fold_dir, preds[[f"prob_{c}" for c in fitted.classes]].to_numpy(), bool(m.get("tta")))   # --rescore reuses them
             preds_all.append(preds.assign(fold=k))
             fold_rows.append(_fold_row(key, k, met, test, [fitted], n_train=len(train)))
         if a.fold is None: table = _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json)
@@ -147,7 +149,11 @@ def _fold_probs(fold_dir, fitted, test, tta):
     if f.exists() and weights and f.stat().st_mtime > weights[0].stat().st_mtime:
         probs = np.load(f)
         if len(probs) == len(test): return probs
-    probs = fitted.predict_proba(test, tta=tta)
+    return _save_probs(fold_dir, fitted.predict_proba(test, tta=tta), tta)
+
+def _save_probs(fold_dir, probs, tta):
+    "Keep a fold model's test probabilities next to it (written whole or not at all)."
+    f = fold_dir / ("test_probs_tta.npy" if tta else "test_probs.npy")
     tmp = f.with_suffix(".tmp.npy"); np.save(tmp, probs); tmp.replace(f)
     return probs
 
