@@ -144,16 +144,18 @@ def _crop_field(crops, cfg):
 
 def _fold_probs(fold_dir, fitted, test, tta):
     "A saved fold model's test-cell probabilities, kept next to it (reused while newer than its weights: ensembles re-use them)."
-    f = fold_dir / ("test_probs_tta.npy" if tta else "test_probs.npy")
+    f = _probs_file(fold_dir, tta)
     weights = [fold_dir / n for n in ("model.pt", "probe.npz") if (fold_dir / n).exists()]
     if f.exists() and weights and f.stat().st_mtime > weights[0].stat().st_mtime:
         probs = np.load(f)
         if len(probs) == len(test): return probs
     return _save_probs(fold_dir, fitted.predict_proba(test, tta=tta), tta)
 
+def _probs_file(fold_dir, tta): return fold_dir / ("test_probs_tta.npy" if tta else "test_probs.npy")
+
 def _save_probs(fold_dir, probs, tta):
     "Keep a fold model's test probabilities next to it (written whole or not at all)."
-    f = fold_dir / ("test_probs_tta.npy" if tta else "test_probs.npy")
+    f = _probs_file(fold_dir, tta)
     tmp = f.with_suffix(".tmp.npy"); np.save(tmp, probs); tmp.replace(f)
     return probs
 
