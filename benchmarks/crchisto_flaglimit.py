@@ -116,7 +116,24 @@ def findings(res: pd.DataFrame, out=None) -> dict:
                                            n_runs=int(len(g)), slope_at_largest_flag_limit=float(g0[g0.flag_limit == g0.flag_limit.max()].slope.mean()))
     except Exception as ex:  # no blur rows
         d = dict(error=str(ex))
-    return dict(table=table, a_scratch_keeps_rising=a, b_saturation=b, c_vit_vs_cnns=c, d_blur_slopes=d)
+    return dict(table=table, a_scratch_keeps_rising=a, b_saturation=b, c_vit_vs_cnns=c, d_blur_slopes=d,
+                d_slope_vs_accuracy=_slope_vs_accuracy(table, d))
+
+def _slope_vs_accuracy(table, d, placement="post"):
+    """Across models at the largest FlagLimit every model ran: Pearson r of clean macro-F1 (mean over seeds) against the
+    blur slope there (mean over seeds), with its Fisher-z 95% CI: does robustness to blur follow accuracy?"""
+    common = set.intersection(*(set(map(int, t)) for t in table.values())) if table else set()
+    if not common or "error" in d: return None
+    f = max(common)
+    pts = {e: (table[e][str(f)]["macro_f1"], v[placement]["slope_at_largest_flag_limit"])
+           for e, v in d.items() if placement in v and e in table and max(map(int, table[e])) == f}
+    if len(pts) < 4: return None
+    x, y = map(np.array, zip(*pts.values()))
+    r = stats.pearsonr(x, y)
+    ci = r.confidence_interval(0.95)
+    return dict(flag_limit=int(f), placement=placement, n_models=len(pts), r=float(r.statistic),
+                ci=[float(ci.low), float(ci.high)], p=float(r.pvalue),
+                points={e: dict(macro_f1=float(a), slope=float(b)) for e, (a, b) in pts.items()})
 
 def _prior_corrected(P, counts):
     "Predictions re-decided with each class probability divided by its share of the training cells (a balanced prior)."

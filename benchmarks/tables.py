@@ -62,8 +62,11 @@ def findings_table() -> str:
                   f", seed {r['seed']} {r['diff']:+.3f} [{r['image_boot_ci'][0]:+.3f}, {r['image_boot_ci'][1]:+.3f}]" for r in (v["per_seed"] or []) if v['vit_minus_model']['n'] == 1)
               for f, v in sorted(c.get(e, {}).items(), key=lambda kv: int(kv[0])))
         rows.append(f"| {e} | {span} | {last} | {sat} | {sl('post')} | {sl('pre')} | {vit} |")
+    sa = d.get("d_slope_vs_accuracy")
+    corr = ("" if not sa else f"\n\n(d) blur slope ({sa['placement']}) against clean macro-F1 across the {sa['n_models']} models at "
+            f"{_lab(sa['flag_limit'])} (means over seeds): Pearson r = {sa['r']:+.2f} [{sa['ci'][0]:+.2f}, {sa['ci'][1]:+.2f}], p = {sa['p']:.3f}")
     return ("macro-F1 differences on the clean test set; [..] are t-based 95% CIs over seeds (paired by seed), and for a single "
-            "seed the paired image-bootstrap 95% CI\n\n" + "\n".join(rows))
+            "seed the paired image-bootstrap 95% CI\n\n" + "\n".join(rows) + corr)
 
 def classmix_table() -> str:
     "Finding (e): the all-cells runs with a balanced loss or a balanced prior against the plain ones, per seed."
