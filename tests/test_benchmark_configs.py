@@ -52,9 +52,10 @@ def test_cv_config_takes_a_timm_architecture(tmp_path):
     assert r.returncode == 0 and "config OK" in r.stdout, r.stderr[-2000:]
 
 def test_cpu_flaglimit_configs_cover_every_architecture():
-    "The CPU phases of the FlagLimit study (CNN + probe, small-patch ViT, the six others) share one split and policy."
-    cs = [StudyConfig.from_yaml(ROOT / "benchmarks" / f"crchisto_flaglimit{s}.yaml") for s in ("", "_vit", "_archs")]
+    "The CPU phases of the FlagLimit study (CNN + probe, small-patch ViT, the six others, fine-tuning) share one split and policy."
+    cs = [StudyConfig.from_yaml(ROOT / "benchmarks" / f"crchisto_flaglimit{s}.yaml") for s in ("", "_vit", "_archs", "_ft")]
     assert sorted(m for c in cs for m in c.models) == sorted(ARCHS)
+    assert sorted(p for c in cs if c.backbones for p in c.protocols) == ["ft_last", "full_ft", "linear_probe"]
     for c in cs[1:]:
         assert sorted(c.flag_limits) == sorted(cs[0].flag_limits) and c.seeds == cs[0].seeds
         assert (c.split_seed, c.crop, c.epochs, c.min_steps, c.batch_size, c.blur_sigmas) == \
