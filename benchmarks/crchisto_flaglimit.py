@@ -125,7 +125,7 @@ def _slope_vs_accuracy(table, d, placement="post"):
     if not table or "error" in d: return None
     f = max(int(k) for t in table.values() for k in t)
     pts = {e: (table[e][str(f)]["macro_f1"], v[placement]["slope_at_largest_flag_limit"])
-           for e, v in d.items() if placement in v and e in table and max(map(int, table[e])) == f}
+           for e, v in d.items() if placement in v and str(f) in table.get(e, {})}
     if len(pts) < 4: return None
     x, y = map(np.array, zip(*pts.values()))
     r = stats.pearsonr(x, y)
