@@ -8,6 +8,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'cellnb.cli._match_classes': ('cli.html#_match_classes', 'cellnb/cli.py'),
                             'cellnb.cli._parser_study': ('cli.html#_parser_study', 'cellnb/cli.py'),
                             'cellnb.cli._print_summary': ('cli.html#_print_summary', 'cellnb/cli.py'),
+                            'cellnb.cli._unlabelled_cells': ('cli.html#_unlabelled_cells', 'cellnb/cli.py'),
                             'cellnb.cli.predict_cmd': ('cli.html#predict_cmd', 'cellnb/cli.py'),
                             'cellnb.cli.predict_main': ('cli.html#predict_main', 'cellnb/cli.py'),
                             'cellnb.cli.report_cmd': ('cli.html#report_cmd', 'cellnb/cli.py'),

@@ -8,7 +8,8 @@ import sys, json, time, argparse, contextlib
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['study_config_from_args', 'study', 'study_main', 'report_cmd', 'report_main', 'predict_cmd', 'predict_main']
+__all__ = ['UNLABELLED', 'study_config_from_args', 'study', 'study_main', 'report_cmd', 'report_main', 'predict_cmd',
+           'predict_main']
 
 # %% ../nbs/13_cli.ipynb #c2ef0bf1
 def _fail(prog:str, msg:str, code:int=2):
@@ -153,12 +154,56 @@ def _match_classes(cs, classes:list, spec:str):
     lab = np.array([classes.index(c) if c in classes else -1 for c in cs.classes])[cs.labels.numpy()]
     return CellSet(cs.images, lab, classes, cs.groups, cs.meta, cs.source_mpp)
 
+# %% ../nbs/13_cli.ipynb #0c9bfdba
+UNLABELLED = 'unlabelled'
+
+def _unlabelled_cells(spec:str, crop:int|None=None):
+    """The cells of `folder:PATH` holding crops directly (no class sub-folders) or of `csv:PATH` without a `label`
+    column, as a CellSet of one placeholder class `UNLABELLED`; `None` for labelled data (load it with `load_dataset`)."""
+    import numpy as np, pandas as pd
+    from cellnb.core import CellnbError
+    from cellnb.data import CellSet, read_rgb, _stack, _check_size, _is_ignored
+    kind, sep, rest = spec.strip().partition(':')
+    kind, p = kind.lower(), Path(rest.strip()).expanduser()
+    if not sep or kind not in ('folder', 'csv'): return None
+    if kind == 'folder':
+        if not p.is_dir(): return None
+        entries = [e for e in p.iterdir() if not _is_ignored(e)]
+        if not entries or any(e.is_dir() for e in entries): return None   # empty or per-class layout: load_dataset's case
+        files = sorted(entries); srcs = [f.name for f in files]; groups = srcs
+    else:
+        if not p.is_file(): return None
+        try: df = pd.read_csv(p, dtype=str, keep_default_na=False)
+        except Exception: return None   # load_dataset says what is wrong with the file
+        df.columns = [c.strip() for c in df.columns]
+        if 'label' in df or 'path' not in df: return None
+        if not len(df): raise CellnbError(f"CSV {p} has no rows; list one crop per row")
+        srcs = [s.strip() for s in df.path]
+        for i, s in enumerate(srcs, 1):
+            if not s: raise CellnbError(f"{p} row {i}: empty 'path'; fill it in or delete the row")
+        files = [Path(s) if Path(s).is_absolute() else p.parent/s for s in srcs]
+        groups = [g.strip() or s for g, s in zip(df.group, srcs)] if 'group' in df else srcs
+    if crop is not None: _check_size(int(crop))
+    arrays, notes = [], []
+    for i, f in enumerate(files):
+        if kind == 'csv' and not f.is_file(): raise CellnbError(f"{p} row {i + 1}: image {f} does not exist; fix the path (relative to {p.parent})")
+        try: a, note = read_rgb(f)
+        except CellnbError as e:
+            if kind == 'csv': raise CellnbError(f"{p} row {i + 1}: {e}") from None
+            raise
+        arrays.append(a); notes.append(note)
+    imgs, notes = _stack(arrays, notes, crop, srcs)
+    meta = pd.DataFrame(dict(source=srcs, note=notes))
+    return CellSet(imgs, np.zeros(len(srcs), dtype=np.int64), [UNLABELLED], groups, meta)
+
+
 # %% ../nbs/13_cli.ipynb #43fde1cd
 def predict_cmd(argv=None) -> int:
     "`cellnb-predict --model RUN_DIR --data SPEC --out preds.csv`."
     p = argparse.ArgumentParser(prog='cellnb-predict', description="Classify cells with a trained cellnb run and write a CSV of predictions.")
     p.add_argument('--model', required=True, metavar='RUN_DIR', help="a run folder of a study (runs/<run_id>) or its model/ folder")
-    p.add_argument('--data', required=True, metavar='SPEC', help="synthetic | crchisto[:PATH] | folder:PATH | csv:PATH")
+    p.add_argument('--data', required=True, metavar='SPEC', help="synthetic | crchisto[:PATH] | folder:PATH | csv:PATH "
+                   "(unlabelled cells: a folder of crops without class sub-folders, or a CSV with a path column and no label)")
     p.add_argument('--out', required=True, metavar='CSV', help="predictions CSV to write")
     p.add_argument('--crop', type=int, metavar='PX', help="source crop size (default: the run's)")
     p.add_argument('--n-per-class', type=int, metavar='N', help="synthetic cells per class")
@@ -179,15 +224,18 @@ def predict_cmd(argv=None) -> int:
     fitted = _load_fitted(mdir, a.device)
     crop = a.crop or params.get('crop')
     n = a.n_per_class or (params.get('n_per_class') if a.data.startswith('synthetic') else None)
-    cs = load_dataset(a.data, n_per_class=n, seed=params.get('data_seed', 0) if a.data == 'synthetic' else 0, crop=crop)
-    cs = _match_classes(cs, fitted.classes, a.data)
+    cs = _unlabelled_cells(a.data, crop)
+    labelled = cs is None
+    if labelled:
+        cs = load_dataset(a.data, n_per_class=n, seed=params.get('data_seed', 0) if a.data == 'synthetic' else 0, crop=crop)
+        cs = _match_classes(cs, fitted.classes, a.data)
     probs = np.asarray(fitted.predict_proba(cs, bs=a.bs, tta=a.tta))
     classes = list(fitted.classes)
     meta = cs.meta.reset_index(drop=True)
     df = pd.DataFrame({'cell': np.arange(len(cs))})
     for c in ('source', 'x', 'y', 'group') + (('note',) if (meta.get('note', pd.Series(dtype=str)).astype(str) != '').any() else ()):
         if c in meta.columns: df[c] = meta[c].to_numpy()
-    if 'label' in meta.columns: df['true'] = meta['label'].to_numpy()
+    if labelled: df['true'] = meta['label'].to_numpy()
     df['pred'] = [classes[i] for i in probs.argmax(1)]
     for j, c in enumerate(classes): df[f"prob_{c}"] = probs[:, j]
     out = Path(a.out)

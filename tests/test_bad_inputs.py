@@ -160,6 +160,34 @@ def test_predict_converts_grey_rgba_16bit(tmp_path, model_dir):
     assert list(p.true) == ['a', 'a', 'b', 'b'] and set(p.pred) <= {'a', 'b', 'c'}
     assert np.allclose(p[['prob_a', 'prob_b', 'prob_c']].sum(axis=1), 1, atol=1e-4)
 
+def test_predict_unlabelled_cells(tmp_path, model_dir):
+    "New cells without labels: a folder of crops with no class sub-folders, or a CSV with a path column and no label column."
+    rng = np.random.default_rng(2)
+    flat = tmp_path/'new'
+    for i in range(5): save_png(flat/f"n{i}.png", rng.integers(0, 256, (48, 48, 3), dtype=np.uint8))
+    save_png(flat/'grey.png', rng.integers(0, 256, (48, 48), dtype=np.uint8))
+    (flat/'Thumbs.db').write_bytes(b'x')   # ignored, as in a class folder
+    r = sh('cellnb-predict', '--model', model_dir, '--data', f"folder:{flat}", '--out', tmp_path/'f.csv')
+    assert r.returncode == 0, r.stderr
+    assert "6 cells classified" in r.stdout and "accuracy" not in r.stdout
+    f = pd.read_csv(tmp_path/'f.csv', keep_default_na=False)
+    assert 'true' not in f and sorted(f.source) == sorted([f"n{i}.png" for i in range(5)] + ['grey.png'])
+    assert f.set_index('source').loc['grey.png', 'note'] == 'grey->RGB' and set(f.pred) <= {'a', 'b', 'c'}
+    assert np.allclose(f[['prob_a', 'prob_b', 'prob_c']].sum(axis=1), 1, atol=1e-4)
+    # a CSV of paths (relative to the CSV, with an optional group) gives the same probabilities for the same crops
+    pd.DataFrame(dict(path=[f"new/n{i}.png" for i in range(5)], group=['p1'] * 5)).to_csv(tmp_path/'new.csv', index=False)
+    r = sh('cellnb-predict', '--model', model_dir, '--data', f"csv:{tmp_path/'new.csv'}", '--out', tmp_path/'c.csv')
+    assert r.returncode == 0, r.stderr
+    c = pd.read_csv(tmp_path/'c.csv')
+    assert 'true' not in c and list(c.group) == ['p1'] * 5
+    both = f.assign(source='new/' + f.source).merge(c, on='source')
+    assert len(both) == 5 and np.allclose(both.prob_a_x, both.prob_a_y, atol=1e-5)
+    # a path that is not there: one line naming the row, and no CSV written
+    pd.DataFrame(dict(path=['new/n0.png', 'new/gone.png'])).to_csv(tmp_path/'bad.csv', index=False)
+    r = sh('cellnb-predict', '--model', model_dir, '--data', f"csv:{tmp_path/'bad.csv'}", '--out', tmp_path/'b.csv')
+    assert r.returncode == 2 and 'Traceback' not in r.stderr
+    assert "bad.csv row 2: image" in r.stderr and "gone.png does not exist" in r.stderr and not (tmp_path/'b.csv').exists()
+
 # ---------------------------------------------------------------- problems found while a run executes
 @pytest.fixture(scope='module')
 def runtime_study(tmp_path_factory):
