@@ -8,8 +8,7 @@ import sys, json, time, argparse, contextlib
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['UNLABELLED', 'study_config_from_args', 'study', 'study_main', 'report_cmd', 'report_main', 'predict_cmd',
-           'predict_main']
+__all__ = ['study_config_from_args', 'study', 'study_main', 'report_cmd', 'report_main', 'predict_cmd', 'predict_main']
 
 # %% ../nbs/13_cli.ipynb #c2ef0bf1
 def _fail(prog:str, msg:str, code:int=2):
@@ -155,47 +154,21 @@ def _match_classes(cs, classes:list, spec:str):
     return CellSet(cs.images, lab, classes, cs.groups, cs.meta, cs.source_mpp)
 
 # %% ../nbs/13_cli.ipynb #0c9bfdba
-UNLABELLED = 'unlabelled'
-
 def _unlabelled_cells(spec:str, crop:int|None=None):
     """The cells of `folder:PATH` holding crops directly (no class sub-folders) or of `csv:PATH` without a `label`
-    column, as a CellSet of one placeholder class `UNLABELLED`; `None` for labelled data (load it with `load_dataset`)."""
-    import numpy as np, pandas as pd
-    from cellnb.core import CellnbError
-    from cellnb.data import CellSet, read_rgb, _stack, _check_size, _is_ignored
+    column, read with `labelled=False`; `None` for labelled data (load it with `load_dataset`)."""
+    import pandas as pd
+    from cellnb.data import CellSet, _is_ignored
     kind, sep, rest = spec.strip().partition(':')
     kind, p = kind.lower(), Path(rest.strip()).expanduser()
-    if not sep or kind not in ('folder', 'csv'): return None
-    if kind == 'folder':
-        if not p.is_dir(): return None
+    if kind == 'folder' and sep and p.is_dir():
         entries = [e for e in p.iterdir() if not _is_ignored(e)]
-        if not entries or any(e.is_dir() for e in entries): return None   # empty or per-class layout: load_dataset's case
-        files = sorted(entries); srcs = [f.name for f in files]; groups = srcs
-    else:
-        if not p.is_file(): return None
-        try: df = pd.read_csv(p, dtype=str, keep_default_na=False)
+        if entries and not any(e.is_dir() for e in entries): return CellSet.from_folder(p, size=crop, labelled=False)
+    if kind == 'csv' and sep and p.is_file():
+        try: cols = [c.strip() for c in pd.read_csv(p, dtype=str, nrows=0).columns]
         except Exception: return None   # load_dataset says what is wrong with the file
-        df.columns = [c.strip() for c in df.columns]
-        if 'label' in df or 'path' not in df: return None
-        if not len(df): raise CellnbError(f"CSV {p} has no rows; list one crop per row")
-        srcs = [s.strip() for s in df.path]
-        for i, s in enumerate(srcs, 1):
-            if not s: raise CellnbError(f"{p} row {i}: empty 'path'; fill it in or delete the row")
-        files = [Path(s) if Path(s).is_absolute() else p.parent/s for s in srcs]
-        groups = [g.strip() or s for g, s in zip(df.group, srcs)] if 'group' in df else srcs
-    if crop is not None: _check_size(int(crop))
-    arrays, notes = [], []
-    for i, f in enumerate(files):
-        if kind == 'csv' and not f.is_file(): raise CellnbError(f"{p} row {i + 1}: image {f} does not exist; fix the path (relative to {p.parent})")
-        try: a, note = read_rgb(f)
-        except CellnbError as e:
-            if kind == 'csv': raise CellnbError(f"{p} row {i + 1}: {e}") from None
-            raise
-        arrays.append(a); notes.append(note)
-    imgs, notes = _stack(arrays, notes, crop, srcs)
-    meta = pd.DataFrame(dict(source=srcs, note=notes))
-    return CellSet(imgs, np.zeros(len(srcs), dtype=np.int64), [UNLABELLED], groups, meta)
-
+        if 'path' in cols and 'label' not in cols: return CellSet.from_csv(p, size=crop, labelled=False)
+    return None   # empty, per-class layout, labelled CSV or another kind of data: load_dataset's case
 
 # %% ../nbs/13_cli.ipynb #43fde1cd
 def predict_cmd(argv=None) -> int:

@@ -13,8 +13,8 @@ import torch
 from .core import CellnbError, tensor_fingerprint, atomic_write, atomic_write_json
 
 # %% auto #0
-__all__ = ['MIN_SIZE', 'META_COLUMNS', 'IMAGE_SUFFIXES', 'CellSet', 'to_rgb_uint8', 'read_rgb', 'group_split', 'group_folds',
-           'split_table', 'flag_limit']
+__all__ = ['MIN_SIZE', 'META_COLUMNS', 'IMAGE_SUFFIXES', 'UNLABELLED', 'CellSet', 'to_rgb_uint8', 'read_rgb', 'group_split',
+           'group_folds', 'split_table', 'flag_limit']
 
 # %% ../nbs/01_data.ipynb #656154d8
 MIN_SIZE = 40
@@ -238,6 +238,25 @@ def _stack(arrays:list, notes:list, size:int|None, srcs:list) -> tuple[torch.Ten
         out[i] = t
     return out, notes
 
+def _read_crops(files:list, # image paths, in cell order
+                srcs:list, # how each cell's source is recorded (a path relative to the folder or as listed in the CSV)
+                size:int|None, # crop size S (None: the most common)
+                csv:Path|None=None, # the CSV that lists `files` (errors then name its row and `root`)
+                root:Path|None=None, # the folder the CSV's paths are relative to
+               ) -> tuple[torch.Tensor, pd.DataFrame]:
+    "Read and stack crops; returns the `(N,3,S,S)` images and their meta (source, note)."
+    arrays, notes = [], []
+    for i, q in enumerate(files, 1):
+        try:
+            if csv is not None and not q.is_file(): raise CellnbError(f"image {q} does not exist; fix the path (relative to {root})")
+            a, note = read_rgb(q)
+        except CellnbError as e:
+            if csv is None: raise
+            raise CellnbError(f"{csv} row {i}: {e}") from None
+        arrays.append(a); notes.append(note)
+    imgs, notes = _stack(arrays, notes, size, srcs)
+    return imgs, pd.DataFrame(dict(source=srcs, x=np.nan, y=np.nan, padded=False, note=notes))
+
 # %% ../nbs/01_data.ipynb #3f2f7086
 def _group_fn(groups, root:Path):
     "Return f(path)->group for a regex / CSV / callable `groups` spec."
@@ -265,16 +284,30 @@ def _group_fn(groups, root:Path):
         return m.group(1) if rx.groups else m.group(0)
     return f
 
-def _from_folder(root, # folder with one sub-folder of crops per class
+UNLABELLED = 'unlabelled'
+
+def _from_folder(root, # folder with one sub-folder of crops per class (unlabelled: the crops themselves)
                  size:int|None=None, # crop size S (None: the most common size in the folder)
                  groups=None, # regex on the file stem (named group `group` or first group), CSV path,group, or callable(path)
                  classes:list|None=None, # class order (default: sorted sub-folder names)
                  source_mpp:float|None=None, # microns per pixel, where known
+                 labelled:bool=True, # False: new cells to classify, crops directly in `root`, one placeholder class `UNLABELLED`
                 ) -> CellSet:
-    "Read `root/<class>/<image>` crops into a CellSet."
+    "Read `root/<class>/<image>` crops (unlabelled: `root/<image>`) into a CellSet."
     if size is not None: _check_size(int(size))
     root = Path(root)
-    if not root.is_dir(): raise CellnbError(f"folder {root} does not exist; pass the folder that holds one sub-folder per class")
+    if not root.is_dir(): raise CellnbError(f"folder {root} does not exist; pass the folder that holds "
+                                            + ("one sub-folder per class" if labelled else "the crops"))
+    if not labelled:
+        entries = sorted(e for e in root.iterdir() if not _is_ignored(e))
+        if not entries: raise CellnbError(f"folder {root} is empty; put the crops to classify in it")
+        sub = [e.name for e in entries if e.is_dir()]
+        if sub: raise CellnbError(f"folder {root} has sub-folders ({', '.join(sub[:3])}); unlabelled crops lie in the folder itself "
+                                  "(a folder of class sub-folders is labelled data: labelled=True)")
+        gf = _group_fn(groups, root)
+        imgs, meta = _read_crops(entries, [e.name for e in entries], size)
+        grps = [gf(e) for e in entries] if gf else meta.source.tolist()
+        return CellSet(imgs, np.zeros(len(entries), dtype=np.int64), [UNLABELLED], grps, meta, source_mpp)
     dirs = sorted(d for d in root.iterdir() if d.is_dir() and not _is_ignored(d))
     if not dirs:
         what = "has no class sub-folders (only loose files)" if any(root.iterdir()) else "is empty"
@@ -285,64 +318,61 @@ def _from_folder(root, # folder with one sub-folder of crops per class
         extra = [n for n in names if n not in classes]
         if extra: raise CellnbError(f"class folder(s) {extra} in {root} are not among classes={list(classes)}; add them or remove the folders")
     gf = _group_fn(groups, root)
-    arrays, notes, labels, srcs, grps = [], [], [], [], []
+    files, labels = [], []
     for d in dirs:
-        files = sorted(p for p in d.rglob('*') if p.is_file() and not _is_ignored(p))
-        if not files: raise CellnbError(f"class folder {d} has no readable images; add png/jpg/tif/bmp crops or remove the folder")
-        for p in files:
-            a, note = read_rgb(p)
-            arrays.append(a); notes.append(note); labels.append(classes.index(d.name)); srcs.append(p.relative_to(root).as_posix())
-            grps.append(gf(p) if gf else p.relative_to(root).as_posix())
+        fs = sorted(p for p in d.rglob('*') if p.is_file() and not _is_ignored(p))
+        if not fs: raise CellnbError(f"class folder {d} has no readable images; add png/jpg/tif/bmp crops or remove the folder")
+        files += fs; labels += [classes.index(d.name)] * len(fs)
+    srcs = [p.relative_to(root).as_posix() for p in files]
+    grps = [gf(p) for p in files] if gf else srcs
     if gf is None:
         warnings.warn(f"no groups given for {root}: every file is its own group, so splits cannot keep a patient's cells together; "
                       "pass groups= (a file-name regex or a path,group CSV)", stacklevel=2)
-    imgs, notes = _stack(arrays, notes, size, srcs)
-    meta = pd.DataFrame(dict(source=srcs, x=np.nan, y=np.nan, padded=False, note=notes))
+    imgs, meta = _read_crops(files, srcs, size)
     return CellSet(imgs, labels, classes, grps, meta, source_mpp)
 
 CellSet.from_folder = staticmethod(_from_folder)
 
 # %% ../nbs/01_data.ipynb #01f9fbbe
-def _from_csv(csv, # CSV with columns path,label,group
+def _from_csv(csv, # CSV with columns path,label,group (unlabelled: path, and group if known)
               root=None, # folder the paths are relative to (default: the CSV's folder)
               size:int|None=None, # crop size S (None: the most common)
               classes:list|None=None, # class names in label order (default: sorted unique labels)
               source_mpp:float|None=None, # microns per pixel, where known
+              labelled:bool=True, # False: new cells to classify, any `label` column ignored, one placeholder class `UNLABELLED`
              ) -> CellSet:
-    "Read crops listed in a CSV (`path,label,group`) into a CellSet."
+    "Read crops listed in a CSV (`path,label,group`; unlabelled: `path[,group]`) into a CellSet."
     if size is not None: _check_size(int(size))
-    csv = Path(csv)
-    if not csv.is_file(): raise CellnbError(f"CSV {csv} does not exist; pass a CSV with columns path,label,group")
+    csv = Path(csv); need = ('path', 'label', 'group') if labelled else ('path',)
+    if not csv.is_file(): raise CellnbError(f"CSV {csv} does not exist; pass a CSV with columns {','.join(need)}")
     try: df = pd.read_csv(csv, dtype=str, keep_default_na=False)
     except Exception as e: raise CellnbError(f"cannot parse CSV {csv} ({type(e).__name__}: {str(e)[:80]}); save it as plain comma-separated text") from None
     df.columns = [c.strip() for c in df.columns]
-    for c in ('path', 'label', 'group'):
-        if c not in df: raise CellnbError(f"CSV {csv} has no column '{c}' (columns: {list(df.columns)}); it needs path,label,group")
+    for c in need:
+        if c not in df: raise CellnbError(f"CSV {csv} has no column '{c}' (columns: {list(df.columns)}); it needs {','.join(need)}")
     if not len(df): raise CellnbError(f"CSV {csv} has no rows; list one crop per row")
     root = csv.parent if root is None else Path(root)
     for i, r in enumerate(df.itertuples(index=False), 1):
-        for c in ('path', 'label', 'group'):
+        for c in need:
             if not str(getattr(r, c)).strip(): raise CellnbError(f"{csv} row {i}: empty '{c}'; fill it in or delete the row")
-    labs = df.label.str.strip()
-    if classes is None: classes = sorted(labs.unique())
-    else:
-        classes = [str(c) for c in classes]
-        bad = ~labs.isin(classes)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise CellnbError(f"{csv} row {i+1}: label {labs.iloc[i]!r} is not among classes {classes}; fix the label or add the class")
-    arrays, notes, srcs = [], [], []
-    for i, p in enumerate(df.path, 1):
-        q = Path(p.strip()); q = q if q.is_absolute() else root/q
-        if not q.is_file(): raise CellnbError(f"{csv} row {i}: image {q} does not exist; fix the path (relative to {root})")
-        try: a, note = read_rgb(q)
-        except CellnbError as e: raise CellnbError(f"{csv} row {i}: {e}") from None
-        arrays.append(a); notes.append(note); srcs.append(p.strip())
-    imgs, notes = _stack(arrays, notes, size, srcs)
-    meta = pd.DataFrame(dict(source=srcs, x=np.nan, y=np.nan, padded=False, note=notes))
+    srcs = [p.strip() for p in df.path]
+    if labelled:
+        labs = df.label.str.strip()
+        if classes is None: classes = sorted(labs.unique())
+        else:
+            classes = [str(c) for c in classes]
+            bad = ~labs.isin(classes)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise CellnbError(f"{csv} row {i+1}: label {labs.iloc[i]!r} is not among classes {classes}; fix the label or add the class")
+        labels, groups = [classes.index(l) for l in labs], df.group.str.strip().to_numpy()
+    else:   # a cell without a group is its own group
+        classes, labels = [UNLABELLED], np.zeros(len(df), dtype=np.int64)
+        groups = [g.strip() or s for g, s in zip(df.group, srcs)] if 'group' in df else srcs
+    imgs, meta = _read_crops([Path(s) if Path(s).is_absolute() else root/s for s in srcs], srcs, size, csv, root)
     for c in ('x', 'y'):
         if c in df: meta[c] = pd.to_numeric(df[c], errors='coerce').to_numpy()
-    return CellSet(imgs, [classes.index(l) for l in labs], classes, df.group.str.strip().to_numpy(), meta, source_mpp)
+    return CellSet(imgs, labels, classes, groups, meta, source_mpp)
 
 CellSet.from_csv = staticmethod(_from_csv)
 
