@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 from cellnb.core import CellnbError
-from cellnb.data import CellSet, group_split, group_folds, flag_limit, read_rgb
+from cellnb.data import CellSet, group_split, group_folds, flag_limit, read_rgb, UNLABELLED
 
 
 def toy(n=300, n_groups=30, n_classes=3, size=40, seed=0):
@@ -139,6 +139,20 @@ def test_from_csv_and_points(tmp_path):
     assert ps.meta.padded.tolist() == [False, True] and list(ps.groups) == ["t", "t"]
 
 
+def test_unlabelled_folder_and_csv(tmp_path):
+    "New cells: crops in the folder itself, or a CSV of paths; any label column is ignored, a missing group is the path."
+    root = write_folder(tmp_path / "d", n=3)
+    flat = tmp_path / "new"; flat.mkdir()
+    for f in sorted((root / "a").iterdir()): (flat / f.name).write_bytes(f.read_bytes())
+    (flat / ".DS_Store").write_bytes(b"x")
+    fs = CellSet.from_folder(flat, groups=r"(pt\d)", labelled=False)
+    assert fs.classes == [UNLABELLED] and fs.labels.tolist() == [0, 0, 0] and list(fs.groups) == ["pt0", "pt0", "pt1"]
+    assert torch.equal(fs.images, CellSet.from_folder(root, groups=r"(pt\d)")[:3].images)
+    pd.DataFrame(dict(path=["a/pt0_0.png", "b/pt1_1.png"], label=["zebra", ""], group=["p1", ""])).to_csv(tmp_path / "c.csv", index=False)
+    cs = CellSet.from_csv(tmp_path / "c.csv", root=root, labelled=False)
+    assert cs.classes == [UNLABELLED] and list(cs.groups) == ["p1", "b/pt1_1.png"] and list(cs.meta.source) == ["a/pt0_0.png", "b/pt1_1.png"]
+
+
 # ---------------------------------------------------------------- bad input (issue 2), one case each
 def _empty_folder(tmp_path):
     (tmp_path / "empty").mkdir(); return lambda: CellSet.from_folder(tmp_path / "empty"), "is empty"
@@ -176,6 +190,18 @@ def _csv_bad_row(tmp_path):
     pd.DataFrame(dict(path=["a/pt0_0.png", "a/nope.png"], label=["a", "a"], group=["1", "2"])).to_csv(tmp_path / "c.csv", index=False)
     return lambda: CellSet.from_csv(tmp_path / "c.csv", root=root), "row 2: image"
 
+def _unlabelled_folder_with_subfolders(tmp_path):
+    root = write_folder(tmp_path / "d")
+    return lambda: CellSet.from_folder(root, labelled=False), "has sub-folders (a, b)"
+
+def _unlabelled_csv_empty_path(tmp_path):
+    root = write_folder(tmp_path / "d"); pd.DataFrame(dict(path=["a/pt0_0.png", " "], group=["g1", "g2"])).to_csv(tmp_path / "c.csv", index=False)
+    return lambda: CellSet.from_csv(tmp_path / "c.csv", root=root, labelled=False), "row 2: empty 'path'"
+
+def _unlabelled_csv_no_path(tmp_path):
+    pd.DataFrame(dict(file=["a/pt0_0.png"])).to_csv(tmp_path / "c.csv", index=False)
+    return lambda: CellSet.from_csv(tmp_path / "c.csv", labelled=False), "no column 'path'"
+
 def _point_outside(tmp_path):
     pts = pd.DataFrame(dict(tile=["t", "t"], x=[5, 80], y=[5, 5], label=["a", "b"]))
     return lambda: CellSet.from_points({"t": np.zeros((60, 60, 3), np.uint8)}, pts, crop=40), "points row 1"
@@ -210,7 +236,8 @@ def _flag_limit_zero(tmp_path):
     return lambda: flag_limit(toy(), 0), "flag_limit n=0"
 
 BAD = [_empty_folder, _missing_folder, _class_no_images, _corrupt_image, _truncated_image, _unknown_format,
-       _csv_missing_column, _csv_unknown_label, _csv_bad_row, _point_outside, _nan_coordinates,
+       _csv_missing_column, _csv_unknown_label, _csv_bad_row, _unlabelled_folder_with_subfolders, _unlabelled_csv_empty_path,
+       _unlabelled_csv_no_path, _point_outside, _nan_coordinates,
        _crop_too_small_points, _crop_too_small_folder, _crop_too_small_tensor, _split_leaves_class_empty,
        _folds_leave_class_empty, _flag_limit_zero]
 
