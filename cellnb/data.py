@@ -299,19 +299,22 @@ def _from_folder(root, # folder with one sub-folder of crops per class (unlabell
     if not root.is_dir(): raise CellnbError(f"folder {root} does not exist; pass the folder that holds "
                                             + ("one sub-folder per class" if labelled else "the crops"))
     if not labelled:
-        entries = sorted(e for e in root.iterdir() if not _is_ignored(e))
+        if classes is not None: raise CellnbError(f"classes={list(classes)} names the classes of labelled cells; drop it for labelled=False")
+        gcsv = Path(groups).resolve() if isinstance(groups, (str, Path)) and str(groups).lower().endswith('.csv') else None
+        entries = sorted(e for e in root.iterdir() if not _is_ignored(e) and e.resolve() != gcsv)   # a groups CSV may sit beside the crops
         if not entries: raise CellnbError(f"folder {root} is empty; put the crops to classify in it")
         sub = [e.name for e in entries if e.is_dir()]
         if sub: raise CellnbError(f"folder {root} has sub-folders ({', '.join(sub[:3])}); unlabelled crops lie in the folder itself "
                                   "(a folder of class sub-folders is labelled data: labelled=True)")
-        gf = _group_fn(groups, root)
-        imgs, meta = _read_crops(entries, [e.name for e in entries], size)
-        grps = [gf(e) for e in entries] if gf else meta.source.tolist()
+        gf, srcs = _group_fn(groups, root), [e.name for e in entries]
+        grps = [gf(e) for e in entries] if gf else srcs
+        imgs, meta = _read_crops(entries, srcs, size)
         return CellSet(imgs, np.zeros(len(entries), dtype=np.int64), [UNLABELLED], grps, meta, source_mpp)
     dirs = sorted(d for d in root.iterdir() if d.is_dir() and not _is_ignored(d))
     if not dirs:
         what = "has no class sub-folders (only loose files)" if any(root.iterdir()) else "is empty"
-        raise CellnbError(f"folder {root} {what}; put crops in {root}/<class>/<image>.png, one sub-folder per class")
+        raise CellnbError(f"folder {root} {what}; put crops in {root}/<class>/<image>.png, one sub-folder per class "
+                          "(crops to classify, without labels: labelled=False, or cellnb-predict)")
     names = [d.name for d in dirs]
     if classes is None: classes = names
     else:
@@ -348,8 +351,11 @@ def _from_csv(csv, # CSV with columns path,label,group (unlabelled: path, and gr
     try: df = pd.read_csv(csv, dtype=str, keep_default_na=False)
     except Exception as e: raise CellnbError(f"cannot parse CSV {csv} ({type(e).__name__}: {str(e)[:80]}); save it as plain comma-separated text") from None
     df.columns = [c.strip() for c in df.columns]
+    if not labelled and classes is not None: raise CellnbError(f"classes={list(classes)} names the classes of labelled cells; drop it for labelled=False")
     for c in need:
-        if c not in df: raise CellnbError(f"CSV {csv} has no column '{c}' (columns: {list(df.columns)}); it needs {','.join(need)}")
+        if c not in df:
+            hint = " (cells to classify, without labels: labelled=False, or cellnb-predict)" if c == 'label' else ""
+            raise CellnbError(f"CSV {csv} has no column '{c}' (columns: {list(df.columns)}); it needs {','.join(need)}{hint}")
     if not len(df): raise CellnbError(f"CSV {csv} has no rows; list one crop per row")
     root = csv.parent if root is None else Path(root)
     for i, r in enumerate(df.itertuples(index=False), 1):

@@ -151,6 +151,17 @@ def test_unlabelled_folder_and_csv(tmp_path):
     pd.DataFrame(dict(path=["a/pt0_0.png", "b/pt1_1.png"], label=["zebra", ""], group=["p1", ""])).to_csv(tmp_path / "c.csv", index=False)
     cs = CellSet.from_csv(tmp_path / "c.csv", root=root, labelled=False)
     assert cs.classes == [UNLABELLED] and list(cs.groups) == ["p1", "b/pt1_1.png"] and list(cs.meta.source) == ["a/pt0_0.png", "b/pt1_1.png"]
+    # a groups CSV beside the crops is not read as a crop; classes= belongs to labelled cells
+    pd.DataFrame(dict(path=[f.name for f in sorted(flat.glob("*.png"))], group=["x", "y", "z"])).to_csv(flat / "groups.csv", index=False)
+    assert list(CellSet.from_folder(flat, groups=flat / "groups.csv", labelled=False).groups) == ["x", "y", "z"]
+    one_line_error(lambda: CellSet.from_folder(flat, labelled=False, classes=["a"]), "classes=['a']", "labelled=False")
+    one_line_error(lambda: CellSet.from_csv(tmp_path / "c.csv", root=root, labelled=False, classes=["a"]), "classes=['a']")
+    # the labelled readers point to labelled=False when the layout is that of new cells
+    pd.DataFrame(dict(path=["a/pt0_0.png"])).to_csv(tmp_path / "p.csv", index=False)
+    one_line_error(lambda: CellSet.from_csv(tmp_path / "p.csv", root=root), "no column 'label'", "labelled=False")
+    (flat / "groups.csv").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore"); one_line_error(lambda: CellSet.from_folder(flat), "no class sub-folders", "labelled=False")
 
 
 # ---------------------------------------------------------------- bad input (issue 2), one case each
