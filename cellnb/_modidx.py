@@ -63,6 +63,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'cellnb.data._is_ignored': ('data.html#_is_ignored', 'cellnb/data.py'),
                              'cellnb.data._load': ('data.html#_load', 'cellnb/data.py'),
                              'cellnb.data._read_crops': ('data.html#_read_crops', 'cellnb/data.py'),
+                             'cellnb.data._refuse_classes_unlabelled': ('data.html#_refuse_classes_unlabelled', 'cellnb/data.py'),
                              'cellnb.data._save': ('data.html#_save', 'cellnb/data.py'),
                              'cellnb.data._short_class_msg': ('data.html#_short_class_msg', 'cellnb/data.py'),
                              'cellnb.data._stack': ('data.html#_stack', 'cellnb/data.py'),

@@ -286,6 +286,10 @@ def _group_fn(groups, root:Path):
 
 UNLABELLED = 'unlabelled'
 
+def _refuse_classes_unlabelled(classes, labelled:bool):
+    "Unlabelled cells have one placeholder class: refuse a `classes=` order for them."
+    if not labelled and classes is not None: raise CellnbError(f"classes={list(classes)} names the classes of labelled cells; drop it for labelled=False")
+
 def _from_folder(root, # folder with one sub-folder of crops per class (unlabelled: the crops themselves)
                  size:int|None=None, # crop size S (None: the most common size in the folder)
                  groups=None, # regex on the file stem (named group `group` or first group), CSV path,group, or callable(path)
@@ -295,11 +299,11 @@ def _from_folder(root, # folder with one sub-folder of crops per class (unlabell
                 ) -> CellSet:
     "Read `root/<class>/<image>` crops (unlabelled: `root/<image>`) into a CellSet."
     if size is not None: _check_size(int(size))
+    _refuse_classes_unlabelled(classes, labelled)
     root = Path(root)
     if not root.is_dir(): raise CellnbError(f"folder {root} does not exist; pass the folder that holds "
                                             + ("one sub-folder per class" if labelled else "the crops"))
     if not labelled:
-        if classes is not None: raise CellnbError(f"classes={list(classes)} names the classes of labelled cells; drop it for labelled=False")
         gcsv = Path(groups).resolve() if isinstance(groups, (str, Path)) and str(groups).lower().endswith('.csv') else None
         entries = sorted(e for e in root.iterdir() if not _is_ignored(e) and e.resolve() != gcsv)   # a groups CSV may sit beside the crops
         if not entries: raise CellnbError(f"folder {root} is empty; put the crops to classify in it")
@@ -351,7 +355,7 @@ def _from_csv(csv, # CSV with columns path,label,group (unlabelled: path, and gr
     try: df = pd.read_csv(csv, dtype=str, keep_default_na=False)
     except Exception as e: raise CellnbError(f"cannot parse CSV {csv} ({type(e).__name__}: {str(e)[:80]}); save it as plain comma-separated text") from None
     df.columns = [c.strip() for c in df.columns]
-    if not labelled and classes is not None: raise CellnbError(f"classes={list(classes)} names the classes of labelled cells; drop it for labelled=False")
+    _refuse_classes_unlabelled(classes, labelled)
     for c in need:
         if c not in df:
             hint = " (cells to classify, without labels: labelled=False, or cellnb-predict)" if c == 'label' else ""
