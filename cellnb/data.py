@@ -350,12 +350,12 @@ def _from_csv(csv, # CSV with columns path,label,group (unlabelled: path, and gr
              ) -> CellSet:
     "Read crops listed in a CSV (`path,label,group`; unlabelled: `path[,group]`) into a CellSet."
     if size is not None: _check_size(int(size))
+    _refuse_classes_unlabelled(classes, labelled)
     csv = Path(csv); need = ('path', 'label', 'group') if labelled else ('path',)
     if not csv.is_file(): raise CellnbError(f"CSV {csv} does not exist; pass a CSV with columns {','.join(need)}")
     try: df = pd.read_csv(csv, dtype=str, keep_default_na=False)
     except Exception as e: raise CellnbError(f"cannot parse CSV {csv} ({type(e).__name__}: {str(e)[:80]}); save it as plain comma-separated text") from None
     df.columns = [c.strip() for c in df.columns]
-    _refuse_classes_unlabelled(classes, labelled)
     for c in need:
         if c not in df:
             hint = " (cells to classify, without labels: labelled=False, or cellnb-predict)" if c == 'label' else ""
