@@ -12,8 +12,8 @@ from sklearn.metrics import (accuracy_score, f1_score, balanced_accuracy_score, 
 from .core import CellnbError
 
 # %% auto #0
-__all__ = ['RESULT_COLUMNS', 'CONDITIONS', 'result_row', 'expected_calibration_error', 'metrics_from_preds', 'check_condition',
-           'predictions_frame', 'evaluate', 'row_from_metrics', 'paired_compare']
+__all__ = ['RESULT_COLUMNS', 'CONDITIONS', 'result_row', 'expected_calibration_error', 'check_ci', 'metrics_from_preds',
+           'check_condition', 'predictions_frame', 'evaluate', 'row_from_metrics', 'paired_compare']
 
 # %% ../nbs/08_evaluate.ipynb #3ce67567
 RESULT_COLUMNS = ['run_id', 'dataset', 'model', 'family', 'protocol', 'flag_limit', 'n_train_per_class', 'seed',
@@ -105,6 +105,11 @@ def _prob_matrix(preds:pd.DataFrame, classes:list):
     if not all(c in preds.columns for c in cols): return None
     return preds[cols].to_numpy(dtype=float)
 
+def check_ci(ci:float):
+    "Refuse a confidence level outside (0, 1), such as 95 for 0.95."
+    if isinstance(ci, bool) or not isinstance(ci, (int, float, np.floating)) or not 0 < ci < 1:
+        raise CellnbError(f"ci={ci!r} is not a confidence level; use a fraction between 0 and 1, e.g. 0.95")
+
 def metrics_from_preds(preds:pd.DataFrame, # per-cell predictions: columns true, pred, [group], [prob_<class>...]
                        classes:list, # class names in model order
                        n_boot:int=1000, # bootstrap resamples (0: no CIs)
@@ -114,6 +119,7 @@ def metrics_from_preds(preds:pd.DataFrame, # per-cell predictions: columns true,
                        n_bins:int=15, # ECE bins
                       ) -> dict:
     "Accuracy, F1s, balanced accuracy, per-class scores, confusion matrix, ECE and bootstrap CIs from predictions."
+    check_ci(ci)
     classes = list(classes)
     for c in ('true', 'pred'):
         if c not in preds.columns: raise CellnbError(f"preds has no '{c}' column (columns: {list(preds.columns)}); pass evaluate()'s predictions")
@@ -254,6 +260,9 @@ def paired_compare(preds_a:pd.DataFrame, # predictions of model a (one condition
                    classes:list=None, # class order (default: from prob_ columns)
                   ) -> dict:
     "Paired bootstrap of macro-F1(a) - macro-F1(b) on the same cells -> dict(diff, ci_low, ci_high, p)."
+    check_ci(ci)
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise CellnbError(f"n_boot={n_boot!r}: a paired comparison needs bootstrap resamples; use an integer >= 1 (e.g. 2000)")
     a, b = _align(preds_a, preds_b)
     classes = list(classes) if classes is not None else _classes_of(a)
     C = len(classes)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from .core import CellnbError
-from .evaluate import evaluate, row_from_metrics, RESULT_COLUMNS, CONDITIONS
+from .evaluate import evaluate, row_from_metrics, check_ci, RESULT_COLUMNS, CONDITIONS
 
 # %% auto #0
 __all__ = ['sweep_conditions', 'blur_sweep', 'degradation_slope']
@@ -71,6 +71,7 @@ def degradation_slope(rows:pd.DataFrame, # results rows (blur_sweep / results.pa
                       ci:float=0.95, # confidence level of the slope CI
                      ) -> pd.DataFrame:
     "OLS slope of `metric` vs log2(1+sigma) per model x placement (clean point shared) with a t-based CI."
+    check_ci(ci)
     metrics = [metric] if isinstance(metric, str) else list(metric)
     by = [by] if isinstance(by, str) else list(by)
     need = set(metrics) | set(by) | {'condition', 'sigma'}

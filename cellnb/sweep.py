@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from fastcore.basics import patch
-from .core import CellnbError, atomic_write, atomic_write_json, atomic_write_text
+from .core import CellnbError, atomic_write, atomic_write_json, atomic_write_text, get_device
 try: import fcntl
 except ImportError: fcntl = None  # not POSIX: the study lock is skipped
 
@@ -32,7 +32,7 @@ class StudyConfig:
     dataset:str='synthetic' # 'synthetic', 'crchisto', 'folder', 'csv' (or 'kind:PATH')
     data_path:str|None=None # the folder / CSV / CRCHisto root for real data
     crop:int|None=None # source crop size in px (None: the loader's default)
-    n_per_class:int|None=240 # synthetic cells per class (None for real data: all cells)
+    n_per_class:int|None=None # cells per class: synthetic generates this many (None: 240); real data keeps at most this many (None: all cells)
     data_seed:int=0 # seed of the synthetic generator
     models:list=field(default_factory=lambda: ['cnn', 'resnet', 'custom_vit']) # scratch architectures
     backbones:list=field(default_factory=list) # foundation backbones, each run with every protocol
@@ -140,6 +140,7 @@ def validate(self:StudyConfig, src:str='study config'):
         ok, desc = _FIELD_TYPES[f.name]
         if not ok(v): raise _bad(f.name, f"expected {desc}, got {orig!r} ({type(orig).__name__})", src)
     _check_values(self, src)
+    if self.n_per_class is None and self.dataset.split(':', 1)[0] == 'synthetic': self.n_per_class = 240   # a generator needs a count
     return self
 
 # %% ../nbs/11_sweep.ipynb #23ba1d31
@@ -495,8 +496,11 @@ def preflight(cfg:StudyConfig, # a validated study config
               names:bool=True, # check model / backbone names against cellnb's registries
               src:str|None=None, # how to name the config in messages (default: its YAML file)
              ):
-    "Checks a study must pass before anything is written: known names, existing weights files, a split that keeps every class."
+    "Checks a study must pass before anything is written: known names, a device this machine has (local runs), existing weights files, a split that keeps every class."
     src = src or getattr(cfg, '_src', None) or 'study config'
+    if cfg.executor == 'local':   # Ray may place runs on other machines: their devices are checked there
+        try: get_device(cfg.device)
+        except CellnbError as e: raise _bad('device', str(e), src) from None
     if names:
         from cellnb.train import check_model
         for key, protocol, given in (('models', 'scratch', cfg.models), ('backbones', 'linear_probe', cfg.backbones)):

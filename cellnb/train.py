@@ -248,6 +248,10 @@ def dihedral_views(x:torch.Tensor # a batch (B, C, H, W) of square images
     "The 8 symmetries of the square (4 rotations by 90 degrees, each with and without a flip): test-time augmentation for cells, which have no orientation."
     return [torch.rot90(v, k, (2, 3)) for v in (x, x.flip(3)) for k in range(4)]
 
+def _check_bs(bs):
+    "Refuse a batch size that is not a positive integer (training and inference alike)."
+    if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1: raise CellnbError(f"bs={bs!r} is invalid; use a batch size >= 1")
+
 def _predict_proba(self:FittedModel, cellset:CellSet, # cells to classify
                    condition:str='clean', # 'clean' | 'pre' (blur before resize to 40) | 'post' (blur after)
                    sigma:float=0.0, # blur sigma in 40-px pixels (ignored for 'clean')
@@ -259,6 +263,7 @@ def _predict_proba(self:FittedModel, cellset:CellSet, # cells to classify
     if condition not in CONDITIONS: raise CellnbError(f"condition={condition!r} unknown; use one of {list(CONDITIONS)}")
     if tta and self.protocol == 'linear_probe':
         raise CellnbError("tta=True applies to trained networks (scratch, ft_last, full_ft); a linear probe classifies cached embeddings, use tta=False")
+    _check_bs(bs)
     _check_cells(cellset)
     device = self.device if device is None else get_device(device)
     C = len(self.classes)
@@ -534,7 +539,7 @@ def _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment=Tru
         raise CellnbError(f"train classes {list(train.classes)} differ from valid classes {list(valid.classes)}; split one CellSet so both share its classes")
     if protocol != 'linear_probe' and (not isinstance(epochs, (int, np.integer)) or epochs < 1):
         raise CellnbError(f"epochs={epochs!r} is invalid; use an integer >= 1")
-    if not isinstance(bs, (int, np.integer)) or bs < 1: raise CellnbError(f"bs={bs!r} is invalid; use a batch size >= 1")
+    _check_bs(bs)
     augment_options(augment)   # bad strengths fail here, not mid-training
     if not (class_weight is None or (isinstance(class_weight, str) and class_weight in CLASS_WEIGHTS)):
         raise CellnbError(f"class_weight={class_weight!r} is invalid; use None (plain cross-entropy) or 'balanced' (each class weighted by n / (k * n_class))")

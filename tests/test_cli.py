@@ -71,6 +71,22 @@ def test_bad_input_one_line_exit_2(tmp_path, args, msg):
     assert len(lines) == 1 and lines[0].startswith(f"{args[0]}: error: ") and msg in lines[0], r.stderr
     assert not (tmp_path/'out').exists() and not (tmp_path/'p.csv').exists()  # nothing half-written
 
+def test_bad_batch_size_and_missing_gpu_exit_2(study, tmp_path):
+    "Inference batch size < 1, and a CUDA device on a machine without one, are refused before anything is written."
+    out, _ = study
+    rid = pd.read_parquet(out/'results.parquet').query("model == 'cnn' and status == 'ok'").run_id.iloc[0]
+    cases = [(['cellnb-predict', '--model', out/'runs'/rid, '--data', 'synthetic', '--n-per-class', 4, '--out', tmp_path/'p.csv', '--bs', bs],
+              f"bs={bs} is invalid; use a batch size >= 1") for bs in (0, -5)]
+    import torch
+    if not torch.cuda.is_available():
+        cases.append((['cellnb-study', '--quick', '--device', 'cuda', '--out', tmp_path/'out'], "device: device='cuda' asked for CUDA but torch sees no GPU"))
+    for args, msg in cases:
+        r = sh(*args)
+        assert r.returncode == 2, r.stdout + r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and msg in lines[0], r.stderr
+        assert not (tmp_path/'p.csv').exists() and not (tmp_path/'out').exists()
+
 def test_help():
     for cmd in ('cellnb-study', 'cellnb-report', 'cellnb-predict'):
         r = sh(cmd, '--help')

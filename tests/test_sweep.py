@@ -53,6 +53,16 @@ def test_yaml_roundtrip(tmp_path):
     assert StudyConfig.from_yaml(tmp_path/'s.yaml') == c
     assert yaml.safe_load((tmp_path/'s.yaml').read_text())['models'] == ['cnn', 'resnet', 'custom_vit']
 
+def test_real_data_yaml_keeps_every_cell(tmp_path):
+    "A YAML that names real data and leaves n_per_class out studies every cell; only the generator gets a count."
+    p = tmp_path/'s.yaml'
+    p.write_text("dataset: crchisto\nmodels: [cnn]\n")
+    assert StudyConfig.from_yaml(p).n_per_class is None
+    p.write_text("dataset: folder:/data/cells\nmodels: [cnn]\nn_per_class: 500\n")
+    assert StudyConfig.from_yaml(p).n_per_class == 500
+    p.write_text("models: [cnn]\n")
+    assert StudyConfig.from_yaml(p).n_per_class == 240   # synthetic: 240 generated cells per class
+
 def test_expand_ids_and_pairs():
     c = StudyConfig.quick()
     runs = expand(c)
