@@ -61,6 +61,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'cellnb.data._from_points': ('data.html#_from_points', 'cellnb/data.py'),
                              'cellnb.data._group_fn': ('data.html#_group_fn', 'cellnb/data.py'),
                              'cellnb.data._is_ignored': ('data.html#_is_ignored', 'cellnb/data.py'),
+                             'cellnb.data._label_indices': ('data.html#_label_indices', 'cellnb/data.py'),
                              'cellnb.data._load': ('data.html#_load', 'cellnb/data.py'),
                              'cellnb.data._read_crops': ('data.html#_read_crops', 'cellnb/data.py'),
                              'cellnb.data._refuse_classes_unlabelled': ('data.html#_refuse_classes_unlabelled', 'cellnb/data.py'),

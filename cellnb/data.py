@@ -25,6 +25,16 @@ def _check_size(s:int, what:str="crop size"):
         raise CellnbError(f"{what} {s} < {MIN_SIZE}: cellnb models see 40x40 px cells cut from crops at least that large; "
                           f"cut larger crops or pass size={MIN_SIZE} (or more) to upsample")
 
+def _label_indices(labels) -> torch.Tensor:
+    "Class indices as int64 (N,) on the CPU; refuse names and fractions, which a cast would silently garble."
+    a = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels).reshape(-1)
+    if not a.size: return torch.zeros(0, dtype=torch.int64)
+    if a.dtype.kind not in 'biuf':
+        raise CellnbError(f"labels must be integer class indices, got {a.dtype} values such as {a[:1].tolist()[0]!r}; map names with classes.index(name)")
+    whole = np.isfinite(a) & (a == np.round(a)) if a.dtype.kind == 'f' else np.ones(len(a), bool)
+    if not whole.all(): raise CellnbError(f"labels must be integer class indices, got {a[~whole][:1].tolist()[0]!r}; pass whole numbers 0..C-1")
+    return torch.from_numpy(a.astype(np.int64))
+
 def _as_index(idx, n:int) -> np.ndarray:
     "Turn an int / slice / int array / bool mask into an int64 index array, with clear errors."
     if isinstance(idx, slice): return np.arange(n, dtype=np.int64)[idx]
@@ -60,9 +70,10 @@ class CellSet:
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
             raise CellnbError(f"images must have shape (N,3,S,S), got {tuple(images.shape)}; convert crops to square RGB first (e.g. CellSet.from_folder)")
         if images.dtype != torch.uint8: raise CellnbError(f"images must be uint8, got {images.dtype}; scale to 0-255 and convert with .to(torch.uint8)")
+        images = images.cpu()   # cells live in host memory; loaders move batches (or the whole set) to the device
         _check_size(int(images.shape[-1]))
         n = int(images.shape[0])
-        labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64).reshape(-1)
+        labels = _label_indices(labels)
         classes = [str(c) for c in classes]
         if len(set(classes)) != len(classes): raise CellnbError(f"duplicate class names in {classes}; class names must be unique")
         if len(labels) != n: raise CellnbError(f"{len(labels)} labels for {n} images; pass one label per cell")
