@@ -92,6 +92,8 @@ def model_cost(model:nn.Module, # the model to measure (weights do not matter)
         raise CellnbError(f"batch_sizes={batch_sizes!r} is invalid; give positive integers, e.g. (1, 256)")
     if not isinstance(repeats, int) or repeats < 1 or not isinstance(warmup, int) or warmup < 0:
         raise CellnbError(f"repeats={repeats!r}, warmup={warmup!r}: use repeats >= 1 and warmup >= 0")
+    if dtype is not None and not isinstance(dtype, torch.dtype):
+        raise CellnbError(f"dtype={dtype!r} is not a torch dtype; use e.g. torch.bfloat16 or None (float32)")
     ctx = (lambda: torch.autocast(dev.type, dtype=dtype)) if dtype is not None else contextlib.nullcontext
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise CellnbError(f"threads={threads!r} is invalid; use a positive integer or None")
@@ -101,7 +103,7 @@ def model_cost(model:nn.Module, # the model to measure (weights do not matter)
     model = model.to(dev).eval()
     try:
         try: flops = count_flops(model, input_size)
-        except RuntimeError as e:
+        except (RuntimeError, AssertionError, ValueError) as e:   # shape errors; timm ViTs assert their input size
             raise CellnbError(f"{type(model).__name__} failed on a (1, 3, {input_size}, {input_size}) input "
                               f"({str(e).splitlines()[0][:120]}); pass the input_size the model expects") from None
         out = dict(params=count_params(model), gflops=flops / 1e9)

@@ -101,7 +101,7 @@ class BackboneSpec:
     files:tuple # file names to look for, in order
     arch:str = '' # the timm architecture it is built from
     input_size:int = 224 # side the backbone sees
-    interpolation:str = 'bicubic' # resize method 40 -> input_size
+    interpolation:str = 'bicubic' # resize method 40 -> input_size (the source crop -> 40 px step is bilinear for every model)
     mean:tuple = IMAGENET_MEAN # normalisation mean
     std:tuple = IMAGENET_STD # normalisation std
     last_stage:str|None = None # module-name prefix of the last stage/block (trained by ft_last)
@@ -390,6 +390,7 @@ def _parse_blur(blur):
     raise CellnbError(f"blur={blur!r} unknown; use None, ('pre', sigma) or ('post', sigma)")
 
 def _model_hash(model) -> str:
+    "The weights file's hash while the model holds what it loaded (fine-tuning clears it), else a hash of the parameters."
     h = getattr(model, 'weights_hash', None)
     return h if h else 'params:' + tensor_fingerprint(*[v for v in model.state_dict().values()])
 
@@ -484,7 +485,7 @@ def embed(backbone, # a model from `load_backbone` (or a BACKBONES name to load)
           cellset, # the cells to embed (a CellSet or a subset of one)
           batch_size:int=64, # cells per forward pass
           device=None, # 'cpu', 'cuda', ... (default: CUDA when available)
-          resize:int=224, # side the 40-px patch is resized to
+          resize:int|None=None, # side the 40-px patch is resized to (None: the backbone's input size)
           blur=None, # None | ('pre', sigma) | ('post', sigma); sigma in 40-px pixels
           cache:bool=True, # read/write the on-disk cache under cache_dir('embeddings')
           progress:bool=True, # show a progress bar
@@ -494,11 +495,12 @@ def embed(backbone, # a model from `load_backbone` (or a BACKBONES name to load)
     spec = getattr(backbone, 'cellnb_spec', None)
     if spec is None: raise CellnbError("embed needs a backbone from load_backbone (it carries .cellnb_spec); got a plain module")
     if batch_size < 1: raise CellnbError(f"batch_size={batch_size}; use a positive batch size")
+    resize = int(resize or spec.input_size)
     placement, sigma = _parse_blur(blur)
     device = get_device(device)
     interp = spec.interpolation if spec.interpolation in INTERPOLATIONS else 'bilinear'
     pipe = CellPipeline(cellset.size, size=40, model_size=resize, mean=spec.mean, std=spec.std, augment=False,
-                        blur=placement, sigma=sigma, interpolation=interp)
+                        blur=placement, sigma=sigma, model_interpolation=interp)
     root, ridx = cellset.root, np.asarray(cellset.root_idx, dtype=np.int64)
     if len(cellset) == 0:
         embed.last_computed = 0

@@ -144,7 +144,8 @@ class CellPipeline:
                  augment:bool=False, # training augmentation (flips, rot90, colour jitter)
                  blur:str|None=None, # None | 'pre' | 'post' (None/'clean': no blur)
                  sigma:float=0.0, # blur sigma in 40-px pixels
-                 interpolation:str='bilinear', # resize method S->size and size->model_size
+                 interpolation:str='bilinear', # resize method S->size (the same for every model, so all see one 40-px patch)
+                 model_interpolation:str|None=None, # resize method size->model_size (None: `interpolation`); a backbone's own
                  antialias:bool=True, # antialias when shrinking
                  brightness:float=0.1, contrast:float=0.1, hed:float=0.03, # augmentation strengths
                  shift:int=0, # augmentation: random translation by up to this many pixels (at `size`); 0: off
@@ -155,14 +156,16 @@ class CellPipeline:
         try: sigma = float(sigma)
         except (TypeError, ValueError): raise CellnbError(f"blur sigma={sigma!r} is not a number; use sigma >= 0") from None
         if not math.isfinite(sigma) or sigma < 0: raise CellnbError(f"blur sigma={sigma} is invalid; use a finite sigma >= 0")
-        if interpolation not in INTERPOLATIONS: raise CellnbError(f"interpolation={interpolation!r} unknown; use one of {INTERPOLATIONS}")
+        model_interpolation = model_interpolation or interpolation
+        for k, v in dict(interpolation=interpolation, model_interpolation=model_interpolation).items():
+            if v not in INTERPOLATIONS: raise CellnbError(f"{k}={v!r} unknown; use one of {INTERPOLATIONS}")
         if int(src_size) < 1: raise CellnbError(f"src_size={src_size} is invalid; use the crop side in pixels")
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0: raise CellnbError(f"mean={mean}, std={std}: need 3 values each, std > 0")
         self.src_size, self.size, self.model_size = int(src_size), int(size), (int(model_size) if model_size else None)
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         if sigma == 0: blur = None   # sigma 0 is the identity: same output, same spec (and cache key) as clean
         self.augment, self.blur, self.sigma = bool(augment), blur, (sigma if blur else 0.0)
-        self.interpolation, self.antialias = interpolation, bool(antialias)
+        self.interpolation, self.model_interpolation, self.antialias = interpolation, model_interpolation, bool(antialias)
         for k, v in dict(brightness=brightness, contrast=contrast, hed=hed).items():
             if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 <= v < 1:
                 raise CellnbError(f"augment {k}={v!r} is invalid; use a strength from 0 (off) to below 1, e.g. 0.1")
@@ -211,7 +214,7 @@ def _pipeline_dynamic(self:CellPipeline, x:torch.Tensor, # output of `static` (B
                      ) -> torch.Tensor:
     "The rest: [augment], [resize to model_size], normalise."
     if self.augment: x = augment_batch(x, generator, self.brightness, self.contrast, self.hed, self.shift)
-    if self.model_size: x = resize(x, self.model_size, self.interpolation, self.antialias)
+    if self.model_size: x = resize(x, self.model_size, self.model_interpolation, self.antialias)
     key = (x.device, x.dtype)
     if key not in self._norm:
         self._norm[key] = (torch.tensor(self.mean, device=x.device, dtype=x.dtype)[None, :, None, None],
@@ -236,12 +239,13 @@ def _pipeline_spec(self:CellPipeline) -> dict:
     if self.augment: steps.append(f'augment(flip, rot90, brightness={self.brightness:g}, contrast={self.contrast:g}, hed={self.hed:g}'
                                   + (f', shift={self.shift})' if self.shift else ')'))
     if self.model_size and self.model_size != self.size:
-        steps.append(f'resize {self.size}->{self.model_size} ({self.interpolation}, antialias={self.antialias})')
+        steps.append(f'resize {self.size}->{self.model_size} ({self.model_interpolation}, antialias={self.antialias})')
     steps.append('normalize')
     return dict(src_size=self.src_size, size=self.size, model_size=self.model_size, mean=list(self.mean), std=list(self.std),
                 augment=self.augment, blur=self.blur, sigma=self.sigma,
                 pre_sigma_at_src=(self.pre_sigma() if self.blur == 'pre' else None),
                 blur_kernel='2*ceil(3*sigma)+1', interpolation=self.interpolation, antialias=self.antialias,
+                **({'model_interpolation': self.model_interpolation} if self.model_size else {}),
                 resize_library='torchvision.transforms.v2.functional.resize',
                 aug=(dict(brightness=self.brightness, contrast=self.contrast, hed=self.hed, **({'shift': self.shift} if self.shift else {}))
                      if self.augment else None),
@@ -259,10 +263,11 @@ def pipeline_for(model, # a cellnb model (`.input_size`, `.mean`, `.std`) or a b
     spec = getattr(model, 'cellnb_spec', None)
     if spec is not None:
         msize, mean, std = spec.input_size, spec.mean, spec.std
-        kwargs.setdefault('interpolation', getattr(spec, 'interpolation', 'bilinear') or 'bilinear')
+        kwargs.setdefault('model_interpolation', getattr(spec, 'interpolation', None))   # the backbone's method, 40 -> input size only
     else:
         msize = getattr(model, 'input_size', size); mean = getattr(model, 'mean', IMAGENET_MEAN); std = getattr(model, 'std', IMAGENET_STD)
-    if kwargs.get('interpolation') not in (None, *INTERPOLATIONS): kwargs['interpolation'] = 'bilinear'
+    for k in ('interpolation', 'model_interpolation'):
+        if kwargs.get(k) not in (None, *INTERPOLATIONS): kwargs[k] = 'bilinear'
     return CellPipeline(src_size, size=size, model_size=(None if msize in (None, size) else msize), mean=mean, std=std, **kwargs)
 
 # %% ../nbs/04_transforms.ipynb #00ffcc80

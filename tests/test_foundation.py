@@ -284,13 +284,14 @@ def test_embed_matches_pipeline_and_caches(tiny_backbone, cells):
     assert embed.last_computed == 0 and torch.equal(f, f2)
     assert embed(bb, cells[[5, 3, 3]], resize=64, progress=False).shape == (3, 512) and embed.last_computed == 0
     s = bb.cellnb_spec
-    pipe = CellPipeline(48, 40, model_size=64, mean=s.mean, std=s.std, interpolation=s.interpolation)
+    pipe = CellPipeline(48, 40, model_size=64, mean=s.mean, std=s.std, model_interpolation=s.interpolation)
     with torch.no_grad(): direct = bb(pipe(cells.images[:4]))
     torch.testing.assert_close(f[:4], direct, rtol=1e-4, atol=1e-5)
     man = json.loads(next(cache_dir("embeddings").rglob("manifest.json")).read_text())
     assert man["key"]["backbone"] == "timm:resnet18" and man["key"]["root_fingerprint"] == cells.fingerprint()
     assert man["key"]["weights_hash"] == bb.weights_hash and man["n_computed"] == 24
-    assert man["key"]["pipeline"]["interpolation"] == s.interpolation and man["key"]["pipeline"]["model_size"] == 64
+    assert man["key"]["pipeline"]["model_interpolation"] == s.interpolation and man["key"]["pipeline"]["model_size"] == 64
+    assert man["key"]["pipeline"]["interpolation"] == "bilinear"   # source crop -> 40 px: the same for every model
 
 
 def test_embed_blur_is_another_entry(tiny_backbone, cells):

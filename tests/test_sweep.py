@@ -192,3 +192,12 @@ def test_study_augment_strengths_reach_the_run(tmp_path):
     rd = study/'runs'/df.run_id[0]
     assert json.loads((rd/'params.json').read_text())['augment'] == {'shift': 2}
     assert json.loads((rd/'model/config.json').read_text())['augment'] == {'shift': 2}
+
+def test_experiment_refuses_bad_blur_before_training(tmp_path):
+    "The experiment notebook checks its blur parameters in its first cell: a bad sigma costs seconds, not a training run."
+    import papermill as pm
+    for sigmas, msg in (([-1.6], "must be finite numbers >= 0"), (['strong'], "must be numbers >= 0")):
+        with pytest.raises(pm.PapermillExecutionError, match=msg):
+            pm.execute_notebook(str(experiment_notebook()), str(tmp_path/'out.ipynb'), progress_bar=False,
+                                parameters=dict(blur_sigmas=sigmas, out_dir=str(tmp_path), run_id='bad'))
+        assert not (tmp_path/'runs'/'bad').exists()   # refused before the run folder was made

@@ -105,7 +105,7 @@ def test_pipeline_for_reads_model_attributes():
     class B(torch.nn.Module): pass
     b = B(); b.cellnb_spec = type('S', (), dict(input_size=224, mean=(0.5,) * 3, std=(0.5,) * 3, interpolation='bicubic'))()
     p = pipeline_for(b, 64)
-    assert p.model_size == 224 and p.interpolation == 'bicubic'
+    assert p.model_size == 224 and p.model_interpolation == 'bicubic' and p.interpolation == 'bilinear'
 
 def test_bad_inputs():
     with pytest.raises(CellnbError, match="'pre'"): CellPipeline(80, blur='before')
