@@ -275,6 +275,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'cellnb.sweep._list_of': ('sweep.html#_list_of', 'cellnb/sweep.py'),
                               'cellnb.sweep._load_study_data': ('sweep.html#_load_study_data', 'cellnb/sweep.py'),
                               'cellnb.sweep._opt': ('sweep.html#_opt', 'cellnb/sweep.py'),
+                              'cellnb.sweep._patch_resampled_before': ('sweep.html#_patch_resampled_before', 'cellnb/sweep.py'),
                               'cellnb.sweep._progress': ('sweep.html#_progress', 'cellnb/sweep.py'),
                               'cellnb.sweep._read_json': ('sweep.html#_read_json', 'cellnb/sweep.py'),
                               'cellnb.sweep._run_local': ('sweep.html#_run_local', 'cellnb/sweep.py'),

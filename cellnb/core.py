@@ -63,6 +63,8 @@ def get_device(device=None) -> torch.device:
     except (RuntimeError, TypeError) as e: raise CellnbError(f"device={device!r} is not a device; use 'cpu', 'cuda' or 'cuda:N'") from None
     if d.type == "cuda" and not torch.cuda.is_available():
         raise CellnbError(f"device={device!r} asked for CUDA but torch sees no GPU here; use device='cpu'")
+    if d.type == "cuda" and d.index is not None and d.index >= torch.cuda.device_count():
+        raise CellnbError(f"device={device!r}: torch sees {torch.cuda.device_count()} GPU(s) here, numbered from 0; use a lower index or 'cuda'")
     if d.type == "mps" and not torch.backends.mps.is_available():
         raise CellnbError(f"device={device!r} asked for Apple's MPS but torch cannot use it here; use device='cpu'")
     return d

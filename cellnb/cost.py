@@ -105,7 +105,7 @@ def model_cost(model:nn.Module, # the model to measure (weights do not matter)
         try: flops = count_flops(model, input_size)
         except (RuntimeError, AssertionError, ValueError) as e:   # shape errors; timm ViTs assert their input size
             raise CellnbError(f"{type(model).__name__} failed on a (1, 3, {input_size}, {input_size}) input "
-                              f"({str(e).splitlines()[0][:120]}); pass the input_size the model expects") from None
+                              f"({(str(e).splitlines() or [type(e).__name__])[0][:120]}); pass the input_size the model expects") from None
         out = dict(params=count_params(model), gflops=flops / 1e9)
         for b in bss:
             x = torch.randn(b, 3, input_size, input_size, device=dev)

@@ -226,6 +226,12 @@ def _as_config(config) -> StudyConfig:
     if isinstance(config, (str, Path)): return StudyConfig.from_yaml(config)
     raise CellnbError(f"config must be a StudyConfig, a dict or a YAML path, got {type(config).__name__}")
 
+def _patch_resampled_before(backbone:str) -> bool:
+    "Whether runs of `backbone` made before the shared 40-px patch (source -> 40 px bilinear for every model) cut it with the backbone's own method."
+    from cellnb.foundation import get_spec
+    try: return get_spec(backbone).interpolation != 'bilinear'
+    except CellnbError: return False   # a name only your own experiment notebook knows
+
 def expand(config, # a StudyConfig, a dict of its fields or a YAML path
           ) -> list:
     "The runs of a study: one parameter dict per (seed, FlagLimit, model/protocol), each with its `run_id`."
@@ -247,6 +253,7 @@ def expand(config, # a StudyConfig, a dict of its fields or a YAML path
                 p = dict(common, model=model, protocol=protocol, flag_limit=int(n), seed=int(seed),
                          epochs=c.epochs_for(model, protocol), weights=str(Path(w).expanduser().resolve()) if w else None)
                 if protocol == 'scratch' and (v := model_version(model)) != 1: p['model_version'] = v  # likewise
+                if protocol != 'scratch' and _patch_resampled_before(model): p['patch_resize'] = 'bilinear'  # new runs, not old ones
                 rid = run_id(p)
                 if rid not in seen: seen.add(rid); runs.append(dict(p, run_id=rid))
     return runs

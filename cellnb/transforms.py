@@ -245,7 +245,7 @@ def _pipeline_spec(self:CellPipeline) -> dict:
                 augment=self.augment, blur=self.blur, sigma=self.sigma,
                 pre_sigma_at_src=(self.pre_sigma() if self.blur == 'pre' else None),
                 blur_kernel='2*ceil(3*sigma)+1', interpolation=self.interpolation, antialias=self.antialias,
-                **({'model_interpolation': self.model_interpolation} if self.model_size else {}),
+                **({'model_interpolation': self.model_interpolation} if self.model_size and self.model_interpolation != self.interpolation else {}),
                 resize_library='torchvision.transforms.v2.functional.resize',
                 aug=(dict(brightness=self.brightness, contrast=self.contrast, hed=self.hed, **({'shift': self.shift} if self.shift else {}))
                      if self.augment else None),
