@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['CellnbError', 'crchisto_path', 'require_crchisto', 'default_device', 'get_device', 'seed_everything', 'cache_dir',
-           'atomic_write', 'atomic_write_text', 'atomic_write_json', 'sha1_file', 'tensor_fingerprint']
+__all__ = ['CellnbError', 'crchisto_path', 'require_crchisto', 'default_device', 'get_device', 'is_positive_int',
+           'seed_everything', 'cache_dir', 'atomic_write', 'atomic_write_text', 'atomic_write_json', 'sha1_file',
+           'tensor_fingerprint']
 
 # %% ../nbs/00_core.ipynb #d615c7c1
 class CellnbError(ValueError):
@@ -68,6 +69,10 @@ def get_device(device=None) -> torch.device:
     if d.type == "mps" and not torch.backends.mps.is_available():
         raise CellnbError(f"device={device!r} asked for Apple's MPS but torch cannot use it here; use device='cpu'")
     return d
+
+def is_positive_int(x) -> bool:
+    "True for an integer >= 1 (python or numpy; not a bool, not a float): every count or batch size a user passes."
+    return not isinstance(x, (bool, np.bool_)) and isinstance(x, (int, np.integer)) and x >= 1
 
 def seed_everything(seed:int # the one seed for python, numpy and torch
                    ):

@@ -8,7 +8,7 @@ import time, threading, statistics, contextlib
 import torch, torch.nn as nn
 import pandas as pd
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count, conv_flop_count, flop_registry
-from .core import CellnbError, get_device
+from .core import CellnbError, get_device, is_positive_int
 
 # %% auto #0
 __all__ = ['FLOP_FORMULAS', 'count_params', 'count_flops', 'model_cost', 'cost_table']
@@ -85,12 +85,12 @@ def model_cost(model:nn.Module, # the model to measure (weights do not matter)
               ) -> dict:
     "Parameters, FLOPs per patch, latency/throughput per batch size and peak memory of `model` on `device`."
     dev = get_device(device)
-    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
+    if not is_positive_int(input_size):
         raise CellnbError(f"input_size={input_size!r} is invalid; give the side of the square input in pixels (e.g. 40 or 224)")
     bss = [batch_sizes] if isinstance(batch_sizes, int) else list(batch_sizes)
-    if not bss or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in bss):
+    if not bss or not all(map(is_positive_int, bss)):
         raise CellnbError(f"batch_sizes={batch_sizes!r} is invalid; give positive integers, e.g. (1, 256)")
-    if not isinstance(repeats, int) or repeats < 1 or not isinstance(warmup, int) or warmup < 0:
+    if not is_positive_int(repeats) or not isinstance(warmup, int) or warmup < 0:
         raise CellnbError(f"repeats={repeats!r}, warmup={warmup!r}: use repeats >= 1 and warmup >= 0")
     if dtype is not None and not isinstance(dtype, torch.dtype):
         raise CellnbError(f"dtype={dtype!r} is not a torch dtype; use e.g. torch.bfloat16 or None (float32)")

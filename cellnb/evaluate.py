@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import (accuracy_score, f1_score, balanced_accuracy_score, precision_recall_fscore_support,
                              confusion_matrix)
-from .core import CellnbError
+from .core import CellnbError, is_positive_int
 
 # %% auto #0
 __all__ = ['RESULT_COLUMNS', 'CONDITIONS', 'result_row', 'expected_calibration_error', 'check_ci', 'metrics_from_preds',
@@ -261,7 +261,7 @@ def paired_compare(preds_a:pd.DataFrame, # predictions of model a (one condition
                   ) -> dict:
     "Paired bootstrap of macro-F1(a) - macro-F1(b) on the same cells -> dict(diff, ci_low, ci_high, p)."
     check_ci(ci)
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+    if not is_positive_int(n_boot):
         raise CellnbError(f"n_boot={n_boot!r}: a paired comparison needs bootstrap resamples; use an integer >= 1 (e.g. 2000)")
     a, b = _align(preds_a, preds_b)
     classes = list(classes) if classes is not None else _classes_of(a)

@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 import timm
 from timm.models._manipulate import reinit_non_persistent_buffers
-from .core import CellnbError, cache_dir, atomic_write, atomic_write_json, sha1_file, tensor_fingerprint, get_device
-from .transforms import CellPipeline, INTERPOLATIONS, IMAGENET_MEAN, IMAGENET_STD
+from .core import CellnbError, cache_dir, atomic_write, atomic_write_json, sha1_file, tensor_fingerprint, get_device, is_positive_int
+from .transforms import CellPipeline, INTERPOLATIONS, IMAGENET_MEAN, IMAGENET_STD, pipeline_for
 
 # %% auto #0
 __all__ = ['BACKBONES', 'ConvStem', 'lite0_to_timm', 'BackboneSpec', 'build_resnetrs50', 'build_ctranspath', 'build_uni',
@@ -494,13 +494,11 @@ def embed(backbone, # a model from `load_backbone` (or a BACKBONES name to load)
     if isinstance(backbone, str): backbone = load_backbone(backbone)
     spec = getattr(backbone, 'cellnb_spec', None)
     if spec is None: raise CellnbError("embed needs a backbone from load_backbone (it carries .cellnb_spec); got a plain module")
-    if batch_size < 1: raise CellnbError(f"batch_size={batch_size}; use a positive batch size")
-    resize = int(resize or spec.input_size)
+    if not is_positive_int(batch_size): raise CellnbError(f"batch_size={batch_size!r} is invalid; use a positive integer batch size")
+    if resize is not None and not is_positive_int(resize): raise CellnbError(f"resize={resize!r} is invalid; give the side in pixels (e.g. 224) or None for the backbone's own")
     placement, sigma = _parse_blur(blur)
     device = get_device(device)
-    interp = spec.interpolation if spec.interpolation in INTERPOLATIONS else 'bilinear'
-    pipe = CellPipeline(cellset.size, size=40, model_size=resize, mean=spec.mean, std=spec.std, augment=False,
-                        blur=placement, sigma=sigma, model_interpolation=interp)
+    pipe = pipeline_for(backbone, cellset.size, model_size=resize, augment=False, blur=placement, sigma=sigma)
     root, ridx = cellset.root, np.asarray(cellset.root_idx, dtype=np.int64)
     if len(cellset) == 0:
         embed.last_computed = 0

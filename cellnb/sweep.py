@@ -232,10 +232,15 @@ def _patch_resampled_before(backbone:str) -> bool:
     try: return get_spec(backbone).interpolation != 'bilinear'
     except CellnbError: return False   # a name only your own experiment notebook knows
 
+def _version_tags(model:str, protocol:str) -> dict:
+    "Fields only some runs carry, so that older runs keep their ids: a scratch model's version, a backbone's 40-px patch method."
+    from cellnb.models import model_version
+    if protocol == 'scratch': return {'model_version': v} if (v := model_version(model)) != 1 else {}
+    return {'patch_resize': 'bilinear'} if _patch_resampled_before(model) else {}   # new runs, not old ones
+
 def expand(config, # a StudyConfig, a dict of its fields or a YAML path
           ) -> list:
     "The runs of a study: one parameter dict per (seed, FlagLimit, model/protocol), each with its `run_id`."
-    from cellnb.models import model_version
     c = _as_config(config)
     kind, path = c.data_source()
     common = dict(dataset=kind, data_path=path, crop=c.crop, n_per_class=c.n_per_class, data_seed=c.data_seed,
@@ -245,15 +250,15 @@ def expand(config, # a StudyConfig, a dict of its fields or a YAML path
     if c.augment is not True: common['augment'] = c.augment   # likewise
     if c.class_weight is not None: common['class_weight'] = c.class_weight   # likewise
     pairs = [(m, 'scratch') for m in c.models] + [(b, p) for p in c.protocols for b in c.backbones]
+    tags = {pair: _version_tags(*pair) for pair in pairs}   # once per model, not once per run
     runs, seen = [], set()
     for seed in c.seeds:
         for n in c.flag_limits:
             for model, protocol in pairs:
                 w = c.weights.get(model) if protocol != 'scratch' else None
                 p = dict(common, model=model, protocol=protocol, flag_limit=int(n), seed=int(seed),
-                         epochs=c.epochs_for(model, protocol), weights=str(Path(w).expanduser().resolve()) if w else None)
-                if protocol == 'scratch' and (v := model_version(model)) != 1: p['model_version'] = v  # likewise
-                if protocol != 'scratch' and _patch_resampled_before(model): p['patch_resize'] = 'bilinear'  # new runs, not old ones
+                         epochs=c.epochs_for(model, protocol), weights=str(Path(w).expanduser().resolve()) if w else None,
+                         **tags[(model, protocol)])
                 rid = run_id(p)
                 if rid not in seen: seen.add(rid); runs.append(dict(p, run_id=rid))
     return runs

@@ -22,7 +22,7 @@ from fastai.callback.fp16 import to_bf16  # noqa: F401
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import AccumMetric
 from fastai.optimizer import Adam
-from .core import CellnbError, get_device, seed_everything, atomic_write_json
+from .core import CellnbError, get_device, seed_everything, atomic_write_json, is_positive_int
 from .data import CellSet
 from .transforms import CellPipeline, pipeline_for, tune_malloc, augment_options
 
@@ -250,7 +250,7 @@ def dihedral_views(x:torch.Tensor # a batch (B, C, H, W) of square images
 
 def _check_bs(bs):
     "Refuse a batch size that is not a positive integer (training and inference alike)."
-    if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1: raise CellnbError(f"bs={bs!r} is invalid; use a batch size >= 1")
+    if not is_positive_int(bs): raise CellnbError(f"bs={bs!r} is invalid; use a batch size >= 1")
 
 def _predict_proba(self:FittedModel, cellset:CellSet, # cells to classify
                    condition:str='clean', # 'clean' | 'pre' (blur before resize to 40) | 'post' (blur after)

@@ -257,6 +257,7 @@ CellPipeline.spec = _pipeline_spec
 def pipeline_for(model, # a cellnb model (`.input_size`, `.mean`, `.std`) or a backbone with `.cellnb_spec`
                  src_size:int, # source crop side S
                  size:int=40, # the 40-px patch side
+                 model_size:int|None=None, # side the 40-px patch is resized to (None: the model's input size)
                  **kwargs, # augment, blur, sigma, ... passed to `CellPipeline`
                 ) -> CellPipeline:
     "A `CellPipeline` with the input size, interpolation and normalisation of `model`."
@@ -268,6 +269,7 @@ def pipeline_for(model, # a cellnb model (`.input_size`, `.mean`, `.std`) or a b
         msize = getattr(model, 'input_size', size); mean = getattr(model, 'mean', IMAGENET_MEAN); std = getattr(model, 'std', IMAGENET_STD)
     for k in ('interpolation', 'model_interpolation'):
         if kwargs.get(k) not in (None, *INTERPOLATIONS): kwargs[k] = 'bilinear'
+    msize = model_size or msize
     return CellPipeline(src_size, size=size, model_size=(None if msize in (None, size) else msize), mean=mean, std=std, **kwargs)
 
 # %% ../nbs/04_transforms.ipynb #00ffcc80
