@@ -116,6 +116,8 @@ def report_cmd(argv=None) -> int:
         if (d/'study.yaml').exists():
             from cellnb.sweep import StudyConfig, expand
             with contextlib.suppress(CellnbError): ids = [r['run_id'] for r in expand(StudyConfig.from_yaml(d/'study.yaml'))]
+            if ids is not None and not set(ids) & {r.name for r in (d/'runs').iterdir()}:
+                ids = None   # an older study.yaml with a relative data path names other runs from this folder: keep every run
         collect(d, run_ids=ids)
     print(f"report: {report(d)}")
     return 0
@@ -154,23 +156,43 @@ def _match_classes(cs, classes:list, spec:str):
     return CellSet(cs.images, lab, classes, cs.groups, cs.meta, cs.source_mpp)
 
 # %% ../nbs/13_cli.ipynb #0c9bfdba
-def _unlabelled_cells(spec:str, crop:int|None=None):
-    """The cells of `folder:PATH` holding crops directly (no class sub-folders) or of `csv:PATH` without a `label`
-    column, read with `labelled=False`; `None` for labelled data (load it with `load_dataset`)."""
+def _cells_to_classify(spec:str, crop:int|None=None):
+    """(cells, labelled) for `cellnb-predict`: a folder of crops without class sub-folders, or a CSV with a `path` column
+    and no `label`, is read with `labelled=False`; a `path,label` CSV needs no `group` column here; other labelled data
+    comes from `load_dataset` (cells `None`)."""
     import pandas as pd
+    from cellnb.core import CellnbError
     from cellnb.data import CellSet, _is_ignored
     kind, sep, rest = spec.strip().partition(':')
     kind, p = kind.lower(), Path(rest.strip()).expanduser()
     if kind == 'folder' and sep and p.is_dir():
         entries = [e for e in p.iterdir() if not _is_ignored(e)]
-        if entries and not any(e.is_dir() for e in entries): return CellSet.from_folder(p, size=crop, labelled=False)
+        if not entries: raise CellnbError(f"folder {p} holds no crops to classify; put the crop images in it (or in class sub-folders, to compare with their labels)")
+        if not any(e.is_dir() for e in entries): return CellSet.from_folder(p, size=crop, labelled=False), False
     if kind == 'csv' and sep and p.is_file():
         try: cols = [c.strip() for c in pd.read_csv(p, dtype=str, nrows=0).columns]
-        except Exception: return None   # load_dataset says what is wrong with the file
-        if 'path' in cols and 'label' not in cols: return CellSet.from_csv(p, size=crop, labelled=False)
-    return None   # empty, per-class layout, labelled CSV or another kind of data: load_dataset's case
+        except Exception: return None, True   # load_dataset says what is wrong with the file
+        if 'path' not in cols:
+            raise CellnbError(f"CSV {p} has no column 'path' (columns: {cols}); cells to classify need path, optionally label (and group)")
+        if 'label' not in cols: return CellSet.from_csv(p, size=crop, labelled=False), False
+        if 'group' not in cols:   # labelled cells without groups: prediction needs none
+            cs = CellSet.from_csv(p, size=crop, labelled=False)
+            labs = pd.read_csv(p, dtype=str, keep_default_na=False)['label'].str.strip().to_numpy()
+            if (labs == '').any(): raise CellnbError(f"{p} row {int((labs == '').argmax()) + 1}: empty 'label'; fill it in, or drop the label column to classify without labels")
+            classes = sorted(set(labs))
+            return CellSet(cs.images, [classes.index(l) for l in labs], classes, cs.groups, cs.meta, cs.source_mpp), True
+    return None, True   # per-class folders, a path,label,group CSV or another kind of data: load_dataset's case
 
 # %% ../nbs/13_cli.ipynb #43fde1cd
+def _read_params(run:Path, mdir:Path) -> dict:
+    "The run's params.json (crop, data seed), or {} for a bare model folder; a damaged one is a clear error."
+    from cellnb.core import CellnbError
+    for cand in (run/'params.json', mdir.parent/'params.json'):
+        if cand.is_file():
+            try: return json.loads(cand.read_text())
+            except ValueError as e: raise CellnbError(f"{cand} is damaged ({e}); rerun its study to write it again, or pass the model/ folder with --crop") from None
+    return {}
+
 def predict_cmd(argv=None) -> int:
     "`cellnb-predict --model RUN_DIR --data SPEC --out preds.csv`."
     p = argparse.ArgumentParser(prog='cellnb-predict', description="Classify cells with a trained cellnb run and write a CSV of predictions.")
@@ -179,6 +201,7 @@ def predict_cmd(argv=None) -> int:
                    "(unlabelled cells: a folder of crops without class sub-folders, or a CSV with a path column and no label)")
     p.add_argument('--out', required=True, metavar='CSV', help="predictions CSV to write")
     p.add_argument('--crop', type=int, metavar='PX', help="source crop size (default: the run's)")
+    p.add_argument('--weights', metavar='FILE', help="backbone weights of a linear-probe run, where the path it recorded does not exist on this machine")
     p.add_argument('--n-per-class', type=int, metavar='N', help="synthetic cells per class")
     p.add_argument('--device', default='auto', metavar='DEV', help="auto | cpu | cuda | cuda:N")
     p.add_argument('--bs', type=int, default=256, help="inference batch size")
@@ -189,19 +212,25 @@ def predict_cmd(argv=None) -> int:
     mdir = run/'model' if (run/'model').is_dir() else run
     from cellnb.core import CellnbError, atomic_write
     if not mdir.is_dir(): raise CellnbError(f"--model {run} is not a folder; pass a run folder (study/runs/<run_id>) or its model/ folder")
-    params = {}
-    for cand in (run/'params.json', mdir.parent/'params.json'):
-        if cand.is_file(): params = json.loads(cand.read_text()); break
+    params = _read_params(run, mdir)
+    import warnings
     import numpy as np, pandas as pd
     from cellnb.datasets import load_dataset
     fitted = _load_fitted(mdir, a.device)
-    crop = a.crop or params.get('crop')
+    if a.weights is not None:
+        if fitted.protocol != 'linear_probe':
+            raise CellnbError(f"--weights is for linear-probe runs; this {fitted.protocol} run keeps every weight in its model.pt: drop --weights")
+        if not Path(a.weights).expanduser().exists(): raise CellnbError(f"--weights {a.weights} does not exist; pass the backbone's weights file")
+        fitted.weights = str(Path(a.weights).expanduser().resolve())
+    crop = a.crop if a.crop is not None else params.get('crop')
     n = a.n_per_class or (params.get('n_per_class') if a.data.startswith('synthetic') else None)
-    cs = _unlabelled_cells(a.data, crop)
-    labelled = cs is None
-    if labelled:
-        cs = load_dataset(a.data, n_per_class=n, seed=params.get('data_seed', 0) if a.data == 'synthetic' else 0, crop=crop)
-        cs = _match_classes(cs, fitted.classes, a.data)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='no groups given')   # groups matter for splits, not for prediction
+            cs, labelled = _cells_to_classify(a.data, crop)
+            if cs is None: cs = load_dataset(a.data, n_per_class=n, seed=params.get('data_seed', 0) if a.data == 'synthetic' else 0, crop=crop)
+    except CellnbError as e: raise CellnbError(str(e).replace('pass size=40', 'pass --crop 40')) from None
+    if labelled: cs = _match_classes(cs, fitted.classes, a.data)
     probs = np.asarray(fitted.predict_proba(cs, bs=a.bs, tta=a.tta))
     classes = list(fitted.classes)
     meta = cs.meta.reset_index(drop=True)

@@ -114,6 +114,10 @@ def _spec_path(kind:str, p:str) -> Path:
     if not p.strip(): raise CellnbError(f"dataset spec '{kind}:' has no path; write {kind}:/path/to/data")
     path = Path(p.strip()).expanduser()
     if not path.exists(): raise CellnbError(f"dataset path {path} (spec '{kind}:{p}') does not exist; fix the path")
+    if kind == 'folder' and not path.is_dir():
+        use = f"csv:{p.strip()} (a CSV of crops)" if path.suffix.lower() == '.csv' else f"folder:{path.parent} (the folder that holds it)"
+        raise CellnbError(f"{path} (spec 'folder:{p}') is a file, not a folder; use {use}")
+    if kind == 'csv' and path.is_dir(): raise CellnbError(f"{path} (spec 'csv:{p}') is a folder, not a CSV; pass the CSV file, or folder:{p} for a folder of crops")
     return path
 
 def load_dataset(spec:str, # 'synthetic' | 'crchisto' | 'crchisto:PATH' | 'folder:PATH' | 'csv:PATH' | 'cellset:PATH'

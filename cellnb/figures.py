@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_figures.ipynb #4aa21a79
 from __future__ import annotations
-import io, os, re, sys, json, html, base64, platform, datetime, warnings
+import io, os, re, sys, json, html, base64, platform, datetime, warnings, zipfile
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -237,12 +237,18 @@ def best_runs(results:pd.DataFrame, # the results table
 
 def _best_preds(out_dir):
     out_dir = Path(out_dir)
-    frames = []
+    frames, damaged = [], []
     for _, r in best_runs(load_results(out_dir)).iterrows():
         p = out_dir/"runs"/str(r["run_id"])/"predictions.parquet"
         if not p.exists(): continue
-        frames.append(pd.read_parquet(p).assign(entry=f"{r['entry']} (FL {r['flag_limit']}, seed {r['seed']})"))
-    if not frames: raise CellnbError(f"no runs/<run_id>/predictions.parquet under {out_dir} for the best runs; rerun cellnb-study --out {out_dir}")
+        try: preds = pd.read_parquet(p)
+        except (OSError, ValueError) as e:   # pyarrow's errors are of these kinds
+            warnings.warn(f"{p} is damaged ({type(e).__name__}); its run is left out of the confusion matrices (rerun the study to redo it)")
+            damaged.append(str(r["run_id"])); continue
+        frames.append(preds.assign(entry=f"{r['entry']} (FL {r['flag_limit']}, seed {r['seed']})"))
+    if not frames:
+        what = f"is damaged in run(s) {', '.join(damaged)}" if damaged else "is missing"
+        raise CellnbError(f"predictions.parquet of the best runs under {out_dir} {what}; rerun cellnb-study --out {out_dir}")
     return pd.concat(frames, ignore_index=True)
 
 def confusion_counts(preds:pd.DataFrame, # predictions with true, pred (+ entry/run_id, condition, prob_<class>)
@@ -327,7 +333,10 @@ def load_samples(out_dir): # a study folder with samples.npz
     "Read `out_dir/samples.npz` as (images, labels, classes)."
     p = Path(out_dir)/"samples.npz"
     if not p.exists(): raise CellnbError(f"{p} not found; the sweep writes it, rerun cellnb-study --out {out_dir}")
-    with np.load(p, allow_pickle=False) as z: return z["images"], z["labels"], [str(c) for c in z["classes"]]
+    try:
+        with np.load(p, allow_pickle=False) as z: return z["images"], z["labels"], [str(c) for c in z["classes"]]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise CellnbError(f"{p} is damaged ({type(e).__name__}); rerun cellnb-study --out {out_dir} to write it again") from None
 
 # %% ../nbs/12_figures.ipynb #abc1639c
 FIGURES = {

@@ -220,6 +220,14 @@ def data_source(self:StudyConfig) -> tuple:
     path = path or self.data_path
     return kind, (str(Path(path).expanduser().resolve()) if path else None)
 
+@patch
+def with_absolute_paths(self:StudyConfig) -> StudyConfig:
+    "A copy whose data and weights paths are absolute, so that its YAML names the same runs from any working folder."
+    kind, path = self.data_source()
+    c = dataclasses.replace(self, weights={b: str(Path(w).expanduser().resolve()) for b, w in self.weights.items()})
+    if path: c.dataset, c.data_path = kind, path
+    return c
+
 def _as_config(config) -> StudyConfig:
     if isinstance(config, StudyConfig): return config.validate()
     if isinstance(config, dict): return StudyConfig.from_dict(config)
@@ -579,7 +587,7 @@ def run_study(config, # a StudyConfig, a dict of its fields or a YAML path
     except OSError as e: raise CellnbError(f"cannot create the output folder {out_dir} ({e.strerror}); choose a writable --out") from None
     if not os.access(out_dir, os.W_OK): raise CellnbError(f"output folder {out_dir} is not writable; choose another --out")
     with study_lock(out_dir):
-        cfg.to_yaml(out_dir/'study.yaml')
+        cfg.with_absolute_paths().to_yaml(out_dir/'study.yaml')   # cellnb-report may run from another folder
         write_samples(cs, out_dir/'samples.npz')
         del cs
         runs = {r['run_id']: r for r in expand(cfg)}

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_train.ipynb #5cc3a81c
 from __future__ import annotations
-import os, json, math, re, time, contextlib
+import os, json, math, re, time, contextlib, warnings
 from pathlib import Path
 from functools import partial
 import numpy as np
@@ -231,7 +231,12 @@ class FittedModel:
         "The frozen backbone of a linear probe (loaded on first use)."
         if self._backbone is None and self.protocol == 'linear_probe':
             from cellnb.foundation import load_backbone
-            self._backbone = load_backbone(self.model_name, self.weights)
+            w = self.weights
+            if w is not None and not Path(w).expanduser().exists():   # a run moved to another machine
+                warnings.warn(f"the backbone weights this probe was trained with ({w}) are not here; using {self.model_name}'s weights "
+                              "found offline instead, right only if they are the same file (set .weights, or cellnb-predict --weights FILE)")
+                w = None
+            self._backbone = load_backbone(self.model_name, w)
         return self._backbone
 
     def __repr__(self):

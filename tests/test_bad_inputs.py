@@ -16,7 +16,7 @@ Covered in other test files and not repeated here (one case each there):
   tests/test_cli.py::test_bad_input_one_line_exit_2; a truncated backbone weights file named in the study YAML (the run
   fails with the reason, the other run completes, exit 1): tests/test_cli.py::test_failed_run_summary_and_exit_1; YAML types: tests/test_sweep.py::test_yaml_unknown_key_and_wrong_type.
 """
-import json, os, sys, subprocess
+import json, os, sys, shutil, subprocess
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
 from PIL import Image
@@ -109,6 +109,23 @@ CASES = {  # id: (build(tmp, model_dir) -> argv, parts the one error line must c
         ["row 2 (cells/b/b0.png): label 'zebra' is not a class of the model (a, b, c)"]),
     'predict_out_not_writable': (lambda t, m: ['cellnb-predict', '--model', m, '--data', f"folder:{cell_folder(t/'cells')}", '--out', t/'out'/'keep.txt'/'p.csv'],
                                  ["cannot write", "keep.txt/p.csv", "choose a writable --out"]),
+    'predict_folder_is_a_file': (lambda t, m: ['cellnb-predict', '--model', m, '--data', f"folder:{cell_folder(t/'cells')/'a'/'a0.png'}", '--out', t/'out'/'p.csv'],
+                                 ["a0.png') is a file, not a folder", "use folder:", "cells/a (the folder that holds it)"]),
+    'predict_csv_is_a_folder': (lambda t, m: ['cellnb-predict', '--model', m, '--data', f"csv:{cell_folder(t/'cells')}", '--out', t/'out'/'p.csv'],
+                                ["is a folder, not a CSV", "folder:"]),
+    'predict_folder_without_crops': (lambda t, m: ((t/'new').mkdir(), (t/'new'/'.DS_Store').write_bytes(b'x'),
+                                                   ['cellnb-predict', '--model', m, '--data', f"folder:{t/'new'}", '--out', t/'out'/'p.csv'])[-1],
+                                     ["new holds no crops to classify"]),
+    'predict_csv_without_path': (lambda t, m: (cell_folder(t/'cells'), pd.DataFrame({'Path': ['cells/a/a0.png'], 'label': ['a']}).to_csv(t/'cells.csv', index=False),
+                                               ['cellnb-predict', '--model', m, '--data', f"csv:{t/'cells.csv'}", '--out', t/'out'/'p.csv'])[-1],
+                                 ["cells.csv has no column 'path'", "cells to classify need path"]),
+    'predict_crop_zero': (lambda t, m: ['cellnb-predict', '--model', m, '--data', f"folder:{cell_folder(t/'cells')}", '--crop', '0', '--out', t/'out'/'p.csv'],
+                          ["crop size 0 < 40", "pass --crop 40"]),
+    'predict_damaged_params': (lambda t, m: (shutil.copytree(m/'model', t/'run'/'model'), (t/'run'/'params.json').write_text('{"crop": 48'),
+                                             ['cellnb-predict', '--model', t/'run', '--data', f"folder:{cell_folder(t/'cells')}", '--out', t/'out'/'p.csv'])[-1],
+                               ["run/params.json is damaged", "rerun its study"]),
+    'predict_weights_for_scratch': (lambda t, m: ['cellnb-predict', '--model', m, '--data', f"folder:{cell_folder(t/'cells')}", '--weights', t/'w.pth', '--out', t/'out'/'p.csv'],
+                                    ["--weights is for linear-probe runs", "drop --weights"]),
 }
 
 @pytest.fixture(scope='module')
@@ -187,6 +204,40 @@ def test_predict_unlabelled_cells(tmp_path, model_dir):
     r = sh('cellnb-predict', '--model', model_dir, '--data', f"csv:{tmp_path/'bad.csv'}", '--out', tmp_path/'b.csv')
     assert r.returncode == 2 and 'Traceback' not in r.stderr
     assert "bad.csv row 2: image" in r.stderr and "gone.png does not exist" in r.stderr and not (tmp_path/'b.csv').exists()
+
+def test_predict_labelled_csv_without_groups(tmp_path, model_dir):
+    "Prediction needs no groups: a path,label CSV is read (labels compared), with no warning about groups."
+    cell_folder(tmp_path/'cells')
+    pd.DataFrame(dict(path=['cells/a/a0.png', 'cells/b/b1.png'], label=['a', 'b'])).to_csv(tmp_path/'pl.csv', index=False)
+    r = sh('cellnb-predict', '--model', model_dir, '--data', f"csv:{tmp_path/'pl.csv'}", '--out', tmp_path/'p.csv')
+    assert r.returncode == 0, r.stderr
+    assert "2 cells classified" in r.stdout and "accuracy against the data's labels" in r.stdout and 'groups' not in r.stderr
+    assert list(pd.read_csv(tmp_path/'p.csv').true) == ['a', 'b']
+    r = sh('cellnb-predict', '--model', model_dir, '--data', f"folder:{tmp_path/'cells'}", '--out', tmp_path/'f.csv')
+    assert r.returncode == 0 and 'no groups given' not in r.stderr, r.stderr   # a labelled folder without groups.csv likewise
+
+def test_probe_run_moved_to_another_machine(tmp_path):
+    "A linear-probe run records its backbone weights path; where that path is gone, --weights names the file (else the offline one, with a warning)."
+    from cellnb.train import fit_cell_model
+    from cellnb.foundation import BACKBONES
+    g = torch.Generator().manual_seed(0)
+    cs = CellSet(torch.randint(0, 256, (24, 3, 48, 48), dtype=torch.uint8, generator=g), np.arange(24) % 2, ['a', 'b'], [f"g{i % 6}" for i in range(24)])
+    fm = fit_cell_model('linear_probe', 'effnet_lite0_in1k', cs[np.arange(16)], cs[np.arange(16, 24)], device='cpu', progress=False, cache=False)
+    fm.save(tmp_path/'run'/'model')
+    cfg = json.loads((tmp_path/'run'/'model'/'config.json').read_text())
+    cfg['weights'] = '/data/old_machine/weights/lite0.pth'
+    (tmp_path/'run'/'model'/'config.json').write_text(json.dumps(cfg))
+    cell_folder(tmp_path/'cells')
+    args = ['cellnb-predict', '--model', tmp_path/'run', '--data', f"folder:{tmp_path/'cells'}"]
+    r = sh(*args, '--weights', BACKBONES['effnet_lite0_in1k'].packaged(), '--out', tmp_path/'w.csv')
+    assert r.returncode == 0 and 'not here' not in r.stderr, r.stderr
+    r = sh(*args, '--out', tmp_path/'o.csv')
+    assert r.returncode == 0, r.stderr
+    assert "lite0.pth) are not here; using effnet_lite0_in1k's weights found offline" in r.stderr and "--weights FILE" in r.stderr
+    w, o = pd.read_csv(tmp_path/'w.csv'), pd.read_csv(tmp_path/'o.csv')
+    assert len(w) == 12 and np.allclose(w.filter(like='prob_'), o.filter(like='prob_'), atol=1e-5)   # the same (packaged) file
+    r = sh(*args, '--weights', tmp_path/'gone.pth', '--out', tmp_path/'g.csv')
+    assert r.returncode == 2 and "--weights" in r.stderr and "gone.pth does not exist" in r.stderr and not (tmp_path/'g.csv').exists()
 
 # ---------------------------------------------------------------- problems found while a run executes
 @pytest.fixture(scope='module')

@@ -39,6 +39,34 @@ def test_report_written_and_printed(study):
     assert r2.returncode == 0, r2.stderr
     assert r2.stdout.strip().endswith(str(out/'report.html'))
 
+def test_report_elsewhere_keeps_the_results(study, tmp_path):
+    """cellnb-report from another working folder: a study.yaml whose relative data path (older cellnb wrote them) names
+    no run of the folder keeps every run instead of emptying results.parquet."""
+    import shutil, yaml
+    out, _ = study
+    cp = tmp_path/'copy'; shutil.copytree(out, cp)
+    y = yaml.safe_load((cp/'study.yaml').read_text())
+    (cp/'study.yaml').write_text(yaml.safe_dump(dict(y, dataset='folder', data_path='cells'), sort_keys=False))
+    n = len(pd.read_parquet(cp/'results.parquet'))
+    r = sh('cellnb-report', cp, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert len(pd.read_parquet(cp/'results.parquet')) == n > 0
+
+def test_report_survives_damaged_files(study, tmp_path):
+    "A damaged samples.npz or predictions.parquet leaves its figure out with the reason; the report is still written."
+    import shutil, html
+    out, _ = study
+    cp = tmp_path/'copy'; shutil.copytree(out, cp)
+    (cp/'samples.npz').write_bytes(b'garbage')
+    rid = pd.read_parquet(cp/'results.parquet').query("model == 'cnn' and status == 'ok'").run_id
+    for r_ in rid.unique(): (cp/'runs'/r_/'predictions.parquet').write_bytes(b'PAR1')
+    r = sh('cellnb-report', cp)
+    assert r.returncode == 0, r.stderr
+    page = html.unescape((cp/'report.html').read_text())
+    assert f"not drawn: {cp/'samples.npz'} is damaged" in page and "rerun cellnb-study" in page
+    assert "predictions.parquet of the best runs" in page and "is damaged in run(s)" in page
+    assert "is damaged (" in r.stderr and "left out of the confusion matrices" in r.stderr   # the warning names each file
+
 def test_predict_with_a_run(study, tmp_path):
     out, _ = study
     df = pd.read_parquet(out/'results.parquet')
