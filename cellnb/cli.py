@@ -170,14 +170,15 @@ def _cells_to_classify(spec:str, crop:int|None=None):
         if not entries: raise CellnbError(f"folder {p} holds no crops to classify; put the crop images in it (or in class sub-folders, to compare with their labels)")
         if not any(e.is_dir() for e in entries): return CellSet.from_folder(p, size=crop, labelled=False), False
     if kind == 'csv' and sep and p.is_file():
-        try: cols = [c.strip() for c in pd.read_csv(p, dtype=str, nrows=0).columns]
+        try: df = pd.read_csv(p, dtype=str, keep_default_na=False)   # read once: its columns and, if any, its labels
         except Exception: return None, True   # load_dataset says what is wrong with the file
+        cols = [c.strip() for c in df.columns]
         if 'path' not in cols:
             raise CellnbError(f"CSV {p} has no column 'path' (columns: {cols}); cells to classify need path, optionally label (and group)")
         if 'label' not in cols: return CellSet.from_csv(p, size=crop, labelled=False), False
         if 'group' not in cols:   # labelled cells without groups: prediction needs none
             cs = CellSet.from_csv(p, size=crop, labelled=False)
-            labs = pd.read_csv(p, dtype=str, keep_default_na=False)['label'].str.strip().to_numpy()
+            labs = df.set_axis(cols, axis=1)['label'].str.strip().to_numpy()
             if (labs == '').any(): raise CellnbError(f"{p} row {int((labs == '').argmax()) + 1}: empty 'label'; fill it in, or drop the label column to classify without labels")
             classes = sorted(set(labs))
             return CellSet(cs.images, [classes.index(l) for l in labs], classes, cs.groups, cs.meta, cs.source_mpp), True
