@@ -225,12 +225,10 @@ def predict_cmd(argv=None) -> int:
         fitted.weights = str(Path(a.weights).expanduser().resolve())
     crop = a.crop if a.crop is not None else params.get('crop')
     n = a.n_per_class or (params.get('n_per_class') if a.data.startswith('synthetic') else None)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings('ignore', message='no groups given')   # groups matter for splits, not for prediction
-            cs, labelled = _cells_to_classify(a.data, crop)
-            if cs is None: cs = load_dataset(a.data, n_per_class=n, seed=params.get('data_seed', 0) if a.data == 'synthetic' else 0, crop=crop)
-    except CellnbError as e: raise CellnbError(str(e).replace('pass size=40', 'pass --crop 40')) from None
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='no groups given')   # groups matter for splits, not for prediction
+        cs, labelled = _cells_to_classify(a.data, crop)
+        if cs is None: cs = load_dataset(a.data, n_per_class=n, seed=params.get('data_seed', 0) if a.data == 'synthetic' else 0, crop=crop)
     if labelled: cs = _match_classes(cs, fitted.classes, a.data)
     probs = np.asarray(fitted.predict_proba(cs, bs=a.bs, tta=a.tta))
     classes = list(fitted.classes)

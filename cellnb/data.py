@@ -23,7 +23,7 @@ META_COLUMNS = ['source', 'x', 'y', 'group', 'label', 'padded', 'note']
 def _check_size(s:int, what:str="crop size"):
     if s < MIN_SIZE:
         raise CellnbError(f"{what} {s} < {MIN_SIZE}: cellnb models see 40x40 px cells cut from crops at least that large; "
-                          f"cut larger crops or pass size={MIN_SIZE} (or more) to upsample")
+                          f"cut larger crops or upsample them: size={MIN_SIZE} (or more) in Python, --crop {MIN_SIZE} on the command line")
 
 def _label_indices(labels) -> torch.Tensor:
     "Class indices as int64 (N,) on the CPU; refuse names and fractions, which a cast would silently garble."
@@ -237,7 +237,7 @@ def _stack(arrays:list, notes:list, size:int|None, srcs:list) -> tuple[torch.Ten
         (h, w), _ = Counter(shapes).most_common(1)[0]
         size = max(h, w)
         if size < MIN_SIZE:
-            raise CellnbError(f"crop size {size} < {MIN_SIZE} (most common size, e.g. {srcs[shapes.index((h, w))]}); cut larger crops or pass size={MIN_SIZE} to upsample")
+            raise CellnbError(f"crop size {size} < {MIN_SIZE} (most common size, e.g. {srcs[shapes.index((h, w))]}); cut larger crops or upsample them: size={MIN_SIZE} in Python, --crop {MIN_SIZE} on the command line")
     _check_size(int(size))
     out = torch.empty((len(arrays), 3, size, size), dtype=torch.uint8)
     notes = list(notes)

@@ -249,7 +249,7 @@ def _version_tags(model:str, protocol:str) -> dict:
 def expand(config, # a StudyConfig, a dict of its fields or a YAML path
           ) -> list:
     "The runs of a study: one parameter dict per (seed, FlagLimit, model/protocol), each with its `run_id`."
-    c = _as_config(config)
+    c = _as_config(config).with_absolute_paths()   # runs name their data and weights by absolute path
     kind, path = c.data_source()
     common = dict(dataset=kind, data_path=path, crop=c.crop, n_per_class=c.n_per_class, data_seed=c.data_seed,
                   split_seed=c.split_seed, lr=c.lr, batch_size=c.batch_size, blur_sigmas=[float(s) for s in c.blur_sigmas],
@@ -263,9 +263,8 @@ def expand(config, # a StudyConfig, a dict of its fields or a YAML path
     for seed in c.seeds:
         for n in c.flag_limits:
             for model, protocol in pairs:
-                w = c.weights.get(model) if protocol != 'scratch' else None
                 p = dict(common, model=model, protocol=protocol, flag_limit=int(n), seed=int(seed),
-                         epochs=c.epochs_for(model, protocol), weights=str(Path(w).expanduser().resolve()) if w else None,
+                         epochs=c.epochs_for(model, protocol), weights=c.weights.get(model) if protocol != 'scratch' else None,
                          **tags[(model, protocol)])
                 rid = run_id(p)
                 if rid not in seen: seen.add(rid); runs.append(dict(p, run_id=rid))

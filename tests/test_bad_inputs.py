@@ -120,7 +120,7 @@ CASES = {  # id: (build(tmp, model_dir) -> argv, parts the one error line must c
                                                ['cellnb-predict', '--model', m, '--data', f"csv:{t/'cells.csv'}", '--out', t/'out'/'p.csv'])[-1],
                                  ["cells.csv has no column 'path'", "cells to classify need path"]),
     'predict_crop_zero': (lambda t, m: ['cellnb-predict', '--model', m, '--data', f"folder:{cell_folder(t/'cells')}", '--crop', '0', '--out', t/'out'/'p.csv'],
-                          ["crop size 0 < 40", "pass --crop 40"]),
+                          ["crop size 0 < 40", "--crop 40 on the command line"]),
     'predict_damaged_params': (lambda t, m: (shutil.copytree(m/'model', t/'run'/'model'), (t/'run'/'params.json').write_text('{"crop": 48'),
                                              ['cellnb-predict', '--model', t/'run', '--data', f"folder:{cell_folder(t/'cells')}", '--out', t/'out'/'p.csv'])[-1],
                                ["run/params.json is damaged", "rerun its study"]),
