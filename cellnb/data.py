@@ -20,6 +20,13 @@ __all__ = ['MIN_SIZE', 'META_COLUMNS', 'IMAGE_SUFFIXES', 'UNLABELLED', 'CellSet'
 MIN_SIZE = 40
 META_COLUMNS = ['source', 'x', 'y', 'group', 'label', 'padded', 'note']
 
+def _crop_px(s, what:str="crop size") -> int:
+    "A crop size as an int: whole numbers (48, 48.0, np.int64(48)) pass, anything else is a clear error."
+    if isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating)) or not float(s).is_integer():
+        raise CellnbError(f"{what} {s!r} is not a whole number of pixels; pass an integer such as {MIN_SIZE} or 64")
+    _check_size(int(s), what)
+    return int(s)
+
 def _check_size(s:int, what:str="crop size"):
     if s < MIN_SIZE:
         raise CellnbError(f"{what} {s} < {MIN_SIZE}: cellnb models see 40x40 px cells cut from crops at least that large; "
@@ -136,7 +143,14 @@ class CellSet:
 # %% ../nbs/01_data.ipynb #a2e72089
 def _save(self:CellSet, path):
     "Save to a folder (`cells.safetensors`, `meta.parquet`, `cellset.json`); returns the folder."
+    import io
     from safetensors.torch import save_file
+    meta = self.meta.copy()
+    for c in meta.columns:
+        if meta[c].dtype == object: meta[c] = meta[c].map(lambda v: v if v is None or isinstance(v, str) else str(v))
+    buf = io.BytesIO()   # before anything is touched: a meta table parquet cannot hold leaves an earlier save whole
+    try: meta.to_parquet(buf, index=False)
+    except Exception as e: raise CellnbError(f"cannot save the meta table ({type(e).__name__}: {str(e)[:80]}); keep its columns numbers or strings") from None
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
     (path/'cellset.json').unlink(missing_ok=True)   # written last: its presence marks a complete save
     tmp = path/'.cells.safetensors.tmp'
@@ -144,10 +158,7 @@ def _save(self:CellSet, path):
         save_file({'images': self.images.contiguous(), 'labels': self.labels.contiguous()}, str(tmp))
         os.replace(tmp, path/'cells.safetensors')
     finally: tmp.unlink(missing_ok=True)
-    meta = self.meta.copy()
-    for c in meta.columns:
-        if meta[c].dtype == object: meta[c] = meta[c].map(lambda v: v if v is None or isinstance(v, str) else str(v))
-    with atomic_write(path/'meta.parquet') as f: meta.to_parquet(f, index=False)
+    with atomic_write(path/'meta.parquet') as f: f.write(buf.getvalue())
     atomic_write_json(path/'cellset.json', dict(format='cellnb.CellSet', version=1, n=len(self), size=self.size,
                                                 classes=self.classes, source_mpp=self.source_mpp, n_per_class=self.n_per_class,
                                                 fingerprint=self.fingerprint()))
@@ -159,9 +170,11 @@ def _load(path) -> CellSet:
     path = Path(path)
     for f in ('cellset.json', 'cells.safetensors', 'meta.parquet'):
         if not (path/f).is_file(): raise CellnbError(f"{path/f} is missing; {path} is not a saved CellSet (write one with CellSet.save)")
-    info = json.loads((path/'cellset.json').read_text())
-    t = load_file(str(path/'cells.safetensors'))   # memory-mapped: pages are read on first use
-    meta = pd.read_parquet(path/'meta.parquet')
+    try:
+        info = json.loads((path/'cellset.json').read_text())
+        t = load_file(str(path/'cells.safetensors'))   # memory-mapped: pages are read on first use
+        meta = pd.read_parquet(path/'meta.parquet')
+    except Exception as e: raise CellnbError(f"{path} is damaged ({type(e).__name__}: {str(e)[:80]}); save the CellSet again") from None
     cs = CellSet(t['images'], t['labels'], info['classes'], meta['group'].to_numpy(), meta, info.get('source_mpp'),
                  n_per_class=info.get('n_per_class'))
     cs._fp = info.get('fingerprint')
@@ -276,9 +289,12 @@ def _group_fn(groups, root:Path):
     if isinstance(groups, Path) or (isinstance(groups, str) and groups.lower().endswith('.csv')):
         csv = Path(groups)
         if not csv.is_file(): raise CellnbError(f"groups CSV {csv} does not exist; pass a CSV with columns path,group or a regex")
-        df = pd.read_csv(csv, dtype=str, keep_default_na=False)
+        try: df = pd.read_csv(csv, dtype=str, keep_default_na=False)
+        except Exception as e: raise CellnbError(f"cannot parse groups CSV {csv} ({type(e).__name__}: {str(e)[:80]}); save it as plain comma-separated text with columns path,group") from None
         for c in ('path', 'group'):
             if c not in df: raise CellnbError(f"groups CSV {csv} has no column '{c}' (columns: {list(df.columns)}); it needs path,group")
+        if len(blank := np.flatnonzero((df.group.str.strip() == '').to_numpy())):
+            raise CellnbError(f"groups CSV {csv} row {int(blank[0]) + 1}: empty group; fill it in or delete the row")
         m = dict(zip(df.path, df.group))
         def f(p:Path):
             rel = p.relative_to(root).as_posix()
@@ -291,8 +307,9 @@ def _group_fn(groups, root:Path):
     def f(p:Path):
         m = rx.search(p.stem)
         if m is None: raise CellnbError(f"groups pattern {groups!r} does not match file name {p.stem!r} ({p}); fix the pattern or rename the file")
-        if 'group' in rx.groupindex: return m.group('group')
-        return m.group(1) if rx.groups else m.group(0)
+        g = m.group('group') if 'group' in rx.groupindex else m.group(1) if rx.groups else m.group(0)
+        if not g: raise CellnbError(f"groups pattern {groups!r} matches file name {p.stem!r} but captures no group there; make the group part required")
+        return g
     return f
 
 UNLABELLED = 'unlabelled'
@@ -309,7 +326,7 @@ def _from_folder(root, # folder with one sub-folder of crops per class (unlabell
                  labelled:bool=True, # False: new cells to classify, crops directly in `root`, one placeholder class `UNLABELLED`
                 ) -> CellSet:
     "Read `root/<class>/<image>` crops (unlabelled: `root/<image>`) into a CellSet."
-    if size is not None: _check_size(int(size))
+    if size is not None: size = _crop_px(size)
     _refuse_classes_unlabelled(classes, labelled)
     root = Path(root)
     if not root.is_dir(): raise CellnbError(f"folder {root} does not exist; pass the folder that holds "
@@ -360,7 +377,7 @@ def _from_csv(csv, # CSV with columns path,label,group (unlabelled: path, and gr
               labelled:bool=True, # False: new cells to classify, any `label` column ignored, one placeholder class `UNLABELLED`
              ) -> CellSet:
     "Read crops listed in a CSV (`path,label,group`; unlabelled: `path[,group]`) into a CellSet."
-    if size is not None: _check_size(int(size))
+    if size is not None: size = _crop_px(size)
     _refuse_classes_unlabelled(classes, labelled)
     csv = Path(csv); need = ('path', 'label', 'group') if labelled else ('path',)
     if not csv.is_file(): raise CellnbError(f"CSV {csv} does not exist; pass a CSV with columns {','.join(need)}")
@@ -406,10 +423,13 @@ def _from_points(tiles:dict, # tile id -> HxWx3 image array or image path
                 ) -> CellSet:
     "Cut centred `crop`-px crops around labelled points on larger tiles (reflect padding at the border)."
     from numpy.lib.stride_tricks import sliding_window_view
-    _check_size(int(crop))
+    crop = _crop_px(crop)
     for c in ('tile', 'x', 'y', 'label'):
         if c not in points: raise CellnbError(f"points table has no column '{c}' (columns: {list(points.columns)}); it needs tile,x,y,label")
     pts = points.reset_index(drop=True)
+    for c in ('label', 'group'):
+        if c in pts and len(bad := np.flatnonzero(pts[c].isna().to_numpy() | (pts[c].astype(str).str.strip() == '').to_numpy())):
+            raise CellnbError(f"points row {int(bad[0])}: empty {c}; fill it in or drop the row")
     labs = pts.label.astype(str)
     if classes is None: classes = sorted(labs.unique())
     else:
@@ -453,9 +473,11 @@ def _short_class_msg(cs:CellSet, part:str, sub:CellSet, hint:str) -> str:
             f"{len(set(cs.groups[m]))} group(s) in total; {hint}")
 
 def _fold_pick(cs:CellSet, frac:float, seed:int, part:str, other:str):
-    "Indices (rest, held) for one StratifiedGroupKFold fold holding about `frac` of the groups, every class on both sides."
+    "(rest, held, fraction held): StratifiedGroupKFold folds holding about `frac` of the groups (one fold; all but one above 1/2), every class on both sides."
     from sklearn.model_selection import StratifiedGroupKFold
-    k = max(2, int(round(1 / frac)))
+    big = frac > 0.5   # hold out all folds but one
+    f = 1 - frac if big else frac
+    k = min({max(2, int(round(1 / f)) + d) for d in (0, -1, 1)}, key=lambda k: (abs(1 / k - f), k))   # the nearest 1/k
     ng = len(set(cs.groups))
     if ng < k: raise CellnbError(f"only {ng} groups for a {part} fraction of {frac:g} (needs >= {k} groups); use a larger fraction or a dataset with more groups")
     y = cs.labels.numpy()
@@ -464,9 +486,9 @@ def _fold_pick(cs:CellSet, frac:float, seed:int, part:str, other:str):
                                    f"per class; use more cells per class (at least {k}) or a larger fraction")
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        folds = list(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, cs.groups))
+        folds = [(h, r) if big else (r, h) for r, h in StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, cs.groups)]
     for rest, held in folds:
-        if all(np.bincount(y[i], minlength=cs.n_classes).min() > 0 for i in (rest, held)): return np.sort(rest), np.sort(held)
+        if all(np.bincount(y[i], minlength=cs.n_classes).min() > 0 for i in (rest, held)): return np.sort(rest), np.sort(held), 1 - 1 / k if big else 1 / k
     rest, held = folds[0]
     bad = held if np.bincount(y[held], minlength=cs.n_classes).min() == 0 else rest
     raise CellnbError(_short_class_msg(cs, part if bad is held else other, cs[np.sort(bad)],
@@ -481,9 +503,13 @@ def group_split(cs:CellSet, # the cells to split
     if not (0 < test < 1 and 0 < valid < 1 and valid + test < 1):
         raise CellnbError(f"valid={valid}, test={test}: both must be in (0, 1) with valid + test < 1")
     if len(cs) == 0: raise CellnbError("cannot split an empty CellSet; load some cells first")
-    rest, te = _fold_pick(cs, test, seed, 'test', 'train')
+    rest, te, got_test = _fold_pick(cs, test, seed, 'test', 'train')
     rs = cs[rest]
-    tr, va = _fold_pick(rs, valid / (1 - test), seed, 'valid', 'train')
+    tr, va, got_valid = _fold_pick(rs, valid / (1 - test), seed, 'valid', 'train')
+    got_valid *= 1 - got_test
+    if max(abs(got_valid - valid), abs(got_test - test)) > 0.05:
+        warnings.warn(f"group_split(valid={valid:g}, test={test:g}) holds out about valid={got_valid:.2f}, test={got_test:.2f} of the groups: "
+                      "whole-group folds come in fractions 1/k or 1 - 1/k; ask for such fractions to get what you ask", stacklevel=2)
     return rs[tr], rs[va], cs[te]
 
 def group_folds(cs:CellSet, # the cells to split

@@ -27,10 +27,10 @@ from .data import CellSet
 from .transforms import CellPipeline, pipeline_for, tune_malloc, augment_options
 
 # %% auto #0
-__all__ = ['PROTOCOLS', 'CONDITIONS', 'DEFAULT_LR', 'PROBE_CS', 'CLASS_WEIGHTS', 'CellDataLoader', 'cell_dataloaders', 'macro_f1',
-           'MacroF1', 'KeepBestCallback', 'StopOnNaNCallback', 'FrozenBNCallback', 'frozen_bn_modules',
-           'BackboneClassifier', 'FittedModel', 'dihedral_views', 'last_stage_modules', 'check_model',
-           'balanced_class_weights', 'fit_cell_model']
+__all__ = ['PROTOCOLS', 'CONDITIONS', 'DEFAULT_LR', 'PROBE_CS', 'CLASS_WEIGHTS', 'EXTRA_OPTIONS', 'CellDataLoader',
+           'cell_dataloaders', 'macro_f1', 'MacroF1', 'KeepBestCallback', 'StopOnNaNCallback', 'FrozenBNCallback',
+           'frozen_bn_modules', 'BackboneClassifier', 'FittedModel', 'dihedral_views', 'last_stage_modules',
+           'check_model', 'balanced_class_weights', 'fit_cell_model']
 
 # %% ../nbs/07_train.ipynb #a5f65c56
 class CellDataLoader:
@@ -536,6 +536,26 @@ def balanced_class_weights(cs:CellSet # the training cells
     if missing: raise CellnbError(f"class_weight='balanced' needs training cells of every class; {missing} have none (check the split / flag_limit)")
     return compute_class_weight('balanced', classes=np.arange(cs.n_classes), y=y)
 
+EXTRA_OPTIONS = dict(scratch=('wd', 'model_kwargs'), linear_probe=('Cs',), ft_last=('wd',), full_ft=('wd',))   # fit_cell_model's **kwargs
+
+def _real(x) -> bool:
+    import numbers
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+def _check_options(protocol, label_smoothing=0.0, weights=None, extra=None):
+    "Options a protocol does not use are refused, not dropped: a misspelt `epoch=` would otherwise train with the default."
+    extra = extra or {}
+    unknown = [k for k in extra if k not in EXTRA_OPTIONS[protocol]]
+    if unknown: raise CellnbError(f"fit_cell_model got {', '.join(map(repr, unknown))}, which protocol {protocol!r} does not take; "
+                                  f"check the spelling (its own options: {', '.join(EXTRA_OPTIONS[protocol])}, and the named ones)")
+    if protocol == 'scratch' and weights is not None: raise CellnbError(f"weights={weights!r} is for the foundation protocols; a scratch model starts from random weights: drop it")
+    if not (_real(label_smoothing) and 0 <= label_smoothing < 1): raise CellnbError(f"label_smoothing={label_smoothing!r} is invalid; use a number in [0, 1), e.g. 0.1")
+    if 'wd' in extra and not (_real(extra['wd']) and extra['wd'] >= 0): raise CellnbError(f"wd={extra['wd']!r} is invalid; use a weight decay >= 0, e.g. 0.01")
+    if 'Cs' in extra:
+        cs = extra['Cs']
+        if isinstance(cs, (str, bytes)) or not hasattr(cs, '__len__') or not len(cs) or not all(_real(c) and c > 0 for c in cs):
+            raise CellnbError(f"Cs={cs!r} is invalid; use a list of positive inverse regularisation strengths, e.g. {list(PROBE_CS)}")
+
 def _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment=True, class_weight=None):
     check_model(protocol, model_name)
     for cs, what in ((train, 'train'), (valid, 'valid')):
@@ -543,6 +563,8 @@ def _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment=Tru
         if len(cs) == 0: raise CellnbError(f"{what} set is empty (0 cells); check the split / flag_limit that produced it")
     if list(train.classes) != list(valid.classes):
         raise CellnbError(f"train classes {list(train.classes)} differ from valid classes {list(valid.classes)}; split one CellSet so both share its classes")
+    present = [train.classes[i] for i in np.unique(train.labels.numpy())]
+    if len(present) < 2: raise CellnbError(f"train has cells of only {len(present)} class ({', '.join(map(repr, present))}); training needs labelled cells of at least 2 classes")
     if protocol != 'linear_probe' and (not isinstance(epochs, (int, np.integer)) or epochs < 1):
         raise CellnbError(f"epochs={epochs!r} is invalid; use an integer >= 1")
     _check_bs(bs)
@@ -571,6 +593,7 @@ def fit_cell_model(protocol:str, # 'scratch' | 'linear_probe' | 'ft_last' | 'ful
                   ) -> FittedModel:
     "Train a cell classifier with one of the study's protocols; returns a `FittedModel` (with train time and history)."
     _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment, class_weight)
+    _check_options(protocol, label_smoothing, weights, kwargs)
     device = get_device(device)
     lr = DEFAULT_LR.get(protocol) if lr is None else float(lr)
     if lr is not None and (not math.isfinite(lr) or lr <= 0): raise CellnbError(f"lr={lr} is invalid; use a positive learning rate such as {DEFAULT_LR.get(protocol, 1e-3)}")

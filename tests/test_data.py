@@ -246,11 +246,41 @@ def _folds_leave_class_empty(tmp_path):
 def _flag_limit_zero(tmp_path):
     return lambda: flag_limit(toy(), 0), "flag_limit n=0"
 
+def _point_without_label(tmp_path):
+    pts = pd.DataFrame(dict(tile=["t"] * 3, x=[20, 30, 40], y=[20, 30, 40], label=["a", "b", None]))
+    return lambda: CellSet.from_points({"t": np.zeros((60, 60, 3), np.uint8)}, pts, crop=40), "points row 2: empty label"
+
+def _point_without_group(tmp_path):
+    pts = pd.DataFrame(dict(tile=["t"] * 2, x=[20, 30], y=[20, 30], label=["a", "b"], group=["p1", np.nan]))
+    return lambda: CellSet.from_points({"t": np.zeros((60, 60, 3), np.uint8)}, pts, crop=40), "points row 1: empty group"
+
+def _crop_not_whole(tmp_path):
+    root = write_folder(tmp_path / "d")
+    return lambda: CellSet.from_folder(root, groups=r"(pt\d)", size=48.5), "crop size 48.5 is not a whole number"
+
+def _groups_csv_empty(tmp_path):
+    root = write_folder(tmp_path / "d"); (tmp_path / "g.csv").write_text("")
+    return lambda: CellSet.from_folder(root, groups=tmp_path / "g.csv"), "cannot parse groups CSV"
+
+def _groups_csv_blank_group(tmp_path):
+    root = write_folder(tmp_path / "d")
+    pd.DataFrame(dict(path=["pt0_0.png", "pt1_1.png"], group=["p1", " "])).to_csv(tmp_path / "g.csv", index=False)
+    return lambda: CellSet.from_folder(root, groups=tmp_path / "g.csv"), "g.csv row 2: empty group"
+
+def _groups_regex_captures_nothing(tmp_path):
+    root = write_folder(tmp_path / "d")
+    return lambda: CellSet.from_folder(root, groups=r"(zz)?pt"), "captures no group"
+
+def _damaged_save(tmp_path):
+    p = toy(6).save(tmp_path / "cs"); f = p / "cells.safetensors"; f.write_bytes(f.read_bytes()[:100])
+    return lambda: CellSet.load(p), "is damaged"
+
 BAD = [_empty_folder, _missing_folder, _class_no_images, _corrupt_image, _truncated_image, _unknown_format,
        _csv_missing_column, _csv_unknown_label, _csv_bad_row, _unlabelled_folder_with_subfolders, _unlabelled_csv_empty_path,
        _unlabelled_csv_no_path, _point_outside, _nan_coordinates,
        _crop_too_small_points, _crop_too_small_folder, _crop_too_small_tensor, _split_leaves_class_empty,
-       _folds_leave_class_empty, _flag_limit_zero]
+       _folds_leave_class_empty, _flag_limit_zero, _point_without_label, _point_without_group, _crop_not_whole,
+       _groups_csv_empty, _groups_csv_blank_group, _groups_regex_captures_nothing, _damaged_save]
 
 @pytest.mark.parametrize("case", BAD, ids=[f.__name__.strip("_") for f in BAD])
 def test_bad_input(case, tmp_path):
@@ -273,3 +303,15 @@ def test_split_error_says_why():
     cs = CellSet(cs.images, np.where(np.array([g == "pt0" for g in cs.groups]), 2, cs.labels.numpy() % 2), cs.classes, cs.groups)
     msg = one_line_error(lambda: group_split(cs), "class 'c2'", "1 group(s)", "10 cells")
     assert "drop the class" in msg
+
+
+def test_whole_float_crop_size(tmp_path):
+    root = write_folder(tmp_path / "d")
+    assert CellSet.from_folder(root, groups=r"(pt\d)", size=48.0).size == 48 == CellSet.from_folder(root, groups=r"(pt\d)", size=np.int64(48)).size
+
+
+def test_failed_save_keeps_the_earlier_one(tmp_path):
+    cs = toy(6); p = cs.save(tmp_path / "cs")
+    bad = CellSet(cs.images, cs.labels, cs.classes, cs.groups, cs.meta.assign(z=[1j] * 6))   # parquet cannot hold complex numbers
+    one_line_error(lambda: bad.save(p), "cannot save the meta table")
+    assert torch.equal(CellSet.load(p).images, cs.images)

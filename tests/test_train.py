@@ -141,6 +141,16 @@ def test_bad_inputs(cells):
     other = CellSet(va.images, va.labels, ['a', 'b', 'c', 'd'])
     with pytest.raises(CellnbError, match="differ"): fit_cell_model('scratch', 'cnn', tr, other)
     with pytest.raises(CellnbError, match="epochs"): fit_cell_model('scratch', 'cnn', tr, va, epochs=0)
+    one_class = tr[np.flatnonzero(tr.labels.numpy() == 0)]
+    with pytest.raises(CellnbError, match="only 1 class"): fit_cell_model('scratch', 'cnn', one_class, va)
+    with pytest.raises(CellnbError, match="only 1 class"): fit_cell_model('linear_probe', 'effnet_lite0_in1k', one_class, va)
+    with pytest.raises(CellnbError, match="'epoch'"): fit_cell_model('scratch', 'cnn', tr, va, epoch=1)
+    with pytest.raises(CellnbError, match="'model_kwargs'"): fit_cell_model('linear_probe', 'effnet_lite0_in1k', tr, va, model_kwargs={})
+    with pytest.raises(CellnbError, match="foundation protocols"): fit_cell_model('scratch', 'cnn', tr, va, weights='w.pth')
+    with pytest.raises(CellnbError, match="label_smoothing"): fit_cell_model('scratch', 'cnn', tr, va, label_smoothing=1.5)
+    with pytest.raises(CellnbError, match="wd="): fit_cell_model('full_ft', 'effnet_lite0_in1k', tr, va, wd=-0.1)
+    for cs_ in ([], 1.0, [0], ['a']):
+        with pytest.raises(CellnbError, match="Cs="): fit_cell_model('linear_probe', 'effnet_lite0_in1k', tr, va, Cs=cs_)
 
 def test_nan_loss_stops_clearly(cells):
     cs, tr, va = cells
