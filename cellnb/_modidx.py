@@ -25,6 +25,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'cellnb.core.atomic_write_json': ('core.html#atomic_write_json', 'cellnb/core.py'),
                              'cellnb.core.atomic_write_text': ('core.html#atomic_write_text', 'cellnb/core.py'),
                              'cellnb.core.cache_dir': ('core.html#cache_dir', 'cellnb/core.py'),
+                             'cellnb.core.check_seed': ('core.html#check_seed', 'cellnb/core.py'),
                              'cellnb.core.crchisto_path': ('core.html#crchisto_path', 'cellnb/core.py'),
                              'cellnb.core.default_device': ('core.html#default_device', 'cellnb/core.py'),
                              'cellnb.core.get_device': ('core.html#get_device', 'cellnb/core.py'),

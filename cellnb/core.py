@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['CellnbError', 'crchisto_path', 'require_crchisto', 'default_device', 'get_device', 'is_positive_int',
+__all__ = ['CellnbError', 'crchisto_path', 'require_crchisto', 'default_device', 'get_device', 'is_positive_int', 'check_seed',
            'seed_everything', 'cache_dir', 'atomic_write', 'atomic_write_text', 'atomic_write_json', 'sha1_file',
            'tensor_fingerprint']
 
@@ -73,6 +73,14 @@ def get_device(device=None) -> torch.device:
 def is_positive_int(x) -> bool:
     "True for an integer >= 1 (python or numpy; not a bool, not a float): every count or batch size a user passes."
     return not isinstance(x, (bool, np.bool_)) and isinstance(x, (int, np.integer)) and x >= 1
+
+def check_seed(seed, # a seed a user passed
+               what:str='seed', # its name in the message
+              ) -> int:
+    "The seed as an int >= 0, else a one-line `CellnbError` (None would be an unseeded, unrepeatable run; numpy refuses negatives)."
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise CellnbError(f"{what}={seed!r} is invalid; use an integer >= 0, e.g. 0")
+    return int(seed)
 
 def seed_everything(seed:int # the one seed for python, numpy and torch
                    ):

@@ -10,7 +10,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import torch
-from .core import CellnbError, tensor_fingerprint, atomic_write, atomic_write_json
+from .core import CellnbError, tensor_fingerprint, atomic_write, atomic_write_json, check_seed
 
 # %% auto #0
 __all__ = ['MIN_SIZE', 'META_COLUMNS', 'IMAGE_SUFFIXES', 'UNLABELLED', 'CellSet', 'to_rgb_uint8', 'read_rgb', 'group_split',
@@ -503,6 +503,7 @@ def group_split(cs:CellSet, # the cells to split
     if not (0 < test < 1 and 0 < valid < 1 and valid + test < 1):
         raise CellnbError(f"valid={valid}, test={test}: both must be in (0, 1) with valid + test < 1")
     if len(cs) == 0: raise CellnbError("cannot split an empty CellSet; load some cells first")
+    seed = check_seed(seed)
     rest, te, got_test = _fold_pick(cs, test, seed, 'test', 'train')
     rs = cs[rest]
     tr, va, got_valid = _fold_pick(rs, valid / (1 - test), seed, 'valid', 'train')
@@ -519,6 +520,7 @@ def group_folds(cs:CellSet, # the cells to split
     "k-fold cross-validation by group, stratified by label: a list of (train, test) pairs."
     from sklearn.model_selection import StratifiedGroupKFold
     if not isinstance(k, (int, np.integer)) or k < 2: raise CellnbError(f"k={k!r}: cross-validation needs an integer k >= 2")
+    seed = check_seed(seed)
     ng = len(set(cs.groups))
     if ng < k: raise CellnbError(f"only {ng} groups for {k} folds; use k <= {ng}")
     y = cs.labels.numpy(); out = []
@@ -547,6 +549,7 @@ def flag_limit(cs:CellSet, # the training cells
     "At most `n` cells per class, nested across n for one seed; real counts in `.n_per_class`."
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
         raise CellnbError(f"flag_limit n={n!r}: must be a positive integer (cells per class)")
+    seed = check_seed(seed)
     y = cs.labels.numpy(); keep = []
     for c in range(cs.n_classes):
         idx = np.flatnonzero(y == c)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import (accuracy_score, f1_score, balanced_accuracy_score, precision_recall_fscore_support,
                              confusion_matrix)
-from .core import CellnbError, is_positive_int
+from .core import CellnbError, is_positive_int, check_seed
 
 # %% auto #0
 __all__ = ['RESULT_COLUMNS', 'CONDITIONS', 'result_row', 'expected_calibration_error', 'check_ci', 'metrics_from_preds',
@@ -120,6 +120,9 @@ def metrics_from_preds(preds:pd.DataFrame, # per-cell predictions: columns true,
                       ) -> dict:
     "Accuracy, F1s, balanced accuracy, per-class scores, confusion matrix, ECE and bootstrap CIs from predictions."
     check_ci(ci)
+    if isinstance(n_boot, (bool, np.bool_)) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0: raise CellnbError(f"n_boot={n_boot!r} is invalid; use an integer >= 0 (0: no CIs; 1000 is usual)")
+    if not is_positive_int(n_bins): raise CellnbError(f"n_bins={n_bins!r} is invalid; use a positive integer number of ECE bins, e.g. 15")
+    seed = check_seed(seed)
     classes = list(classes)
     for c in ('true', 'pred'):
         if c not in preds.columns: raise CellnbError(f"preds has no '{c}' column (columns: {list(preds.columns)}); pass evaluate()'s predictions")
@@ -202,8 +205,9 @@ def evaluate(fitted, # a FittedModel (cellnb.train) or any object with .classes 
             ) -> tuple:
     "Predict `cellset` under one condition -> (per-cell predictions DataFrame, metrics dict)."
     sigma = check_condition(condition, sigma)
-    if cellset is None or len(cellset) == 0:
-        raise CellnbError("evaluate got an empty CellSet; pass a test split with at least one cell")
+    from cellnb.data import CellSet
+    if not isinstance(cellset, CellSet): raise CellnbError(f"evaluate needs a CellSet of test cells, got a {type(cellset).__name__}; build one with cellnb.data or cellnb.datasets")
+    if len(cellset) == 0: raise CellnbError("evaluate got an empty CellSet; pass a test split with at least one cell")
     classes = list(fitted.classes)
     if list(cellset.classes) != classes:
         raise CellnbError(f"model classes {classes} differ from the CellSet's {list(cellset.classes)}; evaluate on data with the training classes")

@@ -307,7 +307,11 @@ def _weights_hash(path:Path) -> str:
 def _build_empty(spec:BackboneSpec, **kw) -> nn.Module:
     "Build without random init (meta device) when every non-persistent buffer can be recomputed; else build normally."
     try: model = spec.build(device='meta', **kw)
-    except Exception: return spec.build(**kw)
+    except Exception:
+        try: return spec.build(**kw)
+        except TypeError as e:
+            if 'unexpected keyword' not in str(e): raise
+            raise CellnbError(f"backbone {spec.name!r} got an unknown build option ({e}); check the spelling of {', '.join(kw)}") from None
     persistent = set(model.state_dict().keys())
     for n, _ in model.named_buffers():
         if n not in persistent:
@@ -494,6 +498,8 @@ def embed(backbone, # a model from `load_backbone` (or a BACKBONES name to load)
     if isinstance(backbone, str): backbone = load_backbone(backbone)
     spec = getattr(backbone, 'cellnb_spec', None)
     if spec is None: raise CellnbError("embed needs a backbone from load_backbone (it carries .cellnb_spec); got a plain module")
+    from cellnb.data import CellSet
+    if not isinstance(cellset, CellSet): raise CellnbError(f"embed needs a CellSet, got a {type(cellset).__name__}; wrap the images with CellSet(images, labels, classes)")
     if not is_positive_int(batch_size): raise CellnbError(f"batch_size={batch_size!r} is invalid; use a positive integer batch size")
     if resize is not None and not is_positive_int(resize): raise CellnbError(f"resize={resize!r} is invalid; give the side in pixels (e.g. 224) or None for the backbone's own")
     placement, sigma = _parse_blur(blur)

@@ -22,7 +22,7 @@ from fastai.callback.fp16 import to_bf16  # noqa: F401
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import AccumMetric
 from fastai.optimizer import Adam
-from .core import CellnbError, get_device, seed_everything, atomic_write_json, is_positive_int
+from .core import CellnbError, get_device, seed_everything, atomic_write_json, is_positive_int, check_seed
 from .data import CellSet
 from .transforms import CellPipeline, pipeline_for, tune_malloc, augment_options
 
@@ -594,6 +594,7 @@ def fit_cell_model(protocol:str, # 'scratch' | 'linear_probe' | 'ft_last' | 'ful
     "Train a cell classifier with one of the study's protocols; returns a `FittedModel` (with train time and history)."
     _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment, class_weight)
     _check_options(protocol, label_smoothing, weights, kwargs)
+    seed = check_seed(seed)
     device = get_device(device)
     lr = DEFAULT_LR.get(protocol) if lr is None else float(lr)
     if lr is not None and (not math.isfinite(lr) or lr <= 0): raise CellnbError(f"lr={lr} is invalid; use a positive learning rate such as {DEFAULT_LR.get(protocol, 1e-3)}")

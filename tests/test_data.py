@@ -246,6 +246,12 @@ def _folds_leave_class_empty(tmp_path):
 def _flag_limit_zero(tmp_path):
     return lambda: flag_limit(toy(), 0), "flag_limit n=0"
 
+def _flag_limit_seed_none(tmp_path):
+    return lambda: flag_limit(toy(), 5, seed=None), "seed=None is invalid"
+
+def _split_seed_negative(tmp_path):
+    return lambda: group_split(toy(), seed=-1), "seed=-1 is invalid"
+
 def _point_without_label(tmp_path):
     pts = pd.DataFrame(dict(tile=["t"] * 3, x=[20, 30, 40], y=[20, 30, 40], label=["a", "b", None]))
     return lambda: CellSet.from_points({"t": np.zeros((60, 60, 3), np.uint8)}, pts, crop=40), "points row 2: empty label"
@@ -280,7 +286,8 @@ BAD = [_empty_folder, _missing_folder, _class_no_images, _corrupt_image, _trunca
        _unlabelled_csv_no_path, _point_outside, _nan_coordinates,
        _crop_too_small_points, _crop_too_small_folder, _crop_too_small_tensor, _split_leaves_class_empty,
        _folds_leave_class_empty, _flag_limit_zero, _point_without_label, _point_without_group, _crop_not_whole,
-       _groups_csv_empty, _groups_csv_blank_group, _groups_regex_captures_nothing, _damaged_save]
+       _groups_csv_empty, _groups_csv_blank_group, _groups_regex_captures_nothing, _damaged_save,
+       _flag_limit_seed_none, _split_seed_negative]
 
 @pytest.mark.parametrize("case", BAD, ids=[f.__name__.strip("_") for f in BAD])
 def test_bad_input(case, tmp_path):

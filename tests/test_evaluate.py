@@ -166,3 +166,9 @@ def test_evaluate_bad_inputs():
     with pytest.raises(CellnbError, match="'zz'"): metrics_from_preds(df, CLASSES)
     with pytest.raises(CellnbError, match="pred"): metrics_from_preds(df.drop(columns='pred'), CLASSES)
     with pytest.raises(CellnbError, match="group"): metrics_from_preds(df.assign(true='a'), CLASSES, group_bootstrap=True)
+    with pytest.raises(CellnbError, match="needs a CellSet"): evaluate(Fake(), cs.images)
+    ok = pd.DataFrame(dict(true=['a', 'b'], pred=['a', 'a']))
+    for kw, msg in [(dict(n_boot=1.5), "n_boot=1.5"), (dict(n_boot='1000'), "n_boot='1000'"), (dict(n_boot=-5), "n_boot=-5"),
+                    (dict(n_bins=0), "n_bins=0"), (dict(seed=-1), "seed=-1"), (dict(seed=None), "seed=None")]:
+        with pytest.raises(CellnbError, match=msg): metrics_from_preds(ok, CLASSES, **kw)
+    assert metrics_from_preds(ok, CLASSES, n_boot=0, seed=np.int64(3))['n_boot'] == 0

@@ -336,5 +336,10 @@ def test_embed_without_cache_and_by_name(tiny_backbone, cells):
     assert embed.last_computed == 5 and f.shape == (5, 512)
     assert not list(cache_dir("embeddings").rglob("manifest.json"))
     with pytest.raises(CellnbError, match="load_backbone"): embed(torch.nn.Linear(2, 2), cells)
+    with pytest.raises(CellnbError, match="needs a CellSet, got a Tensor"): embed(tiny_backbone, cells.images)
     e = embed(tiny_backbone, cells[np.zeros(0, dtype=np.int64)], resize=64, progress=False)
     assert e.shape == (0, 512) and embed.last_computed == 0
+
+
+def test_load_backbone_unknown_build_option():
+    with pytest.raises(CellnbError, match="unknown build option.*'dept'"): load_backbone('effnet_lite0_in1k', dept=2)
