@@ -76,6 +76,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'cellnb.data.group_folds': ('data.html#group_folds', 'cellnb/data.py'),
                              'cellnb.data.group_split': ('data.html#group_split', 'cellnb/data.py'),
                              'cellnb.data.read_rgb': ('data.html#read_rgb', 'cellnb/data.py'),
+                             'cellnb.data.require_cellset': ('data.html#require_cellset', 'cellnb/data.py'),
                              'cellnb.data.split_table': ('data.html#split_table', 'cellnb/data.py'),
                              'cellnb.data.to_rgb_uint8': ('data.html#to_rgb_uint8', 'cellnb/data.py')},
             'cellnb.datasets': { 'cellnb.datasets._build_crchisto': ('datasets.html#_build_crchisto', 'cellnb/datasets.py'),

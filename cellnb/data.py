@@ -13,8 +13,8 @@ import torch
 from .core import CellnbError, tensor_fingerprint, atomic_write, atomic_write_json, check_seed
 
 # %% auto #0
-__all__ = ['MIN_SIZE', 'META_COLUMNS', 'IMAGE_SUFFIXES', 'UNLABELLED', 'CellSet', 'to_rgb_uint8', 'read_rgb', 'group_split',
-           'group_folds', 'split_table', 'flag_limit']
+__all__ = ['MIN_SIZE', 'META_COLUMNS', 'IMAGE_SUFFIXES', 'UNLABELLED', 'require_cellset', 'CellSet', 'to_rgb_uint8', 'read_rgb',
+           'group_split', 'group_folds', 'split_table', 'flag_limit']
 
 # %% ../nbs/01_data.ipynb #656154d8
 MIN_SIZE = 40
@@ -31,6 +31,11 @@ def _check_size(s:int, what:str="crop size"):
     if s < MIN_SIZE:
         raise CellnbError(f"{what} {s} < {MIN_SIZE}: cellnb models see 40x40 px cells cut from crops at least that large; "
                           f"cut larger crops or upsample them: size={MIN_SIZE} (or more) in Python, --crop {MIN_SIZE} on the command line")
+
+def require_cellset(x, what:str='cells'):
+    "A one-line `CellnbError` unless `x` is a CellSet: the check of every function that takes cells."
+    if not isinstance(x, CellSet): raise CellnbError(f"{what} needs a CellSet, got a {type(x).__name__} (not a CellSet); "
+                                                     "build one with cellnb.data or cellnb.datasets, e.g. CellSet(images, labels, classes)")
 
 def _label_indices(labels) -> torch.Tensor:
     "Class indices as int64 (N,) on the CPU; refuse names and fractions, which a cast would silently garble."

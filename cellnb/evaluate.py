@@ -205,8 +205,8 @@ def evaluate(fitted, # a FittedModel (cellnb.train) or any object with .classes 
             ) -> tuple:
     "Predict `cellset` under one condition -> (per-cell predictions DataFrame, metrics dict)."
     sigma = check_condition(condition, sigma)
-    from cellnb.data import CellSet
-    if not isinstance(cellset, CellSet): raise CellnbError(f"evaluate needs a CellSet of test cells, got a {type(cellset).__name__}; build one with cellnb.data or cellnb.datasets")
+    from cellnb.data import require_cellset
+    require_cellset(cellset, 'evaluate')
     if len(cellset) == 0: raise CellnbError("evaluate got an empty CellSet; pass a test split with at least one cell")
     classes = list(fitted.classes)
     if list(cellset.classes) != classes:

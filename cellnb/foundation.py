@@ -498,8 +498,8 @@ def embed(backbone, # a model from `load_backbone` (or a BACKBONES name to load)
     if isinstance(backbone, str): backbone = load_backbone(backbone)
     spec = getattr(backbone, 'cellnb_spec', None)
     if spec is None: raise CellnbError("embed needs a backbone from load_backbone (it carries .cellnb_spec); got a plain module")
-    from cellnb.data import CellSet
-    if not isinstance(cellset, CellSet): raise CellnbError(f"embed needs a CellSet, got a {type(cellset).__name__}; wrap the images with CellSet(images, labels, classes)")
+    from cellnb.data import require_cellset
+    require_cellset(cellset, 'embed')
     if not is_positive_int(batch_size): raise CellnbError(f"batch_size={batch_size!r} is invalid; use a positive integer batch size")
     if resize is not None and not is_positive_int(resize): raise CellnbError(f"resize={resize!r} is invalid; give the side in pixels (e.g. 224) or None for the backbone's own")
     placement, sigma = _parse_blur(blur)

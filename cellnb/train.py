@@ -23,7 +23,7 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import AccumMetric
 from fastai.optimizer import Adam
 from .core import CellnbError, get_device, seed_everything, atomic_write_json, is_positive_int, check_seed
-from .data import CellSet
+from .data import CellSet, require_cellset
 from .transforms import CellPipeline, pipeline_for, tune_malloc, augment_options
 
 # %% auto #0
@@ -246,7 +246,7 @@ class FittedModel:
 # %% ../nbs/07_train.ipynb #284ad11b
 def _check_cells(cs, what='cellset'):
     "Prediction needs only the images: new cells may carry other (or placeholder) labels."
-    if not isinstance(cs, CellSet): raise CellnbError(f"{what} is a {type(cs).__name__}, not a CellSet; build one with cellnb.data or cellnb.datasets")
+    require_cellset(cs, what)
 
 def dihedral_views(x:torch.Tensor # a batch (B, C, H, W) of square images
                   ) -> list:
@@ -559,7 +559,7 @@ def _check_options(protocol, label_smoothing=0.0, weights=None, extra=None):
 def _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment=True, class_weight=None):
     check_model(protocol, model_name)
     for cs, what in ((train, 'train'), (valid, 'valid')):
-        if not isinstance(cs, CellSet): raise CellnbError(f"{what} is a {type(cs).__name__}, not a CellSet; build one with cellnb.data or cellnb.datasets")
+        require_cellset(cs, what)
         if len(cs) == 0: raise CellnbError(f"{what} set is empty (0 cells); check the split / flag_limit that produced it")
     if list(train.classes) != list(valid.classes):
         raise CellnbError(f"train classes {list(train.classes)} differ from valid classes {list(valid.classes)}; split one CellSet so both share its classes")
