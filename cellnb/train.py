@@ -542,13 +542,15 @@ def _real(x) -> bool:
     import numbers
     return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
 
-def _check_options(protocol, label_smoothing=0.0, weights=None, extra=None):
+def _check_options(protocol, extra, label_smoothing, weights, lr, patience):
     "Options a protocol does not use are refused, not dropped: a misspelt `epoch=` would otherwise train with the default."
-    extra = extra or {}
     unknown = [k for k in extra if k not in EXTRA_OPTIONS[protocol]]
     if unknown: raise CellnbError(f"fit_cell_model got {', '.join(map(repr, unknown))}, which protocol {protocol!r} does not take; "
                                   f"check the spelling (its own options: {', '.join(EXTRA_OPTIONS[protocol])}, and the named ones)")
     if protocol == 'scratch' and weights is not None: raise CellnbError(f"weights={weights!r} is for the foundation protocols; a scratch model starts from random weights: drop it")
+    if lr is not None and not (_real(lr) and lr > 0): raise CellnbError(f"lr={lr!r} is invalid; use a positive learning rate such as {DEFAULT_LR.get(protocol) or 1e-3}, or None for the protocol's default")
+    if patience is not None and not (isinstance(patience, (int, np.integer)) and not isinstance(patience, bool) and patience >= 1):
+        raise CellnbError(f"patience={patience!r} is invalid; use an integer >= 1 (epochs without a better valid macro-F1 before stopping) or None (no early stopping)")
     if not (_real(label_smoothing) and 0 <= label_smoothing < 1): raise CellnbError(f"label_smoothing={label_smoothing!r} is invalid; use a number in [0, 1), e.g. 0.1")
     if 'wd' in extra and not (_real(extra['wd']) and extra['wd'] >= 0): raise CellnbError(f"wd={extra['wd']!r} is invalid; use a weight decay >= 0, e.g. 0.01")
     if 'Cs' in extra:
@@ -556,7 +558,8 @@ def _check_options(protocol, label_smoothing=0.0, weights=None, extra=None):
         if isinstance(cs, (str, bytes)) or not hasattr(cs, '__len__') or not len(cs) or not all(_real(c) and c > 0 for c in cs):
             raise CellnbError(f"Cs={cs!r} is invalid; use a list of positive inverse regularisation strengths, e.g. {list(PROBE_CS)}")
 
-def _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment=True, class_weight=None):
+def _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment, class_weight, extra, **options):
+    "Every argument of `fit_cell_model` checked before any work: a one-line `CellnbError` naming the bad one."
     check_model(protocol, model_name)
     for cs, what in ((train, 'train'), (valid, 'valid')):
         require_cellset(cs, what)
@@ -571,6 +574,7 @@ def _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment=Tru
     augment_options(augment)   # bad strengths fail here, not mid-training
     if not (class_weight is None or (isinstance(class_weight, str) and class_weight in CLASS_WEIGHTS)):
         raise CellnbError(f"class_weight={class_weight!r} is invalid; use None (plain cross-entropy) or 'balanced' (each class weighted by n / (k * n_class))")
+    _check_options(protocol, extra, **options)
 
 # %% ../nbs/07_train.ipynb #84978707
 def fit_cell_model(protocol:str, # 'scratch' | 'linear_probe' | 'ft_last' | 'full_ft'
@@ -592,12 +596,11 @@ def fit_cell_model(protocol:str, # 'scratch' | 'linear_probe' | 'ft_last' | 'ful
                    **kwargs, # wd (weight decay, 0.01), model_kwargs (scratch: create_model overrides), Cs (probe C grid)
                   ) -> FittedModel:
     "Train a cell classifier with one of the study's protocols; returns a `FittedModel` (with train time and history)."
-    _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment, class_weight)
-    _check_options(protocol, label_smoothing, weights, kwargs)
+    _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment, class_weight, kwargs,
+                     label_smoothing=label_smoothing, weights=weights, lr=lr, patience=patience)
     seed = check_seed(seed)
     device = get_device(device)
     lr = DEFAULT_LR.get(protocol) if lr is None else float(lr)
-    if lr is not None and (not math.isfinite(lr) or lr <= 0): raise CellnbError(f"lr={lr} is invalid; use a positive learning rate such as {DEFAULT_LR.get(protocol, 1e-3)}")
     cw = balanced_class_weights(train) if class_weight == 'balanced' else None
     common = dict(train=train, valid=valid, seed=seed, device=device, bs=int(bs), class_weight=cw)
     t0 = time.perf_counter()

@@ -151,6 +151,10 @@ def test_bad_inputs(cells):
     with pytest.raises(CellnbError, match="wd="): fit_cell_model('full_ft', 'effnet_lite0_in1k', tr, va, wd=-0.1)
     for cs_ in ([], 1.0, [0], ['a']):
         with pytest.raises(CellnbError, match="Cs="): fit_cell_model('linear_probe', 'effnet_lite0_in1k', tr, va, Cs=cs_)
+    for lr in ('abc', [1e-3], 0, -1e-3, float('nan')):
+        with pytest.raises(CellnbError, match="lr=.* is invalid"): fit_cell_model('scratch', 'cnn', tr, va, lr=lr)
+    for patience in (0, -1, '3', 2.5, True):   # 0 used to switch early stopping off silently, -1 to stop after one epoch
+        with pytest.raises(CellnbError, match="patience=.* is invalid"): fit_cell_model('scratch', 'cnn', tr, va, patience=patience)
 
 def test_nan_loss_stops_clearly(cells):
     cs, tr, va = cells
