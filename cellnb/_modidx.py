@@ -37,6 +37,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'cellnb.cost': { 'cellnb.cost._RSSPeak': ('cost.html#_rsspeak', 'cellnb/cost.py'),
                              'cellnb.cost._RSSPeak.__enter__': ('cost.html#_rsspeak.__enter__', 'cellnb/cost.py'),
                              'cellnb.cost._RSSPeak.__exit__': ('cost.html#_rsspeak.__exit__', 'cellnb/cost.py'),
+                             'cellnb.cost._check_input_size': ('cost.html#_check_input_size', 'cellnb/cost.py'),
                              'cellnb.cost._conv_backward_flops': ('cost.html#_conv_backward_flops', 'cellnb/cost.py'),
                              'cellnb.cost._cpu_sdpa_flops': ('cost.html#_cpu_sdpa_flops', 'cellnb/cost.py'),
                              'cellnb.cost._sync': ('cost.html#_sync', 'cellnb/cost.py'),

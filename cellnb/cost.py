@@ -34,10 +34,15 @@ def count_params(model:nn.Module) -> int:
     "Number of parameters (trainable or not)."
     return sum(p.numel() for p in model.parameters())
 
+def _check_input_size(input_size):
+    if not is_positive_int(input_size):
+        raise CellnbError(f"input_size={input_size!r} is invalid; give the side of the square input in pixels (e.g. 40 or 224)")
+
 def count_flops(model:nn.Module, # the model (any device)
                 input_size:int, # side of the square input
                ) -> int:
     "FLOPs of one forward pass on one (1, 3, input_size, input_size) patch (multiply-add = 2 FLOPs)."
+    _check_input_size(input_size)
     p = next(model.parameters(), None)
     x = torch.zeros(1, 3, input_size, input_size, device=p.device if p is not None else 'cpu')
     with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as fc, torch.inference_mode(): model(x)
@@ -85,8 +90,7 @@ def model_cost(model:nn.Module, # the model to measure (weights do not matter)
               ) -> dict:
     "Parameters, FLOPs per patch, latency/throughput per batch size and peak memory of `model` on `device`."
     dev = get_device(device)
-    if not is_positive_int(input_size):
-        raise CellnbError(f"input_size={input_size!r} is invalid; give the side of the square input in pixels (e.g. 40 or 224)")
+    _check_input_size(input_size)
     bss = [batch_sizes] if isinstance(batch_sizes, int) else list(batch_sizes)
     if not bss or not all(map(is_positive_int, bss)):
         raise CellnbError(f"batch_sizes={batch_sizes!r} is invalid; give positive integers, e.g. (1, 256)")
@@ -129,6 +133,11 @@ def cost_table(models:dict, # name -> (model, input_size)
                **kw, # passed to `model_cost` (batch_sizes, device, warmup, repeats, dtype)
               ) -> pd.DataFrame:
     "`model_cost` for each model: a DataFrame indexed by name, with the input size and params in millions."
+    if not isinstance(models, dict) or not models:
+        raise CellnbError(f"models must be a non-empty dict of name -> (model, input_size), e.g. {{'cnn': (model, 40)}}; got {type(models).__name__}")
+    for name, v in models.items():
+        if not (isinstance(v, (tuple, list)) and len(v) == 2 and isinstance(v[0], nn.Module)):
+            raise CellnbError(f"models[{name!r}] is {type(v).__name__}; give a (model, input_size) pair, e.g. (model, 40)")
     rows = {}
     for name, (m, size) in models.items():
         c = model_cost(m, size, **kw)
