@@ -92,8 +92,12 @@ def expected_calibration_error(conf:np.ndarray, # top-label confidence per cell
                                correct:np.ndarray, # bool: top-label prediction was right
                                n_bins:int=15) -> float:
     "Top-label ECE with `n_bins` equal-width confidence bins."
-    conf, correct = np.asarray(conf, float), np.asarray(correct, float)
+    conf, correct = np.asarray(conf, float).ravel(), np.asarray(correct, float).ravel()
+    if len(conf) != len(correct): raise CellnbError(f"conf has {len(conf)} cells but correct has {len(correct)}; pass one confidence and one right/wrong flag per cell")
+    if not is_positive_int(n_bins): raise CellnbError(f"n_bins={n_bins!r} is invalid; use a positive integer number of ECE bins, e.g. 15")
     if len(conf) == 0: return math.nan
+    if not (np.isfinite(conf).all() and conf.min() >= -1e-3 and conf.max() <= 1 + 1e-3):   # slack for low-precision softmax
+        raise CellnbError("conf holds values outside [0, 1] (or NaN); pass top-label probabilities, e.g. probs.max(1)")
     b = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
     gap = np.abs(np.bincount(b, correct, n_bins) - np.bincount(b, conf, n_bins))
     return float(gap.sum() / len(conf))

@@ -29,8 +29,11 @@ def gaussian_blur(x:torch.Tensor, # float images (B,C,H,W) or (C,H,W)
                   sigma:float, # Gaussian sigma in pixels; <= 0 is the identity
                  ) -> torch.Tensor:
     "Blur `x` with an isotropic Gaussian of `sigma` px (torchvision, kernel `2*ceil(3*sigma)+1`)."
+    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not math.isfinite(sigma):
+        raise CellnbError(f"blur sigma={sigma!r} is not a finite number; use sigma >= 0 (in pixels of the image blurred)")
     sigma = float(sigma)
-    if not math.isfinite(sigma): raise CellnbError(f"blur sigma={sigma} is not a finite number; use sigma >= 0")
+    if not isinstance(x, torch.Tensor) or x.ndim not in (3, 4):
+        raise CellnbError(f"gaussian_blur needs a (B,C,H,W) or (C,H,W) image tensor; got {type(x).__name__} of shape {tuple(getattr(x, 'shape', ()))}")
     if sigma <= 0: return x
     kx, ky = blur_kernel_size(sigma, x.shape[-1]), blur_kernel_size(sigma, x.shape[-2])
     x = TF.gaussian_blur(x, kernel_size=[kx, 1], sigma=[sigma, sigma])     # separable: rows then columns,
@@ -47,6 +50,8 @@ def resize(x:torch.Tensor, # float images (B,C,H,W)
            antialias:bool=True, # antialias when shrinking
           ) -> torch.Tensor:
     "Resize a batch to `size` x `size` with torchvision (no-op when already that size)."
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+        raise CellnbError(f"resize size={size!r} is invalid; give the output side in pixels, e.g. 224")
     if x.shape[-1] == size and x.shape[-2] == size: return x
     if interpolation not in INTERPOLATIONS: raise CellnbError(f"interpolation={interpolation!r} unknown; use one of {INTERPOLATIONS}")
     out = TF.resize(x, [size, size], interpolation=InterpolationMode(interpolation),
