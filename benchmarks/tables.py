@@ -11,7 +11,7 @@ def _ci(v, ci): return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and ci[0] is 
 
 def cv_table() -> str:
     d = json.loads((RESULTS / "crchisto_cv.json").read_text())
-    rows = ["| entry | protocol | crop px | cells/class (train) | epochs (best) | TTA | accuracy [95% CI] | macro-F1 [95% CI] | weighted-F1 [95% CI] | weighted-F1 per fold | train s (both folds) |",
+    rows = ["| entry | protocol | crop px | cells/class (train) | epochs (best per fold, counted from 0) | TTA | accuracy [95% CI] | macro-F1 [95% CI] | weighted-F1 [95% CI] | weighted-F1 per fold | train s (both folds) |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     ep = lambda b: "-" if b is None else "+".join(map(str, b)) if isinstance(b, list) else str(b)
     for k, r in sorted(d["models"].items(), key=lambda kv: -kv[1]["weighted_f1"]):
