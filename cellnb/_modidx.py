@@ -289,6 +289,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'cellnb.sweep._run_local': ('sweep.html#_run_local', 'cellnb/sweep.py'),
                               'cellnb.sweep._run_ray': ('sweep.html#_run_ray', 'cellnb/sweep.py'),
                               'cellnb.sweep._run_status': ('sweep.html#_run_status', 'cellnb/sweep.py'),
+                              'cellnb.sweep._study_dir': ('sweep.html#_study_dir', 'cellnb/sweep.py'),
                               'cellnb.sweep._version_tags': ('sweep.html#_version_tags', 'cellnb/sweep.py'),
                               'cellnb.sweep._weights_ok': ('sweep.html#_weights_ok', 'cellnb/sweep.py'),
                               'cellnb.sweep.collect': ('sweep.html#collect', 'cellnb/sweep.py'),

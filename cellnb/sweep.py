@@ -475,13 +475,19 @@ def experiment_notebook() -> Path:
     raise CellnbError(f"experiment notebook not found (looked at {', '.join(map(str, cands))}); set CELLNB_EXPERIMENT to its path")
 
 # %% ../nbs/11_sweep.ipynb #8ad32a5b
+def _study_dir(out_dir) -> Path:
+    "A study folder that exists: a misspelt path is an error, not an empty table (nor a new folder holding one)."
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir(): raise CellnbError(f"study folder {out_dir} does not exist; pass the --out folder of a cellnb-study run")
+    return out_dir
+
 def collect(out_dir, # the study folder
             run_ids:list|None=None, # only these runs (default: every run folder)
             write:bool=True # write out_dir/results.parquet
            ) -> pd.DataFrame:
     "One tidy table of every complete run x condition; written atomically to `results.parquet`."
     from cellnb.evaluate import RESULT_COLUMNS
-    out_dir = Path(out_dir)
+    out_dir = _study_dir(out_dir)
     keep = None if run_ids is None else set(run_ids)
     rows = []
     for rd in sorted((out_dir/'runs').glob('*/')):
@@ -502,8 +508,12 @@ def collect(out_dir, # the study folder
 
 def load_predictions(out_dir, run_ids:list|None=None) -> pd.DataFrame:
     "The per-cell predictions of complete runs (with `run_id`), concatenated."
+    out_dir = _study_dir(out_dir)
+    if run_ids is not None:
+        missing = [r for r in run_ids if not (out_dir/'runs'/str(r)).is_dir()]
+        if missing: raise CellnbError(f"{out_dir} has no run {missing[0]!r} ({len(missing)} of {len(run_ids)} asked for are missing); take run ids from its results.parquet")
     parts = []
-    for rd in sorted((Path(out_dir)/'runs').glob('*/')):
+    for rd in sorted((out_dir/'runs').glob('*/')):
         if run_ids is not None and rd.name not in run_ids: continue
         if _run_status(rd) == 'ok' and (rd/'predictions.parquet').exists():
             parts.append(pd.read_parquet(rd/'predictions.parquet').assign(run_id=rd.name))
