@@ -549,7 +549,7 @@ def _check_options(protocol, extra, label_smoothing, weights, lr, patience):
                                   f"check the spelling (its own options: {', '.join(EXTRA_OPTIONS[protocol])}, and the named ones)")
     if protocol == 'scratch' and weights is not None: raise CellnbError(f"weights={weights!r} is for the foundation protocols; a scratch model starts from random weights: drop it")
     if lr is not None and not (_real(lr) and lr > 0): raise CellnbError(f"lr={lr!r} is invalid; use a positive learning rate such as {DEFAULT_LR.get(protocol) or 1e-3}, or None for the protocol's default")
-    if patience is not None and not (isinstance(patience, (int, np.integer)) and not isinstance(patience, bool) and patience >= 1):
+    if patience is not None and not is_positive_int(patience):
         raise CellnbError(f"patience={patience!r} is invalid; use an integer >= 1 (epochs without a better valid macro-F1 before stopping) or None (no early stopping)")
     if not (_real(label_smoothing) and 0 <= label_smoothing < 1): raise CellnbError(f"label_smoothing={label_smoothing!r} is invalid; use a number in [0, 1), e.g. 0.1")
     if 'wd' in extra and not (_real(extra['wd']) and extra['wd'] >= 0): raise CellnbError(f"wd={extra['wd']!r} is invalid; use a weight decay >= 0, e.g. 0.01")

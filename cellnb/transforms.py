@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
-from .core import CellnbError
+from .core import CellnbError, is_positive_int
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'INTERPOLATIONS', 'BLUR_PLACEMENTS', 'AUGMENT_OPTIONS', 'blur_kernel_size',
@@ -50,7 +50,7 @@ def resize(x:torch.Tensor, # float images (B,C,H,W)
            antialias:bool=True, # antialias when shrinking
           ) -> torch.Tensor:
     "Resize a batch to `size` x `size` with torchvision (no-op when already that size)."
-    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+    if not is_positive_int(size):
         raise CellnbError(f"resize size={size!r} is invalid; give the output side in pixels, e.g. 224")
     if x.shape[-1] == size and x.shape[-2] == size: return x
     if interpolation not in INTERPOLATIONS: raise CellnbError(f"interpolation={interpolation!r} unknown; use one of {INTERPOLATIONS}")
