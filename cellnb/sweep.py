@@ -481,14 +481,20 @@ def _study_dir(out_dir) -> Path:
     if not out_dir.is_dir(): raise CellnbError(f"study folder {out_dir} does not exist; pass the --out folder of a cellnb-study run")
     return out_dir
 
+def _run_id_list(run_ids) -> list[str]:
+    "Run ids as a list of str: one id given as a str stays one id (not its characters); any iterable (list, Series) is listed."
+    if isinstance(run_ids, str): return [run_ids]
+    try: return [str(r) for r in run_ids]
+    except TypeError: raise CellnbError(f"run_ids must be a run id or a list of them (from results.parquet), got {run_ids!r}") from None
+
 def collect(out_dir, # the study folder
-            run_ids:list|None=None, # only these runs (default: every run folder)
+            run_ids:list|str|None=None, # only these runs, or one run id (default: every run folder)
             write:bool=True # write out_dir/results.parquet
            ) -> pd.DataFrame:
     "One tidy table of every complete run x condition; written atomically to `results.parquet`."
     from cellnb.evaluate import RESULT_COLUMNS
     out_dir = _study_dir(out_dir)
-    keep = None if run_ids is None else set(run_ids)
+    keep = None if run_ids is None else set(_run_id_list(run_ids))
     rows = []
     for rd in sorted((out_dir/'runs').glob('*/')):
         if keep is not None and rd.name not in keep: continue
@@ -506,10 +512,13 @@ def collect(out_dir, # the study folder
         with atomic_write(out_dir/'results.parquet') as f: df.to_parquet(f, index=False)
     return df
 
-def load_predictions(out_dir, run_ids:list|None=None) -> pd.DataFrame:
+def load_predictions(out_dir, # the study folder
+                     run_ids:list|str|None=None, # only these runs, or one run id (default: every complete run)
+                    ) -> pd.DataFrame:
     "The per-cell predictions of complete runs (with `run_id`), concatenated."
     out_dir = _study_dir(out_dir)
     if run_ids is not None:
+        run_ids = _run_id_list(run_ids)
         missing = [r for r in run_ids if not (out_dir/'runs'/str(r)).is_dir()]
         if missing: raise CellnbError(f"{out_dir} has no run {missing[0]!r} ({len(missing)} of {len(run_ids)} asked for are missing); take run ids from its results.parquet")
     parts = []
