@@ -1,4 +1,4 @@
-"""CRCHisto FlagLimit study: scaling curves with CIs and the seed paper's findings (a)-(d), from cellnb-study runs.
+"""CRCHisto FlagLimit study: scaling curves with CIs and the seed paper's findings (a)-(f), from cellnb-study runs.
 
 Runs each study config given (default benchmarks/crchisto_flaglimit.yaml) with `run_study` into one run folder
 (default benchmarks/runs/crchisto_flaglimit, git-ignored; report.html lands there), so a rerun resumes and a grown
@@ -13,7 +13,9 @@ grid only runs what is new. Then, from the collected results table of every run 
       run with every seed, mean over seeds with a t-based 95% CI (and the slope at the largest FlagLimit);
   (e) when <run folder>_balanced exists (crchisto_flaglimit_balanced.yaml: the same runs at all cells with a
       class-balanced loss): is the 2048 -> all drop the class mix? balanced-loss and prior-corrected runs against the
-      plain ones, per seed, with paired image bootstraps.
+      plain ones, per seed, with paired image bootstraps;
+  (f) a backbone's protocols against each other where two ran the same FlagLimit (ft_last / full_ft minus the probe,
+      full_ft minus ft_last), paired by seed and per seed by image bootstrap.
 Writes benchmarks/results/<run folder name>.json (crchisto_flaglimit.json by default) and the scaling / speed-accuracy
 PNGs under benchmarks/figures/ (crchisto_<figure>.png by default, <run folder name>_<figure>.png for another --out), so
 the GPU grid (crchisto_flaglimit_gpu.yaml, --out benchmarks/runs/crchisto_flaglimit_gpu) leaves the CPU figures alone.
@@ -117,7 +119,25 @@ def findings(res: pd.DataFrame, out=None) -> dict:
     except Exception as ex:  # no blur rows
         d = dict(error=str(ex))
     return dict(table=table, a_scratch_keeps_rising=a, b_saturation=b, c_vit_vs_cnns=c, d_blur_slopes=d,
-                d_slope_vs_accuracy=_slope_vs_accuracy(table, d))
+                d_slope_vs_accuracy=_slope_vs_accuracy(table, d), f_protocol_gains=protocol_gains(clean, out))
+
+PROTOCOL_ORDER = ("linear_probe", "ft_last", "full_ft")   # cheapest first: gains are "more training minus less"
+
+def protocol_gains(clean, out=None) -> dict:
+    """(f) A backbone's protocols against each other wherever two ran the same FlagLimit: the costlier minus the cheaper
+    (ft_last - linear_probe, full_ft - linear_probe, full_ft - ft_last), paired by seed with a t-based 95% CI, and per
+    seed a paired image bootstrap on the same clean test cells."""
+    bb = clean[clean.protocol.isin(PROTOCOL_ORDER)].drop_duplicates(["entry", "flag_limit"])
+    outd = {}
+    for (model, fl), g in bb.groupby(["model", "flag_limit"]):
+        protos = sorted(g.protocol, key=PROTOCOL_ORDER.index)
+        for i, lo in enumerate(protos):
+            for hi in protos[i + 1:]:
+                a, b = f"{model} · {hi}", f"{model} · {lo}"
+                outd.setdefault(f"{a} minus {lo}", {})[str(int(fl))] = dict(
+                    gain=_paired_gain(clean, a, None, fl, other=b),
+                    per_seed=_paired_runs(out, clean, a, b, fl) if out is not None else None)
+    return outd
 
 def _slope_vs_accuracy(table, d, placement="post"):
     """Across the models that ran the largest FlagLimit: Pearson r of clean macro-F1 (mean over seeds) against the blur

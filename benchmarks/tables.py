@@ -1,6 +1,6 @@
 """Markdown tables for BENCHMARKS.md from the CRCHisto result JSONs (so the text quotes exactly what the runs wrote).
 
-Usage: python benchmarks/tables.py [cv|flaglimit|findings|classmix]...   (default: all four)
+Usage: python benchmarks/tables.py [cv|flaglimit|findings|classmix|shared40]...   (default: the first four)
 """
 import json, sys
 from _common import RESULTS
@@ -86,6 +86,50 @@ def classmix_table() -> str:
     return ("macro-F1 on the clean test set at all cells; differences are paired image-bootstrap 95% CIs on the same cells, "
             "and over seeds t-based\n\n" + "\n".join(rows))
 
+def _welch(new, old):
+    "Difference of two seed means (new - old) with a Welch t 95% CI, from each row's mean, seed SD and seed count."
+    from scipy import stats
+    d = new["macro_f1"] - old["macro_f1"]
+    va, vb = (r["seed_sd"] ** 2 / r["n_seeds"] if r["n_seeds"] > 1 and r["seed_sd"] is not None else None for r in (new, old))
+    if va is None or vb is None: return f"{d:+.3f}"
+    se = (va + vb) ** 0.5
+    if se == 0: return f"{d:+.3f} [{d:+.3f}, {d:+.3f}]"
+    df = (va + vb) ** 2 / (va ** 2 / (new["n_seeds"] - 1) + vb ** 2 / (old["n_seeds"] - 1))
+    h = stats.t.ppf(0.975, df) * se
+    return f"{d:+.3f} [{d - h:+.3f}, {d + h:+.3f}]"
+
+def shared40_table() -> str:
+    """The backbone's FlagLimit runs on the shared 40-px patch (crchisto_flaglimit_shared40.json) against the same rows on
+    the old patch (crchisto_flaglimit.json), and finding (f): the backbone's protocols against each other."""
+    new = json.loads((RESULTS / "crchisto_flaglimit_shared40.json").read_text())
+    old = json.loads((RESULTS / "crchisto_flaglimit.json").read_text())
+    fls = sorted({int(f) for e in new["table"].values() for f in e})
+    rows = ["| entry | " + " | ".join(_lab(f) for f in fls) + " |", "|---|" + "---|" * len(fls)]
+    for e, per in sorted(new["table"].items()):
+        cells = []
+        for f in fls:
+            r, o = per.get(str(f)), old["table"].get(e, {}).get(str(f))
+            cells.append("" if r is None else f"{r['macro_f1']:.3f} (n={r['n_seeds']})" +
+                         ("" if o is None else f"; old {o['macro_f1']:.3f} (n={o['n_seeds']}), {_welch(r, o)}"))
+        rows.append(f"| {e} | " + " | ".join(cells) + " |")
+    b, bo = new["b_saturation"], old["b_saturation"]
+    sat = "; ".join(f"{e}: best {v['best']:.3f}, 95% of it at {_lab(v['flag_limit_95pct'])}" +
+                    (f" (old patch: {bo[e]['best']:.3f}, at {_lab(bo[e]['flag_limit_95pct'])})" if e in bo else "") for e, v in sorted(b.items()))
+    sl = new["d_blur_slopes"]
+    slopes = "; ".join(f"{e} {pl} {_g(dict(mean=v['slope'], ci=v['seed_ci'], n=v['n_runs']))} at {_lab(v['flag_limit'])}"
+                       for e, pls in sorted(sl.items()) if isinstance(pls, dict) for pl, v in sorted(pls.items()))
+    gains = ["| comparison | FlagLimit | mean over seeds [t 95% CI] | per seed [paired image-bootstrap 95% CI] |", "|---|---|---|---|"]
+    for k, per in sorted(new.get("f_protocol_gains", {}).items()):
+        for f, v in sorted(per.items(), key=lambda kv: int(kv[0])):
+            seeds = "; ".join(f"seed {r['seed']} {r['diff']:+.3f} [{r['image_boot_ci'][0]:+.3f}, {r['image_boot_ci'][1]:+.3f}]" for r in v["per_seed"] or [])
+            gains.append(f"| {k} | {_lab(f)} | {_g(v['gain'])} | {seeds} |")
+    return (f"{new['runs_ok']} of {new['runs']} runs ok; training time {new['train_seconds_total'] / 60:.0f} min in all\n\n"
+            "clean macro-F1 on the shared 40-px patch, mean over n seeds; old: the same row on the old patch, and the "
+            "difference new - old with a Welch t 95% CI over seeds\n\n" + "\n".join(rows) +
+            f"\n\n(b) {sat}\n\n(d) blur slopes, per unit log2(1+sigma), mean over seeds [t 95% CI]: {slopes}\n\n"
+            "(f) protocols against each other, macro-F1 differences on the clean test set\n\n" + "\n".join(gains))
+
 if __name__ == "__main__":
     for w in (sys.argv[1:] or ["cv", "flaglimit", "findings", "classmix"]):
-        print({"cv": cv_table, "flaglimit": flaglimit_table, "findings": findings_table, "classmix": classmix_table}[w](), end="\n\n")
+        print({"cv": cv_table, "flaglimit": flaglimit_table, "findings": findings_table, "classmix": classmix_table,
+               "shared40": shared40_table}[w](), end="\n\n")
