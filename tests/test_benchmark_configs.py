@@ -91,3 +91,28 @@ def test_slope_vs_accuracy_pairs_the_models_at_the_largest_flag_limit():
     assert r["flag_limit"] == 100000 and r["n_models"] == 5 and r["r"] == pytest.approx(-1.0)
     assert r["ci"][0] <= r["r"] <= r["ci"][1]
     assert _slope_vs_accuracy(table, dict(error="no blur rows")) is None
+
+def test_shared_patch_flaglimit_configs_keep_the_study_policy():
+    "The session-24 re-runs (probe on every FlagLimit, ft_last and full_ft at 64) change nothing but what runs."
+    base = StudyConfig.from_yaml(ROOT / "benchmarks" / "crchisto_flaglimit.yaml")
+    new = [StudyConfig.from_yaml(ROOT / "benchmarks" / f"crchisto_flaglimit{s}_shared40.yaml") for s in ("", "_ft", "_fullft")]
+    assert [c.protocols for c in new] == [["linear_probe"], ["ft_last"], ["full_ft"]]
+    assert all(c.models == [] and c.backbones == base.backbones and c.seeds == base.seeds for c in new)
+    assert new[0].flag_limits == base.flag_limits and new[1].flag_limits == new[2].flag_limits == [64]
+    for k in ("crop", "epochs", "min_steps", "batch_size", "blur_sigmas", "blur_placements", "split_seed", "n_boot"):
+        assert all(getattr(c, k) == getattr(base, k) for c in new), k
+
+def test_protocol_gains_pairs_protocols_by_seed():
+    "Finding (f): the costlier protocol minus the cheaper, only where both ran, paired on the seeds both have."
+    import pandas as pd
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from crchisto_flaglimit import protocol_gains
+    rows = [dict(model="bb", protocol=p, flag_limit=fl, seed=s, macro_f1=v, run_id=f"{p}{fl}{s}")
+            for p, fl, s, v in [("linear_probe", 64, 0, .50), ("linear_probe", 64, 1, .52), ("linear_probe", 64, 2, .54),
+                                ("ft_last", 64, 0, .60), ("ft_last", 64, 1, .61),      # seed 2 did not finish
+                                ("linear_probe", 128, 0, .55), ("scratch", 64, 0, .40)]]
+    clean = pd.DataFrame(rows).assign(entry=lambda d: d.model + " · " + d.protocol)
+    g = protocol_gains(clean)
+    assert list(g) == ["bb · ft_last minus linear_probe"] and list(g["bb · ft_last minus linear_probe"]) == ["64"]
+    gain = g["bb · ft_last minus linear_probe"]["64"]["gain"]
+    assert gain["seeds"] == [0, 1] and gain["n"] == 2 and abs(gain["mean"] - 0.095) < 1e-9
