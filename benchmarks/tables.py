@@ -98,20 +98,14 @@ def _welch(new, old):
     h = stats.t.ppf(0.975, df) * se
     return f"{d:+.3f} [{d - h:+.3f}, {d + h:+.3f}]"
 
-def _r_with(sa, new):
-    "The old slope-vs-accuracy correlation (finding d) with each model that the re-run measured again put at its new point."
-    if not sa: return None
-    from scipy import stats
-    f, pl, pts, rep = str(sa["flag_limit"]), sa["placement"], dict(sa["points"]), []
-    for e, per in new["table"].items():
-        sl = new["d_blur_slopes"].get(e, {})
-        if e in pts and f in per and pl in sl and sl[pl]["flag_limit"] == sa["flag_limit"]:
-            pts[e] = dict(macro_f1=per[f]["macro_f1"], slope=sl[pl]["slope_at_largest_flag_limit"]); rep.append(e)
-    if not rep: return None
-    x, y = zip(*((v["macro_f1"], v["slope"]) for v in pts.values()))
-    res = stats.pearsonr(x, y); ci = res.confidence_interval(0.95)
-    return dict(flag_limit=sa["flag_limit"], placement=pl, n=len(pts), replaced=rep, r=float(res.statistic),
-                ci=[float(ci.low), float(ci.high)], p=float(res.pvalue))
+def _r_with(old, new):
+    """Finding (d)'s slope-vs-accuracy correlation (crchisto_flaglimit._slope_vs_accuracy) over the old study's models,
+    with each model that the re-run measured again at its new point; and which models those are."""
+    from crchisto_flaglimit import _slope_vs_accuracy
+    sa = old.get("d_slope_vs_accuracy")
+    if not sa: return None, []
+    rep = [e for e in new["table"] if e in sa["points"] and str(sa["flag_limit"]) in new["table"][e]]
+    return _slope_vs_accuracy({**old["table"], **new["table"]}, {**old["d_blur_slopes"], **new["d_blur_slopes"]}), rep
 
 def shared40_table() -> str:
     """The backbone's FlagLimit runs on the shared 40-px patch (crchisto_flaglimit_shared40.json) against the same rows on
@@ -133,9 +127,9 @@ def shared40_table() -> str:
     sl = new["d_blur_slopes"]
     slopes = "; ".join(f"{e} {pl} {_g(dict(mean=v['slope'], ci=v['seed_ci'], n=v['n_runs']))} at {_lab(v['flag_limit'])}"
                        for e, pls in sorted(sl.items()) if isinstance(pls, dict) for pl, v in sorted(pls.items()))
-    r = _r_with(old.get("d_slope_vs_accuracy"), new)
-    if r: slopes += (f"\n\n(d) blur slope ({r['placement']}) against clean macro-F1 across the {r['n']} models at {_lab(r['flag_limit'])}, "
-                     f"with {', '.join(r['replaced'])} on the shared patch: Pearson r = {r['r']:+.2f} [{r['ci'][0]:+.2f}, "
+    r, rep = _r_with(old, new)
+    if r and rep: slopes += (f"\n\n(d) blur slope ({r['placement']}) against clean macro-F1 across the {r['n_models']} models at {_lab(r['flag_limit'])}, "
+                     f"with {', '.join(rep)} on the shared patch: Pearson r = {r['r']:+.2f} [{r['ci'][0]:+.2f}, "
                      f"{r['ci'][1]:+.2f}], p = {r['p']:.4f} (old patch: {old['d_slope_vs_accuracy']['r']:+.2f})")
     gains = ["| comparison | FlagLimit | mean over seeds [t 95% CI] | per seed [paired image-bootstrap 95% CI] |", "|---|---|---|---|"]
     for k, per in sorted(new.get("f_protocol_gains", {}).items()):

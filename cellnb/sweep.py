@@ -519,7 +519,7 @@ def load_predictions(out_dir, # the study folder
     out_dir = _study_dir(out_dir)
     if run_ids is not None:
         run_ids = _run_id_list(run_ids)
-        missing = [r for r in run_ids if not (out_dir/'runs'/str(r)).is_dir()]
+        missing = [r for r in run_ids if not (out_dir/'runs'/r).is_dir()]
         if missing: raise CellnbError(f"{out_dir} has no run {missing[0]!r} ({len(missing)} of {len(run_ids)} asked for are missing); take run ids from its results.parquet")
     parts = []
     for rd in sorted((out_dir/'runs').glob('*/')):
