@@ -102,6 +102,18 @@ def test_shared_patch_flaglimit_configs_keep_the_study_policy():
     for k in ("crop", "epochs", "min_steps", "batch_size", "blur_sigmas", "blur_placements", "split_seed", "n_boot"):
         assert all(getattr(c, k) == getattr(base, k) for c in new), k
 
+def test_session25_shared_patch_configs_extend_the_grid_without_changing_the_policy():
+    "ft_last at 128-512 and the balanced probe at all cells (session 25): only what runs differs from the study."
+    base = StudyConfig.from_yaml(ROOT / "benchmarks" / "crchisto_flaglimit.yaml")
+    grid, bal = (StudyConfig.from_yaml(ROOT / "benchmarks" / f"crchisto_flaglimit_{s}_shared40.yaml") for s in ("ftgrid", "balanced"))
+    old_bal = StudyConfig.from_yaml(ROOT / "benchmarks" / "crchisto_flaglimit_balanced.yaml")
+    assert grid.protocols == ["ft_last"] and grid.flag_limits == [128, 256, 512] and grid.class_weight is None
+    assert bal.protocols == old_bal.protocols and bal.flag_limits == old_bal.flag_limits and bal.class_weight == "balanced"
+    for c in (grid, bal):
+        assert c.models == [] and c.backbones == base.backbones and c.seeds == base.seeds
+        for k in ("crop", "epochs", "min_steps", "batch_size", "blur_sigmas", "blur_placements", "split_seed", "n_boot"):
+            assert getattr(c, k) == getattr(base, k), k
+
 def test_protocol_gains_pairs_protocols_by_seed():
     "Finding (f): the costlier protocol minus the cheaper, only where both ran, paired on the seeds both have."
     import pandas as pd
