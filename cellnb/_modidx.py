@@ -286,6 +286,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'cellnb.sweep._patch_resampled_before': ('sweep.html#_patch_resampled_before', 'cellnb/sweep.py'),
                               'cellnb.sweep._progress': ('sweep.html#_progress', 'cellnb/sweep.py'),
                               'cellnb.sweep._read_json': ('sweep.html#_read_json', 'cellnb/sweep.py'),
+                              'cellnb.sweep._run_env': ('sweep.html#_run_env', 'cellnb/sweep.py'),
                               'cellnb.sweep._run_id_list': ('sweep.html#_run_id_list', 'cellnb/sweep.py'),
                               'cellnb.sweep._run_local': ('sweep.html#_run_local', 'cellnb/sweep.py'),
                               'cellnb.sweep._run_ray': ('sweep.html#_run_ray', 'cellnb/sweep.py'),

@@ -576,6 +576,16 @@ def _progress(total:int, enabled:bool):
     pb.update(0)
     return pb
 
+_RUN_PATH_VARS = ('CELLNB_CACHE_DIR', 'CELLNB_WEIGHTS_DIR', 'CELLNB_CRCHISTO')
+
+def _run_env(out_dir:Path, threads:int) -> dict:
+    """The run kernels' environment. Each kernel works in its own run folder, so cellnb's path variables are made absolute
+    here (a relative `$CELLNB_CACHE_DIR` would name a fresh, empty cache inside every run folder); the cache defaults
+    to `out_dir/cache`."""
+    env = {k: str(Path(v).expanduser().resolve()) for k in _RUN_PATH_VARS if (v := os.environ.get(k))}
+    env.setdefault('CELLNB_CACHE_DIR', str(out_dir/'cache'))
+    return env | {'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads)}
+
 def _read_json(p:Path):
     "The JSON in `p`, or None when it is missing or not valid JSON."
     try: return json.loads(p.read_text())
@@ -616,10 +626,8 @@ def run_study(config, # a StudyConfig, a dict of its fields or a YAML path
         done_ok = {'ok', 'failed'} if not retry_failed else {'ok'}
         todo = [out_dir/'runs'/rid for rid in runs if _run_status(out_dir/'runs'/rid) not in done_ok]
         threads = max(1, _cores() // cfg.workers)
-        cache = os.environ.get('CELLNB_CACHE_DIR') or str(out_dir/'cache')
         launch_kw = dict(notebook=str(notebook), kernel_name=kernel_name,
-                         exec_params=dict(out_dir=str(out_dir), device=cfg.device, threads=threads),
-                         env={'CELLNB_CACHE_DIR': cache, 'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads)})
+                         exec_params=dict(out_dir=str(out_dir), device=cfg.device, threads=threads), env=_run_env(out_dir, threads))
         pb, n_done, failed = _progress(len(todo), progress), 0, []
         def on_done(r):
             nonlocal n_done

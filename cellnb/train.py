@@ -12,16 +12,18 @@ import pandas as pd
 import torch
 from torch import nn
 from sklearn.metrics import f1_score, accuracy_score
-from fastai.data.core import DataLoaders
-from fastai.learner import Learner
-from fastai.callback.core import Callback, CancelFitException
-from fastai.callback.tracker import TrackerCallback, EarlyStoppingCallback
-from fastai.callback.schedule import fit_one_cycle  # noqa: F401  (patches Learner.fit_one_cycle)
-from fastai.callback.progress import ProgressCallback  # noqa: F401
-from fastai.callback.fp16 import to_bf16  # noqa: F401
-from fastai.losses import CrossEntropyLossFlat
-from fastai.metrics import AccumMetric
-from fastai.optimizer import Adam
+with warnings.catch_warnings():  # fastai's own torch.jit.script at import: a FutureWarning from torch that no user can act on
+    warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
+    from fastai.data.core import DataLoaders
+    from fastai.learner import Learner
+    from fastai.callback.core import Callback, CancelFitException
+    from fastai.callback.tracker import TrackerCallback, EarlyStoppingCallback
+    from fastai.callback.schedule import fit_one_cycle  # noqa: F401  (patches Learner.fit_one_cycle)
+    from fastai.callback.progress import ProgressCallback  # noqa: F401
+    from fastai.callback.fp16 import to_bf16  # noqa: F401
+    from fastai.losses import CrossEntropyLossFlat
+    from fastai.metrics import AccumMetric
+    from fastai.optimizer import Adam
 from .core import CellnbError, get_device, seed_everything, atomic_write_json, is_positive_int, check_seed
 from .data import CellSet, require_cellset
 from .transforms import CellPipeline, pipeline_for, tune_malloc, augment_options

@@ -176,3 +176,10 @@ def test_scratch_cuda_bf16(cells):
     fm = fit_cell_model('scratch', 'cnn', tr, va, epochs=3, bs=8, lr=1e-2, device='cuda', progress=False, **TINY)
     assert acc(fm, va) > 0.4
     assert fm.predict_proba(va, device='cpu').shape == (len(va), 4)
+
+def test_importing_the_training_module_shows_no_fastai_deprecation_chatter():
+    "fastai calls torch.jit.script at import, which recent torch answers with a FutureWarning; cellnb hides that one only."
+    import subprocess, sys
+    r = subprocess.run([sys.executable, "-W", "always", "-c", "import cellnb.train"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "torch.jit.script" not in r.stderr, r.stderr
