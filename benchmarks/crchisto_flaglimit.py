@@ -5,9 +5,9 @@ Runs each study config given (default benchmarks/crchisto_flaglimit.yaml) with `
 grid only runs what is new. Then, from the collected results table of every run in the folder:
   (a) do scratch models keep rising with data?  paired-by-seed gain in macro-F1 from the second-largest FlagLimit to
       the largest, from 512 to the largest, and from the smallest to the largest run with every seed, with t-based
-      95% CIs over seeds;
+      95% CIs over seeds (the same for each backbone protocol run at two FlagLimits or more);
   (b) does the backbone's linear probe saturate early?  the smallest FlagLimit reaching 95% of its best macro-F1,
-      against the same for the scratch models;
+      against the same for the scratch models (and for a fine-tuning protocol with a curve of its own);
   (c) the small-patch ViT against the CNNs at the largest FlagLimit custom_vit ran at (paired gain, 95% CI);
   (d) blur degradation slopes (macro-F1 per unit log2(1+sigma)), pre and post, per model at the largest FlagLimit
       run with every seed, mean over seeds with a t-based 95% CI (and the slope at the largest FlagLimit);
@@ -76,15 +76,16 @@ def findings(res: pd.DataFrame, out=None) -> dict:
                                              boot_ci=[r.ci_low, r.ci_high], weighted_f1=r.weighted_f1, accuracy=r.accuracy,
                                              n_seeds=int(r.n_seeds), train_seconds=r.train_seconds, n_train_per_class=r.n_train)
                  for r in g.itertuples()} for e, g in per.groupby("entry")}
-    scratch = sorted(per.loc[per.protocol == "scratch", "entry"].unique())
-    probes = sorted(per.loc[per.protocol == "linear_probe", "entry"].unique())
     fls = lambda e: sorted(per.loc[per.entry == e, "flag_limit"].unique())
+    scratch = sorted(per.loc[per.protocol == "scratch", "entry"].unique())
+    # the backbone's entries with a curve: the probe, and a fine-tuning protocol once it ran at two FlagLimits or more
+    curves = sorted(e for e in per.loc[per.protocol != "scratch", "entry"].unique() if len(fls(e)) >= 2)
     seeds_at = lambda e: per[per.entry == e].set_index("flag_limit")["n_seeds"]
     def full(e):
         "The largest FlagLimit run with as many seeds as any (where seed CIs exist)."
         n = seeds_at(e); return int(n[n == n.max()].index.max())
     a = {}
-    for e in scratch + probes:
+    for e in scratch + curves:
         f = fls(e)
         if len(f) >= 2:
             a[e] = dict(last_step=[int(f[-2]), int(f[-1])], gain_last_step=_paired_gain(clean, e, f[-2], f[-1]),
@@ -94,7 +95,7 @@ def findings(res: pd.DataFrame, out=None) -> dict:
         s = per[per.entry == e].sort_values("flag_limit")
         best = s.macro_f1.max()
         return dict(best=float(best), flag_limit_95pct=int(s.loc[s.macro_f1 >= 0.95 * best, "flag_limit"].iloc[0]))
-    b = {e: sat(e) for e in probes + scratch}
+    b = {e: sat(e) for e in curves + scratch}
     c = {}
     if "custom_vit" in scratch:
         for e in scratch:

@@ -128,3 +128,20 @@ def test_protocol_gains_pairs_protocols_by_seed():
     assert list(g) == ["bb · ft_last minus linear_probe"] and list(g["bb · ft_last minus linear_probe"]) == ["64"]
     gain = g["bb · ft_last minus linear_probe"]["64"]["gain"]
     assert gain["seeds"] == [0, 1] and gain["n"] == 2 and abs(gain["mean"] - 0.095) < 1e-9
+
+def test_findings_give_a_fine_tuning_curve_its_own_a_and_b_once_it_has_two_flag_limits():
+    "ft_last run at 64-256 gets (a)'s gains and (b)'s 95%-of-best like the probe; full_ft at 64 alone gets neither."
+    import pandas as pd
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from crchisto_flaglimit import findings
+    f1 = {("linear_probe", 64): .55, ("linear_probe", 128): .57, ("ft_last", 64): .60, ("ft_last", 128): .64,
+          ("ft_last", 256): .67, ("full_ft", 64): .55}
+    rows = [dict(run_id=f"{p}{fl}{s}", model="bb", protocol=p, flag_limit=fl, seed=s, condition="clean", status="ok",
+                 macro_f1=v + s / 100, macro_f1_ci_low=v - .02, macro_f1_ci_high=v + .02, weighted_f1=v, accuracy=v,
+                 train_seconds=1.0, n_train_per_class=fl) for (p, fl), v in f1.items() for s in (0, 1, 2)]
+    f = findings(pd.DataFrame(rows))
+    assert set(f["b_saturation"]) == {"bb · linear_probe", "bb · ft_last"}
+    assert f["b_saturation"]["bb · ft_last"] == dict(best=pytest.approx(.68), flag_limit_95pct=128)
+    a = f["a_scratch_keeps_rising"]["bb · ft_last"]
+    assert a["all_seeds_span"] == [64, 256] and a["gain_all_seeds_span"]["mean"] == pytest.approx(.07)
+    assert "bb · full_ft" not in f["a_scratch_keeps_rising"] and "bb · full_ft" in f["table"]
