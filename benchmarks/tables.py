@@ -1,6 +1,6 @@
 """Markdown tables for BENCHMARKS.md from the CRCHisto result JSONs (so the text quotes exactly what the runs wrote).
 
-Usage: python benchmarks/tables.py [cv|flaglimit|findings|classmix|shared40]...   (default: the first four)
+Usage: python benchmarks/tables.py [cv|flaglimit|findings|classmix|shared40|classmix_shared40]...   (default: the first four)
 """
 import json, sys
 from _common import RESULTS
@@ -68,9 +68,9 @@ def findings_table() -> str:
     return ("macro-F1 differences on the clean test set; [..] are t-based 95% CIs over seeds (paired by seed), and for a single "
             "seed the paired image-bootstrap 95% CI\n\n" + "\n".join(rows) + corr)
 
-def classmix_table() -> str:
-    "Finding (e): the all-cells runs with a balanced loss or a balanced prior against the plain ones, per seed."
-    d = json.loads((RESULTS / "crchisto_flaglimit.json").read_text()).get("e_class_mix") or {}
+def classmix_table(name: str = "crchisto_flaglimit") -> str:
+    "Finding (e) of results/<name>.json: the all-cells runs with a balanced loss or a balanced prior against the plain ones, per seed."
+    d = json.loads((RESULTS / f"{name}.json").read_text()).get("e_class_mix") or {}
     rows = ["| model | seed | plain all | plain 2048 | balanced loss, all | minus plain all | minus plain 2048 | prior-corrected all | minus plain all | minus plain 2048 | 'others' recall: 2048 / all / balanced / prior-corrected |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     dd = lambda x: f"{x['diff']:+.3f} [{x['image_boot_ci'][0]:+.3f}, {x['image_boot_ci'][1]:+.3f}]" if x else ""
@@ -121,6 +121,9 @@ def shared40_table() -> str:
             cells.append("" if r is None else f"{r['macro_f1']:.3f} (n={r['n_seeds']})" +
                          ("" if o is None else f"; old {o['macro_f1']:.3f} (n={o['n_seeds']}), {_welch(r, o)}"))
         rows.append(f"| {e} | " + " | ".join(cells) + " |")
+    a = new["a_scratch_keeps_rising"]
+    rising = "; ".join(f"{e}: {_lab(v['all_seeds_span'][0])} -> {_lab(v['all_seeds_span'][1])} {_g(v['gain_all_seeds_span'])}, "
+                      f"last step {_lab(v['last_step'][0])} -> {_lab(v['last_step'][1])} {_g(v['gain_last_step'])}" for e, v in sorted(a.items()))
     b, bo = new["b_saturation"], old["b_saturation"]
     sat = "; ".join(f"{e}: best {v['best']:.3f}, 95% of it at {_lab(v['flag_limit_95pct'])}" +
                     (f" (old patch: {bo[e]['best']:.3f}, at {_lab(bo[e]['flag_limit_95pct'])})" if e in bo else "") for e, v in sorted(b.items()))
@@ -139,10 +142,10 @@ def shared40_table() -> str:
     return (f"{new['runs_ok']} of {new['runs']} runs ok; training time {new['train_seconds_total'] / 60:.0f} min in all\n\n"
             "clean macro-F1 on the shared 40-px patch, mean over n seeds; old: the same row on the old patch, and the "
             "difference new - old with a Welch t 95% CI over seeds\n\n" + "\n".join(rows) +
-            f"\n\n(b) {sat}\n\n(d) blur slopes, per unit log2(1+sigma), mean over seeds [t 95% CI]: {slopes}\n\n"
+            f"\n\n(a) gains with data, paired by seed [t 95% CI]: {rising}\n\n(b) {sat}\n\n(d) blur slopes, per unit log2(1+sigma), mean over seeds [t 95% CI]: {slopes}\n\n"
             "(f) protocols against each other, macro-F1 differences on the clean test set\n\n" + "\n".join(gains))
 
 if __name__ == "__main__":
     for w in (sys.argv[1:] or ["cv", "flaglimit", "findings", "classmix"]):
         print({"cv": cv_table, "flaglimit": flaglimit_table, "findings": findings_table, "classmix": classmix_table,
-               "shared40": shared40_table}[w](), end="\n\n")
+               "shared40": shared40_table, "classmix_shared40": lambda: classmix_table("crchisto_flaglimit_shared40")}[w](), end="\n\n")

@@ -145,3 +145,14 @@ def test_findings_give_a_fine_tuning_curve_its_own_a_and_b_once_it_has_two_flag_
     a = f["a_scratch_keeps_rising"]["bb · ft_last"]
     assert a["all_seeds_span"] == [64, 256] and a["gain_all_seeds_span"]["mean"] == pytest.approx(.07)
     assert "bb · full_ft" not in f["a_scratch_keeps_rising"] and "bb · full_ft" in f["table"]
+
+def test_tables_quote_the_committed_shared_patch_results():
+    "benchmarks/tables.py renders the shared-40-px-patch JSONs that BENCHMARKS.md quotes: curves, (a), (b), (d), (e), (f)."
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), "shared40", "classmix_shared40"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for line in ("| effnet_lite0_in1k · linear_probe | 0.559 (n=3)", "(a) gains with data, paired by seed",
+                 "(b) effnet_lite0_in1k · linear_probe: best 0.642", "(f) protocols against each other",
+                 "| effnet_lite0_in1k · ft_last minus linear_probe | 64 | +0.036 [-0.011, +0.083] (n=3)",
+                 "| effnet_lite0_in1k · linear_probe | mean |"):
+        assert line in r.stdout, line
