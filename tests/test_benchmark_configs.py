@@ -152,7 +152,8 @@ def test_tables_quote_the_committed_shared_patch_results():
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     for line in ("| effnet_lite0_in1k · linear_probe | 0.559 (n=3)", "(a) gains with data, paired by seed",
-                 "(b) effnet_lite0_in1k · linear_probe: best 0.642", "(f) protocols against each other",
+                 "effnet_lite0_in1k · linear_probe: best 0.642, 95% of it at 512", "(f) protocols against each other",
+                 "| 0.667 (n=3) |", "| effnet_lite0_in1k · ft_last minus linear_probe | 512 | +0.038 [+0.010, +0.066] (n=3)",
                  "| effnet_lite0_in1k · ft_last minus linear_probe | 64 | +0.036 [-0.011, +0.083] (n=3)",
                  "| effnet_lite0_in1k · linear_probe | mean |"):
         assert line in r.stdout, line
