@@ -8,6 +8,8 @@ from cellnb.models import ARCHS
 
 ROOT = Path(__file__).resolve().parent.parent
 CV = ROOT / "benchmarks" / "crchisto_cv.py"
+# what a FlagLimit side study shares with crchisto_flaglimit.yaml, so its rows compare with the study's
+STUDY_POLICY = ("crop", "epochs", "min_steps", "batch_size", "blur_sigmas", "blur_placements", "split_seed", "n_boot")
 
 def _dry(cfg):
     return subprocess.run([sys.executable, str(CV), "--config", str(cfg), "--dry-run"], capture_output=True, text=True, timeout=300)
@@ -99,7 +101,7 @@ def test_shared_patch_flaglimit_configs_keep_the_study_policy():
     assert [c.protocols for c in new] == [["linear_probe"], ["ft_last"], ["full_ft"]]
     assert all(c.models == [] and c.backbones == base.backbones and c.seeds == base.seeds for c in new)
     assert new[0].flag_limits == base.flag_limits and new[1].flag_limits == new[2].flag_limits == [64]
-    for k in ("crop", "epochs", "min_steps", "batch_size", "blur_sigmas", "blur_placements", "split_seed", "n_boot"):
+    for k in STUDY_POLICY:
         assert all(getattr(c, k) == getattr(base, k) for c in new), k
 
 def test_session25_shared_patch_configs_extend_the_grid_without_changing_the_policy():
@@ -111,7 +113,7 @@ def test_session25_shared_patch_configs_extend_the_grid_without_changing_the_pol
     assert bal.protocols == old_bal.protocols and bal.flag_limits == old_bal.flag_limits and bal.class_weight == "balanced"
     for c in (grid, bal):
         assert c.models == [] and c.backbones == base.backbones and c.seeds == base.seeds
-        for k in ("crop", "epochs", "min_steps", "batch_size", "blur_sigmas", "blur_placements", "split_seed", "n_boot"):
+        for k in STUDY_POLICY:
             assert getattr(c, k) == getattr(base, k), k
 
 def test_protocol_gains_pairs_protocols_by_seed():
