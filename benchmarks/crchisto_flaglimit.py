@@ -15,12 +15,15 @@ grid only runs what is new. Then, from the collected results table of every run 
       class-balanced loss): is the 2048 -> all drop the class mix? balanced-loss and prior-corrected runs against the
       plain ones, per seed, with paired image bootstraps;
   (f) a backbone's protocols against each other where two ran the same FlagLimit (ft_last / full_ft minus the probe,
-      full_ft minus ft_last), paired by seed and per seed by image bootstrap.
+      full_ft minus ft_last), paired by seed and per seed by image bootstrap;
+  (g) with --prior <results JSON>: a curve extended in a new folder, each FlagLimit here against the same entry at the
+      largest FlagLimit not above it in that JSON (paired by seed where both keep per-seed rows, else Welch).
 Writes benchmarks/results/<run folder name>.json (crchisto_flaglimit.json by default) and the scaling / speed-accuracy
 PNGs under benchmarks/figures/ (crchisto_<figure>.png by default, <run folder name>_<figure>.png for another --out), so
 the GPU grid (crchisto_flaglimit_gpu.yaml, --out benchmarks/runs/crchisto_flaglimit_gpu) leaves the CPU figures alone.
 Usage: python benchmarks/crchisto_flaglimit.py [--config a.yaml [b.yaml ...]] [--out DIR] [--workers 2] [--summarise-only]
        [--seeds 0] [--flag-limits 64,128] [--no-backbones | --no-scratch]   (run part of the grid now; later calls add the rest)
+       [--prior benchmarks/results/<earlier study>.json]   (finding (g): this folder's FlagLimits against that study's curve)
 """
 import argparse, json, shutil, time
 from pathlib import Path
@@ -72,7 +75,9 @@ def findings(res: pd.DataFrame, out=None) -> dict:
         ci_high=("macro_f1_ci_high", "mean"), weighted_f1=("weighted_f1", "mean"), accuracy=("accuracy", "mean"),
         n_seeds=("seed", "nunique"), train_seconds=("train_seconds", "mean"),
         n_train=("n_train_per_class", "first")).reset_index()
+    by_seed = {k: {str(int(sd)): float(v) for sd, v in zip(g.seed, g.macro_f1)} for k, g in clean.groupby(["entry", "flag_limit"])}
     table = {e: {str(int(r.flag_limit)): dict(macro_f1=r.macro_f1, seed_sd=None if pd.isna(r.sd) else r.sd,
+                                             seed_macro_f1=by_seed[(e, r.flag_limit)],
                                              boot_ci=[r.ci_low, r.ci_high], weighted_f1=r.weighted_f1, accuracy=r.accuracy,
                                              n_seeds=int(r.n_seeds), train_seconds=r.train_seconds, n_train_per_class=r.n_train)
                  for r in g.itertuples()} for e, g in per.groupby("entry")}
@@ -121,6 +126,37 @@ def findings(res: pd.DataFrame, out=None) -> dict:
         d = dict(error=str(ex))
     return dict(table=table, a_scratch_keeps_rising=a, b_saturation=b, c_vit_vs_cnns=c, d_blur_slopes=d,
                 d_slope_vs_accuracy=_slope_vs_accuracy(table, d), f_protocol_gains=protocol_gains(clean, out))
+
+def _welch(m1, s1, n1, m2, s2, n2):
+    "Difference of two seed means with a Welch t 95% CI, from each side's mean, seed sd and number of seeds."
+    v1, v2 = s1 ** 2 / n1, s2 ** 2 / n2
+    df = (v1 + v2) ** 2 / (v1 ** 2 / (n1 - 1) + v2 ** 2 / (n2 - 1))
+    h = float(stats.t.ppf(0.975, df) * np.sqrt(v1 + v2))
+    return dict(mean=m1 - m2, ci=[m1 - m2 - h, m1 - m2 + h], df=float(df), n=[int(n1), int(n2)])
+
+def prior_gains(table: dict, prior: dict, prior_name="prior") -> dict:
+    """(g) A curve extended in a new run folder: each entry's macro-F1 at each FlagLimit here minus the same entry at the
+    largest smaller FlagLimit of an earlier study's results JSON (`prior`). Paired by seed (t 95% CI) where both keep
+    per-seed rows, else a Welch t 95% CI of the difference of seed means; where the prior has this very FlagLimit, the
+    same difference checks that the re-run reproduces it."""
+    out = {}
+    for e, rows in table.items():
+        old = prior.get("table", {}).get(e)
+        if not old: continue
+        for fl, r in rows.items():
+            lower = [f for f in old if int(f) <= int(fl)]
+            if not lower: continue
+            lo = max(lower, key=int); o = old[lo]
+            a, b = r.get("seed_macro_f1"), o.get("seed_macro_f1")
+            if a and b and set(a) & set(b):
+                common = sorted(set(a) & set(b), key=int)
+                g = {**_t_ci([a[k] - b[k] for k in common]), "seeds": [int(k) for k in common], "method": "paired by seed"}
+            elif r["n_seeds"] >= 2 and o["n_seeds"] >= 2:
+                g = {**_welch(r["macro_f1"], r["seed_sd"], r["n_seeds"], o["macro_f1"], o["seed_sd"], o["n_seeds"]),
+                     "method": "Welch over seed means"}
+            else: continue
+            out.setdefault(e, {})[f"{lo}->{fl}"] = dict(here=r["macro_f1"], prior=o["macro_f1"], prior_json=prior_name, gain=g)
+    return out
 
 PROTOCOL_ORDER = ("linear_probe", "ft_last", "full_ft")   # cheapest first: gains are "more training minus less"
 
@@ -212,6 +248,7 @@ def main():
     ap.add_argument("--no-backbones", action="store_true", help="run only the scratch models of each config now")
     ap.add_argument("--no-scratch", action="store_true", help="run only the backbones of each config now")
     ap.add_argument("--no-figures", action="store_true", help="do not copy the figures to benchmarks/figures (a side study)")
+    ap.add_argument("--prior", default=None, help="an earlier results JSON whose curves this folder extends: finding (g)")
     a = ap.parse_args()
     out, t0, walls = Path(a.out), time.perf_counter(), {}
     if not a.summarise_only:
@@ -237,6 +274,7 @@ def main():
     f = findings(res, out)
     bal = out.parent / f"{out.name}_balanced"
     if (bal / "runs").is_dir(): f["e_class_mix"] = class_mix(res, out, bal)
+    if a.prior: f["g_against_prior"] = prior_gains(f["table"], json.loads(Path(a.prior).read_text()), Path(a.prior).name)
     p = write_result(out.name, dict(
         configs=[Path(c).read_text() for c in a.config], out_dir=str(out), report=str(page),
         runs=int(len(runs)), runs_ok=int((runs.status == "ok").sum()), train_seconds_total=float(runs.train_seconds.sum()),

@@ -116,6 +116,15 @@ def test_session25_shared_patch_configs_extend_the_grid_without_changing_the_pol
         for k in STUDY_POLICY:
             assert getattr(c, k) == getattr(base, k), k
 
+def test_session26_ft1024_config_pairs_ft_last_with_the_probe_at_1024():
+    "ft_last and the probe at 1024 (session 26), its own folder: both protocols at one FlagLimit, the study's policy."
+    base = StudyConfig.from_yaml(ROOT / "benchmarks" / "crchisto_flaglimit.yaml")
+    c = StudyConfig.from_yaml(ROOT / "benchmarks" / "crchisto_flaglimit_ft1024_shared40.yaml")
+    assert c.protocols == ["linear_probe", "ft_last"] and c.flag_limits == [1024] and c.class_weight is None
+    assert c.models == [] and c.backbones == base.backbones and c.seeds == base.seeds
+    for k in STUDY_POLICY:
+        assert getattr(c, k) == getattr(base, k), k
+
 def test_protocol_gains_pairs_protocols_by_seed():
     "Finding (f): the costlier protocol minus the cheaper, only where both ran, paired on the seeds both have."
     import pandas as pd
@@ -147,6 +156,25 @@ def test_findings_give_a_fine_tuning_curve_its_own_a_and_b_once_it_has_two_flag_
     a = f["a_scratch_keeps_rising"]["bb · ft_last"]
     assert a["all_seeds_span"] == [64, 256] and a["gain_all_seeds_span"]["mean"] == pytest.approx(.07)
     assert "bb · full_ft" not in f["a_scratch_keeps_rising"] and "bb · full_ft" in f["table"]
+
+def test_prior_gains_extend_a_curve_from_an_earlier_json():
+    "Finding (g): paired by seed where both JSONs keep per-seed rows, Welch from mean/sd/n where the prior does not."
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from crchisto_flaglimit import prior_gains
+    here = {"bb · ft_last": {"1024": dict(macro_f1=.70, seed_sd=.01, n_seeds=3, seed_macro_f1={"0": .69, "1": .70, "2": .71})},
+            "bb · linear_probe": {"1024": dict(macro_f1=.60, seed_sd=.02, n_seeds=3, seed_macro_f1={"0": .58, "1": .60, "2": .62})},
+            "bb · full_ft": {"64": dict(macro_f1=.5, seed_sd=.01, n_seeds=3)}}
+    old = {"table": {"bb · ft_last": {"256": dict(macro_f1=.62, seed_sd=.02, n_seeds=3), "512": dict(macro_f1=.66, seed_sd=.01, n_seeds=3)},
+                     "bb · linear_probe": {"1024": dict(macro_f1=.60, seed_sd=.02, n_seeds=3, seed_macro_f1={"0": .58, "1": .60, "2": .62})},
+                     "bb · full_ft": {"128": dict(macro_f1=.6, seed_sd=.01, n_seeds=3)}}}
+    g = prior_gains(here, old, "old.json")
+    assert set(g) == {"bb · ft_last", "bb · linear_probe"}          # full_ft: nothing at or below 64 in the prior
+    ft = g["bb · ft_last"]["512->1024"]
+    assert ft["gain"]["method"] == "Welch over seed means" and abs(ft["gain"]["mean"] - .04) < 1e-9
+    lo, hi = ft["gain"]["ci"]
+    assert lo < .04 < hi and abs(ft["gain"]["df"] - 4) < 1e-9 and hi - .04 > 2.7 * (2 * .01 ** 2 / 3) ** .5  # t(4) > 2.7
+    probe = g["bb · linear_probe"]["1024->1024"]["gain"]           # the re-run reproduces the prior, seed by seed
+    assert probe["method"] == "paired by seed" and probe["seeds"] == [0, 1, 2] and probe["mean"] == 0 and probe["ci"] == [0, 0]
 
 def test_tables_quote_the_committed_shared_patch_results():
     "benchmarks/tables.py renders the shared-40-px-patch JSONs that BENCHMARKS.md quotes: curves, (a), (b), (d), (e), (f)."
