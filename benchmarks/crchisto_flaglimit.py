@@ -130,6 +130,7 @@ def findings(res: pd.DataFrame, out=None) -> dict:
 def _welch(m1, s1, n1, m2, s2, n2):
     "Difference of two seed means with a Welch t 95% CI, from each side's mean, seed sd and number of seeds."
     v1, v2 = s1 ** 2 / n1, s2 ** 2 / n2
+    if v1 + v2 == 0: return dict(mean=m1 - m2, ci=[m1 - m2, m1 - m2], df=None, n=[int(n1), int(n2)])
     df = (v1 + v2) ** 2 / (v1 ** 2 / (n1 - 1) + v2 ** 2 / (n2 - 1))
     h = float(stats.t.ppf(0.975, df) * np.sqrt(v1 + v2))
     return dict(mean=m1 - m2, ci=[m1 - m2 - h, m1 - m2 + h], df=float(df), n=[int(n1), int(n2)])

@@ -1,6 +1,6 @@
 """Markdown tables for BENCHMARKS.md from the CRCHisto result JSONs (so the text quotes exactly what the runs wrote).
 
-Usage: python benchmarks/tables.py [cv|flaglimit|findings|classmix|shared40|classmix_shared40]...   (default: the first four)
+Usage: python benchmarks/tables.py [cv|flaglimit|findings|classmix|shared40|classmix_shared40|ft1024]...   (default: the first four)
 """
 import json, sys
 from _common import RESULTS
@@ -88,15 +88,10 @@ def classmix_table(name: str = "crchisto_flaglimit") -> str:
 
 def _welch(new, old):
     "Difference of two seed means (new - old) with a Welch t 95% CI, from each row's mean, seed SD and seed count."
-    from scipy import stats
-    d = new["macro_f1"] - old["macro_f1"]
-    va, vb = (r["seed_sd"] ** 2 / r["n_seeds"] if r["n_seeds"] > 1 and r["seed_sd"] is not None else None for r in (new, old))
-    if va is None or vb is None: return f"{d:+.3f}"
-    se = (va + vb) ** 0.5
-    if se == 0: return f"{d:+.3f} [{d:+.3f}, {d:+.3f}]"
-    df = (va + vb) ** 2 / (va ** 2 / (new["n_seeds"] - 1) + vb ** 2 / (old["n_seeds"] - 1))
-    h = stats.t.ppf(0.975, df) * se
-    return f"{d:+.3f} [{d - h:+.3f}, {d + h:+.3f}]"
+    from crchisto_flaglimit import _welch as welch
+    if any(r["n_seeds"] < 2 or r["seed_sd"] is None for r in (new, old)): return f"{new['macro_f1'] - old['macro_f1']:+.3f}"
+    w = welch(new["macro_f1"], new["seed_sd"], new["n_seeds"], old["macro_f1"], old["seed_sd"], old["n_seeds"])
+    return f"{w['mean']:+.3f} [{w['ci'][0]:+.3f}, {w['ci'][1]:+.3f}]"
 
 def _r_with(old, new):
     """Finding (d)'s slope-vs-accuracy correlation (crchisto_flaglimit._slope_vs_accuracy) over the old study's models,
@@ -106,6 +101,41 @@ def _r_with(old, new):
     if not sa: return None, []
     rep = [e for e in new["table"] if e in sa["points"] and str(sa["flag_limit"]) in new["table"][e]]
     return _slope_vs_accuracy({**old["table"], **new["table"]}, {**old["d_blur_slopes"], **new["d_blur_slopes"]}), rep
+
+def _slopes(sl) -> str:
+    "Finding (d): each entry's blur slopes, pre and post, mean over seeds [t 95% CI] at the FlagLimit they were read at."
+    return "; ".join(f"{e} {pl} {_g(dict(mean=v['slope'], ci=v['seed_ci'], n=v['n_runs']))} at {_lab(v['flag_limit'])}"
+                     for e, pls in sorted(sl.items()) if isinstance(pls, dict) for pl, v in sorted(pls.items()))
+
+def _protocol_rows(d) -> list:
+    "Finding (f): a backbone's protocols against each other, one markdown row per comparison and FlagLimit."
+    rows = ["| comparison | FlagLimit | mean over seeds [t 95% CI] | per seed [paired image-bootstrap 95% CI] |", "|---|---|---|---|"]
+    for k, per in sorted(d.get("f_protocol_gains", {}).items()):
+        for f, v in sorted(per.items(), key=lambda kv: int(kv[0])):
+            seeds = "; ".join(f"seed {r['seed']} {r['diff']:+.3f} [{r['image_boot_ci'][0]:+.3f}, {r['image_boot_ci'][1]:+.3f}]" for r in v["per_seed"] or [])
+            rows.append(f"| {k} | {_lab(f)} | {_g(v['gain'])} | {seeds} |")
+    return rows
+
+def extension_table(name: str = "crchisto_flaglimit_shared40_ft1024") -> str:
+    """A curve extended in its own folder (results/<name>.json, run with --prior): each entry's macro-F1 per seed here,
+    finding (g) against the earlier JSON, (f) the protocols against each other and (d) the blur slopes."""
+    d = json.loads((RESULTS / f"{name}.json").read_text())
+    rows = ["| entry | FlagLimit | macro-F1, mean (n seeds) | per seed | weighted-F1 | train s per run |", "|---|---|---|---|---|---|"]
+    for e, per in sorted(d["table"].items()):
+        for f, r in sorted(per.items(), key=lambda kv: int(kv[0])):
+            seeds = ", ".join(f"{k}: {v:.3f}" for k, v in sorted(r.get("seed_macro_f1", {}).items()))
+            rows.append(f"| {e} | {_lab(f)} | {r['macro_f1']:.3f} (n={r['n_seeds']}) | {seeds} | {r['weighted_f1']:.3f} | {r['train_seconds']:.0f} |")
+    g = ["| entry | step | here | prior | gain [95% CI] | how | prior JSON |", "|---|---|---|---|---|---|---|"]
+    for e, per in sorted(d.get("g_against_prior", {}).items()):
+        for step, v in per.items():
+            lo, hi = step.split("->")
+            g.append(f"| {e} | {_lab(lo)} -> {_lab(hi)} | {v['here']:.3f} | {v['prior']:.3f} | "
+                     f"{v['gain']['mean']:+.3f} [{v['gain']['ci'][0]:+.3f}, {v['gain']['ci'][1]:+.3f}] | {v['gain']['method']} | {v['prior_json']} |")
+    return (f"{d['runs_ok']} of {d['runs']} runs ok; training time {d['train_seconds_total'] / 60:.0f} min in all\n\n"
+            "clean macro-F1, mean over seeds and per seed\n\n" + "\n".join(rows) +
+            "\n\n(g) against the earlier curve (a step to the same FlagLimit checks that a re-run reproduces it)\n\n" + "\n".join(g) +
+            "\n\n(f) protocols against each other, macro-F1 differences on the clean test set\n\n" + "\n".join(_protocol_rows(d)) +
+            f"\n\n(d) blur slopes, per unit log2(1+sigma), mean over seeds [t 95% CI]: {_slopes(d['d_blur_slopes'])}")
 
 def shared40_table() -> str:
     """The backbone's FlagLimit runs on the shared 40-px patch (crchisto_flaglimit_shared40.json) against the same rows on
@@ -127,18 +157,12 @@ def shared40_table() -> str:
     b, bo = new["b_saturation"], old["b_saturation"]
     sat = "; ".join(f"{e}: best {v['best']:.3f}, 95% of it at {_lab(v['flag_limit_95pct'])}" +
                     (f" (old patch: {bo[e]['best']:.3f}, at {_lab(bo[e]['flag_limit_95pct'])})" if e in bo else "") for e, v in sorted(b.items()))
-    sl = new["d_blur_slopes"]
-    slopes = "; ".join(f"{e} {pl} {_g(dict(mean=v['slope'], ci=v['seed_ci'], n=v['n_runs']))} at {_lab(v['flag_limit'])}"
-                       for e, pls in sorted(sl.items()) if isinstance(pls, dict) for pl, v in sorted(pls.items()))
+    slopes = _slopes(new["d_blur_slopes"])
     r, rep = _r_with(old, new)
     if r and rep: slopes += (f"\n\n(d) blur slope ({r['placement']}) against clean macro-F1 across the {r['n_models']} models at {_lab(r['flag_limit'])}, "
                      f"with {', '.join(rep)} on the shared patch: Pearson r = {r['r']:+.2f} [{r['ci'][0]:+.2f}, "
                      f"{r['ci'][1]:+.2f}], p = {r['p']:.4f} (old patch: {old['d_slope_vs_accuracy']['r']:+.2f})")
-    gains = ["| comparison | FlagLimit | mean over seeds [t 95% CI] | per seed [paired image-bootstrap 95% CI] |", "|---|---|---|---|"]
-    for k, per in sorted(new.get("f_protocol_gains", {}).items()):
-        for f, v in sorted(per.items(), key=lambda kv: int(kv[0])):
-            seeds = "; ".join(f"seed {r['seed']} {r['diff']:+.3f} [{r['image_boot_ci'][0]:+.3f}, {r['image_boot_ci'][1]:+.3f}]" for r in v["per_seed"] or [])
-            gains.append(f"| {k} | {_lab(f)} | {_g(v['gain'])} | {seeds} |")
+    gains = _protocol_rows(new)
     return (f"{new['runs_ok']} of {new['runs']} runs ok; training time {new['train_seconds_total'] / 60:.0f} min in all\n\n"
             "clean macro-F1 on the shared 40-px patch, mean over n seeds; old: the same row on the old patch, and the "
             "difference new - old with a Welch t 95% CI over seeds\n\n" + "\n".join(rows) +
@@ -148,4 +172,5 @@ def shared40_table() -> str:
 if __name__ == "__main__":
     for w in (sys.argv[1:] or ["cv", "flaglimit", "findings", "classmix"]):
         print({"cv": cv_table, "flaglimit": flaglimit_table, "findings": findings_table, "classmix": classmix_table,
-               "shared40": shared40_table, "classmix_shared40": lambda: classmix_table("crchisto_flaglimit_shared40")}[w](), end="\n\n")
+               "shared40": shared40_table, "classmix_shared40": lambda: classmix_table("crchisto_flaglimit_shared40"),
+               "ft1024": extension_table}[w](), end="\n\n")
