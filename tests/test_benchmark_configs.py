@@ -116,11 +116,12 @@ def test_session25_shared_patch_configs_extend_the_grid_without_changing_the_pol
         for k in STUDY_POLICY:
             assert getattr(c, k) == getattr(base, k), k
 
-def test_session26_ft1024_config_pairs_ft_last_with_the_probe_at_1024():
-    "ft_last and the probe at 1024 (session 26), its own folder: both protocols at one FlagLimit, the study's policy."
+@pytest.mark.parametrize("fl", [1024, 2048])
+def test_ft_extension_configs_pair_ft_last_with_the_probe(fl):
+    "ft_last and the probe at 1024 (session 26) and 2048 (session 27), each its own folder: both protocols, one FlagLimit, the study's policy."
     base = StudyConfig.from_yaml(ROOT / "benchmarks" / "crchisto_flaglimit.yaml")
-    c = StudyConfig.from_yaml(ROOT / "benchmarks" / "crchisto_flaglimit_ft1024_shared40.yaml")
-    assert c.protocols == ["linear_probe", "ft_last"] and c.flag_limits == [1024] and c.class_weight is None
+    c = StudyConfig.from_yaml(ROOT / "benchmarks" / f"crchisto_flaglimit_ft{fl}_shared40.yaml")
+    assert c.protocols == ["linear_probe", "ft_last"] and c.flag_limits == [fl] and c.class_weight is None
     assert c.models == [] and c.backbones == base.backbones and c.seeds == base.seeds
     for k in STUDY_POLICY:
         assert getattr(c, k) == getattr(base, k), k
