@@ -16,14 +16,14 @@ grid only runs what is new. Then, from the collected results table of every run 
       plain ones, per seed, with paired image bootstraps;
   (f) a backbone's protocols against each other where two ran the same FlagLimit (ft_last / full_ft minus the probe,
       full_ft minus ft_last), paired by seed and per seed by image bootstrap;
-  (g) with --prior <results JSON>: a curve extended in a new folder, each FlagLimit here against the same entry at the
-      largest FlagLimit not above it in that JSON (paired by seed where both keep per-seed rows, else Welch).
+  (g) with --prior <results JSON> [...]: a curve extended in a new folder, each FlagLimit here against the same entry
+      at the largest FlagLimit not above it in those JSONs (paired by seed where both keep per-seed rows, else Welch).
 Writes benchmarks/results/<run folder name>.json (crchisto_flaglimit.json by default) and the scaling / speed-accuracy
 PNGs under benchmarks/figures/ (crchisto_<figure>.png by default, <run folder name>_<figure>.png for another --out), so
 the GPU grid (crchisto_flaglimit_gpu.yaml, --out benchmarks/runs/crchisto_flaglimit_gpu) leaves the CPU figures alone.
 Usage: python benchmarks/crchisto_flaglimit.py [--config a.yaml [b.yaml ...]] [--out DIR] [--workers 2] [--summarise-only]
        [--seeds 0] [--flag-limits 64,128] [--no-backbones | --no-scratch]   (run part of the grid now; later calls add the rest)
-       [--prior benchmarks/results/<earlier study>.json]   (finding (g): this folder's FlagLimits against that study's curve)
+       [--prior benchmarks/results/<earlier study>.json ...]   (finding (g): this folder's FlagLimits against those curves)
 """
 import argparse, json, shutil, time
 from pathlib import Path
@@ -135,19 +135,19 @@ def _welch(m1, s1, n1, m2, s2, n2):
     h = float(stats.t.ppf(0.975, df) * np.sqrt(v1 + v2))
     return dict(mean=m1 - m2, ci=[m1 - m2 - h, m1 - m2 + h], df=float(df), n=[int(n1), int(n2)])
 
-def prior_gains(table: dict, prior: dict, prior_name="prior") -> dict:
+def prior_gains(table: dict, priors: dict) -> dict:
     """(g) A curve extended in a new run folder: each entry's macro-F1 at each FlagLimit here minus the same entry at the
-    largest smaller FlagLimit of an earlier study's results JSON (`prior`). Paired by seed (t 95% CI) where both keep
+    largest FlagLimit not above it in earlier studies' results JSONs (`priors`: name -> JSON; where two have that
+    FlagLimit, the one keeping per-seed rows wins, then the later one). Paired by seed (t 95% CI) where both keep
     per-seed rows, else a Welch t 95% CI of the difference of seed means; where the prior has this very FlagLimit, the
     same difference checks that the re-run reproduces it."""
     out = {}
     for e, rows in table.items():
-        old = prior.get("table", {}).get(e)
-        if not old: continue
         for fl, r in rows.items():
-            lower = [f for f in old if int(f) <= int(fl)]
-            if not lower: continue
-            lo = max(lower, key=int); o = old[lo]
+            cands = [(int(f), bool(o.get("seed_macro_f1")), i, name, f, o) for i, (name, pj) in enumerate(priors.items())
+                     for f, o in pj.get("table", {}).get(e, {}).items() if int(f) <= int(fl)]
+            if not cands: continue
+            *_, name, lo, o = max(cands, key=lambda c: c[:3])
             a, b = r.get("seed_macro_f1"), o.get("seed_macro_f1")
             if a and b and set(a) & set(b):
                 common = sorted(set(a) & set(b), key=int)
@@ -156,8 +156,15 @@ def prior_gains(table: dict, prior: dict, prior_name="prior") -> dict:
                 g = {**_welch(r["macro_f1"], r["seed_sd"], r["n_seeds"], o["macro_f1"], o["seed_sd"], o["n_seeds"]),
                      "method": "Welch over seed means"}
             else: continue
-            out.setdefault(e, {})[f"{lo}->{fl}"] = dict(here=r["macro_f1"], prior=o["macro_f1"], prior_json=prior_name, gain=g)
+            out.setdefault(e, {})[f"{lo}->{fl}"] = dict(here=r["macro_f1"], prior=o["macro_f1"], prior_json=name, gain=g)
     return out
+
+def _read_prior(p) -> dict:
+    "An earlier results JSON for --prior, or a one-line error naming it."
+    try: d = json.loads(Path(p).read_text())
+    except (OSError, ValueError) as ex: raise SystemExit(f"--prior {p}: cannot read it as a results JSON ({ex}); give benchmarks/results/<study>.json")
+    if not isinstance(d.get("table"), dict): raise SystemExit(f"--prior {p}: no 'table' of curves in it; give a results JSON this script wrote")
+    return d
 
 PROTOCOL_ORDER = ("linear_probe", "ft_last", "full_ft")   # cheapest first: gains are "more training minus less"
 
@@ -249,8 +256,9 @@ def main():
     ap.add_argument("--no-backbones", action="store_true", help="run only the scratch models of each config now")
     ap.add_argument("--no-scratch", action="store_true", help="run only the backbones of each config now")
     ap.add_argument("--no-figures", action="store_true", help="do not copy the figures to benchmarks/figures (a side study)")
-    ap.add_argument("--prior", default=None, help="an earlier results JSON whose curves this folder extends: finding (g)")
+    ap.add_argument("--prior", nargs="+", default=None, help="earlier results JSONs whose curves this folder extends: finding (g)")
     a = ap.parse_args()
+    priors = {Path(p).name: _read_prior(p) for p in a.prior or []}   # read before hours of runs, not after
     out, t0, walls = Path(a.out), time.perf_counter(), {}
     if not a.summarise_only:
         for c in a.config:
@@ -275,7 +283,7 @@ def main():
     f = findings(res, out)
     bal = out.parent / f"{out.name}_balanced"
     if (bal / "runs").is_dir(): f["e_class_mix"] = class_mix(res, out, bal)
-    if a.prior: f["g_against_prior"] = prior_gains(f["table"], json.loads(Path(a.prior).read_text()), Path(a.prior).name)
+    if priors: f["g_against_prior"] = prior_gains(f["table"], priors)
     p = write_result(out.name, dict(
         configs=[Path(c).read_text() for c in a.config], out_dir=str(out), report=str(page),
         runs=int(len(runs)), runs_ok=int((runs.status == "ok").sum()), train_seconds_total=float(runs.train_seconds.sum()),

@@ -168,7 +168,7 @@ def test_prior_gains_extend_a_curve_from_an_earlier_json():
     old = {"table": {"bb · ft_last": {"256": dict(macro_f1=.62, seed_sd=.02, n_seeds=3), "512": dict(macro_f1=.66, seed_sd=.01, n_seeds=3)},
                      "bb · linear_probe": {"1024": dict(macro_f1=.60, seed_sd=.02, n_seeds=3, seed_macro_f1={"0": .58, "1": .60, "2": .62})},
                      "bb · full_ft": {"128": dict(macro_f1=.6, seed_sd=.01, n_seeds=3)}}}
-    g = prior_gains(here, old, "old.json")
+    g = prior_gains(here, {"old.json": old})
     assert set(g) == {"bb · ft_last", "bb · linear_probe"}          # full_ft: nothing at or below 64 in the prior
     ft = g["bb · ft_last"]["512->1024"]
     assert ft["gain"]["method"] == "Welch over seed means" and abs(ft["gain"]["mean"] - .04) < 1e-9
@@ -176,6 +176,23 @@ def test_prior_gains_extend_a_curve_from_an_earlier_json():
     assert lo < .04 < hi and abs(ft["gain"]["df"] - 4) < 1e-9 and hi - .04 > 2.7 * (2 * .01 ** 2 / 3) ** .5  # t(4) > 2.7
     probe = g["bb · linear_probe"]["1024->1024"]["gain"]           # the re-run reproduces the prior, seed by seed
     assert probe["method"] == "paired by seed" and probe["seeds"] == [0, 1, 2] and probe["mean"] == 0 and probe["ci"] == [0, 0]
+    # two priors: the largest FlagLimit not above wins; at a tie the one keeping per-seed rows (paired) wins
+    newer = {"table": {"bb · ft_last": {"512": dict(macro_f1=.67, seed_sd=.01, n_seeds=3, seed_macro_f1={"0": .66, "1": .67, "2": .68})},
+                       "bb · linear_probe": {"512": dict(macro_f1=.55, seed_sd=.02, n_seeds=3)}}}
+    g2 = prior_gains(here, {"old.json": old, "newer.json": newer})
+    assert g2["bb · ft_last"]["512->1024"]["prior_json"] == "newer.json" and g2["bb · ft_last"]["512->1024"]["gain"]["method"] == "paired by seed"
+    assert g2["bb · ft_last"]["512->1024"]["gain"]["mean"] == pytest.approx(.03) and g2["bb · linear_probe"]["1024->1024"]["prior_json"] == "old.json"
+    assert prior_gains(here, {"old.json": newer, "newer.json": old})["bb · ft_last"]["512->1024"]["prior_json"] == "old.json"
+
+def test_a_bad_prior_json_is_one_line_before_any_run(tmp_path):
+    "--prior that is not a results JSON stops the script at once with a line naming it, before it runs anything."
+    bad = tmp_path / "notes.json"; bad.write_text('{"runs": 3}')
+    for p, says in ((bad, "no 'table' of curves"), (tmp_path / "missing.json", "cannot read it")):
+        r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "crchisto_flaglimit.py"), "--config",
+                            str(ROOT / "benchmarks" / "crchisto_flaglimit_ft2048_shared40.yaml"), "--out", str(tmp_path / "runs"),
+                            "--prior", str(p)], capture_output=True, text=True, timeout=300)
+        assert r.returncode != 0 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert not (tmp_path / "runs").exists()
 
 def test_tables_quote_the_committed_shared_patch_results():
     "benchmarks/tables.py renders the shared-40-px-patch JSONs that BENCHMARKS.md quotes: curves, (a), (b), (d), (e), (f)."
@@ -187,4 +204,15 @@ def test_tables_quote_the_committed_shared_patch_results():
                  "| 0.667 (n=3) |", "| effnet_lite0_in1k · ft_last minus linear_probe | 512 | +0.038 [+0.010, +0.066] (n=3)",
                  "| effnet_lite0_in1k · ft_last minus linear_probe | 64 | +0.036 [-0.011, +0.083] (n=3)",
                  "| effnet_lite0_in1k · linear_probe | mean |"):
+        assert line in r.stdout, line
+
+def test_tables_quote_the_committed_ft_extension_results():
+    "tables.py ft1024 renders the session-26 JSON BENCHMARKS.md quotes: per-seed rows, (g) against session 25, (f), (d)."
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), "ft1024"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for line in ("6 of 6 runs ok", "| effnet_lite0_in1k · ft_last | 1024 | 0.680 (n=3) | 0: 0.684, 1: 0.689, 2: 0.667 |",
+                 "| effnet_lite0_in1k · ft_last | 512 -> 1024 | 0.680 | 0.667 | +0.013 [-0.013, +0.038] | Welch over seed means |",
+                 "| effnet_lite0_in1k · linear_probe | 1024 -> 1024 | 0.635 | 0.635 | +0.000 [-0.016, +0.016] |",
+                 "| effnet_lite0_in1k · ft_last minus linear_probe | 1024 | +0.045 [-0.000, +0.090] (n=3) |",
+                 "effnet_lite0_in1k · ft_last post -0.380 [-0.482, -0.277] (n=3) at 1024"):
         assert line in r.stdout, line
