@@ -1,6 +1,6 @@
 """Markdown tables for BENCHMARKS.md from the CRCHisto result JSONs (so the text quotes exactly what the runs wrote).
 
-Usage: python benchmarks/tables.py [cv|flaglimit|findings|classmix|shared40|classmix_shared40|ft1024]...   (default: the first four)
+Usage: python benchmarks/tables.py [cv|flaglimit|findings|classmix|shared40|classmix_shared40|ft1024|ft2048]...   (default: the first four)
 """
 import json, sys
 from _common import RESULTS
@@ -119,6 +119,8 @@ def _protocol_rows(d) -> list:
 def extension_table(name: str = "crchisto_flaglimit_shared40_ft1024") -> str:
     """A curve extended in its own folder (results/<name>.json, run with --prior): each entry's macro-F1 per seed here,
     finding (g) against the earlier JSON, (f) the protocols against each other and (d) the blur slopes."""
+    if not (RESULTS / f"{name}.json").exists():
+        sys.exit(f"tables.py: no results/{name}.json yet; run its config with benchmarks/crchisto_flaglimit.py (command in its header)")
     d = json.loads((RESULTS / f"{name}.json").read_text())
     rows = ["| entry | FlagLimit | macro-F1, mean (n seeds) | per seed | weighted-F1 | train s per run |", "|---|---|---|---|---|---|"]
     for e, per in sorted(d["table"].items()):
@@ -169,8 +171,11 @@ def shared40_table() -> str:
             f"\n\n(a) gains with data, paired by seed [t 95% CI]: {rising}\n\n(b) {sat}\n\n(d) blur slopes, per unit log2(1+sigma), mean over seeds [t 95% CI]: {slopes}\n\n"
             "(f) protocols against each other, macro-F1 differences on the clean test set\n\n" + "\n".join(gains))
 
+TABLES = {"cv": cv_table, "flaglimit": flaglimit_table, "findings": findings_table, "classmix": classmix_table,
+          "shared40": shared40_table, "classmix_shared40": lambda: classmix_table("crchisto_flaglimit_shared40"),
+          "ft1024": extension_table, "ft2048": lambda: extension_table("crchisto_flaglimit_shared40_ft2048")}
+
 if __name__ == "__main__":
     for w in (sys.argv[1:] or ["cv", "flaglimit", "findings", "classmix"]):
-        print({"cv": cv_table, "flaglimit": flaglimit_table, "findings": findings_table, "classmix": classmix_table,
-               "shared40": shared40_table, "classmix_shared40": lambda: classmix_table("crchisto_flaglimit_shared40"),
-               "ft1024": extension_table}[w](), end="\n\n")
+        if w not in TABLES: sys.exit(f"tables.py: no table {w!r}; choose from {', '.join(TABLES)}")
+        print(TABLES[w](), end="\n\n")

@@ -216,3 +216,5 @@ def test_tables_quote_the_committed_ft_extension_results():
                  "| effnet_lite0_in1k · ft_last minus linear_probe | 1024 | +0.045 [-0.000, +0.090] (n=3) |",
                  "effnet_lite0_in1k · ft_last post -0.380 [-0.482, -0.277] (n=3) at 1024"):
         assert line in r.stdout, line
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), "ft1042"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "no table 'ft1042'; choose from" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
