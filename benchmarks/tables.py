@@ -1,9 +1,11 @@
 """Markdown tables for BENCHMARKS.md from the CRCHisto result JSONs (so the text quotes exactly what the runs wrote).
 
-Usage: python benchmarks/tables.py [cv|flaglimit|findings|classmix|shared40|classmix_shared40|ft1024|ft2048]...   (default: the first four)
+Usage: python benchmarks/tables.py [cv|flaglimit|findings|classmix|shared40|classmix_shared40|ft1024|ft2048|curves_shared40]...   (default: the first four)
 """
 import json, sys
 from _common import RESULTS
+
+FIG_DIR = RESULTS.parent / "figures"
 
 def _lab(f): return "all" if int(f) >= 100000 else str(f)   # FlagLimit 100000: every cell
 
@@ -171,9 +173,50 @@ def shared40_table() -> str:
             f"\n\n(a) gains with data, paired by seed [t 95% CI]: {rising}\n\n(b) {sat}\n\n(d) blur slopes, per unit log2(1+sigma), mean over seeds [t 95% CI]: {slopes}\n\n"
             "(f) protocols against each other, macro-F1 differences on the clean test set\n\n" + "\n".join(gains))
 
+CURVE_SOURCES = ("crchisto_flaglimit_shared40", "crchisto_flaglimit_shared40_ft1024", "crchisto_flaglimit_shared40_ft2048")
+REFERENCE_SCRATCH = ("cnn", "custom_vit")   # from crchisto_flaglimit.json: the best scratch CNN and the study's small-patch ViT
+
+def stitched_curves(fig=FIG_DIR / "crchisto_shared40_backbone_curves.png") -> str:
+    """The backbone's protocols on the shared 40-px patch as one curve each, stitched from the folders that measured
+    them (a later folder's row replaces an earlier one at the same FlagLimit: the re-runs reproduce), with the scratch
+    CNN and custom_vit for reference; mean over seeds with a t 95% CI from the seed sd. Writes `fig` (PNG) too."""
+    import io, altair as alt, pandas as pd
+    from scipy import stats
+    rows = []
+    def add(e, f, r, src):
+        n, sd = r["n_seeds"], r.get("seed_sd")
+        h = float(stats.t.ppf(.975, n - 1) * sd / n ** .5) if n > 1 and sd is not None else 0.0
+        rows.append(dict(entry=e, flag_limit=int(f), macro_f1=r["macro_f1"], lo=r["macro_f1"] - h, hi=r["macro_f1"] + h, n=n, source=src))
+    for name in CURVE_SOURCES:
+        if not (RESULTS / f"{name}.json").exists(): continue
+        for e, per in json.loads((RESULTS / f"{name}.json").read_text())["table"].items():
+            for f, r in per.items(): add(e, f, r, name)
+    for e in REFERENCE_SCRATCH:
+        for f, r in json.loads((RESULTS / "crchisto_flaglimit.json").read_text())["table"][e].items(): add(e + " (scratch)", f, r, "crchisto_flaglimit")
+    d = pd.DataFrame(rows).drop_duplicates(["entry", "flag_limit"], keep="last").sort_values(["entry", "flag_limit"])
+    fls = sorted(d.flag_limit.unique())
+    top = 2 * max(f for f in fls if f < 100000)          # 'all' (FlagLimit 100000) drawn one doubling after the largest
+    d["at"] = d.flag_limit.where(d.flag_limit < 100000, top)
+    x = alt.X("at:Q", scale=alt.Scale(type="log", base=2), title="FlagLimit (training cells per class, log2)",
+              axis=alt.Axis(values=sorted(d["at"].unique()), format="d", labelExpr=f"datum.value == {top} ? 'all' : format(datum.value, 'd')"))
+    y = alt.Y("macro_f1:Q", scale=alt.Scale(zero=False), title="macro-F1 (clean test set)")
+    base = alt.Chart(d).encode(x=x, color=alt.Color("entry:N", title="model"))
+    chart = (base.mark_errorbar().encode(y=alt.Y("lo:Q", title=""), y2="hi:Q") + base.mark_line(point=True).encode(y=y)).properties(
+        width=460, height=300, title="EfficientNet-Lite0 protocols on the shared 40-px patch, scratch models for reference (mean over seeds, t 95% CI)")
+    FIG_DIR.mkdir(exist_ok=True)
+    buf = io.BytesIO(); chart.save(buf, format="png", scale_factor=2)
+    tmp = fig.with_suffix(".tmp"); tmp.write_bytes(buf.getvalue()); tmp.replace(fig)   # never a half-written figure
+    tab = ["| model | " + " | ".join(_lab(f) for f in fls) + " |", "|---|" + "---|" * len(fls)]
+    for e, g in d.groupby("entry"):
+        by = g.set_index("flag_limit")
+        tab.append(f"| {e} | " + " | ".join("" if f not in by.index else f"{by.macro_f1[f]:.3f} [{by.lo[f]:.3f}, {by.hi[f]:.3f}]" + ("" if by.n[f] == 3 else f" (n={by.n[f]})") for f in fls) + " |")
+    return (f"clean macro-F1, mean over 3 seeds unless marked [t 95% CI from the seed sd]; figure: benchmarks/figures/{fig.name}; sources: "
+            + ", ".join(sorted(set(d.source))) + "\n\n" + "\n".join(tab))
+
 TABLES = {"cv": cv_table, "flaglimit": flaglimit_table, "findings": findings_table, "classmix": classmix_table,
           "shared40": shared40_table, "classmix_shared40": lambda: classmix_table("crchisto_flaglimit_shared40"),
-          "ft1024": extension_table, "ft2048": lambda: extension_table("crchisto_flaglimit_shared40_ft2048")}
+          "ft1024": extension_table, "ft2048": lambda: extension_table("crchisto_flaglimit_shared40_ft2048"),
+          "curves_shared40": stitched_curves}
 
 if __name__ == "__main__":
     for w in (sys.argv[1:] or ["cv", "flaglimit", "findings", "classmix"]):

@@ -218,3 +218,14 @@ def test_tables_quote_the_committed_ft_extension_results():
         assert line in r.stdout, line
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), "ft1042"], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "no table 'ft1042'; choose from" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+
+def test_stitched_curves_join_the_shared_patch_folders(tmp_path):
+    "tables.py curves_shared40: one curve per protocol across the folders that measured it, the scratch references, a PNG."
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from tables import stitched_curves
+    out = stitched_curves(fig=tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(tmp_path.glob("*.tmp"))
+    row = lambda e: next(l for l in out.splitlines() if l.startswith(f"| {e} |")).split(" | ")
+    ft = row("effnet_lite0_in1k · ft_last")
+    assert ft[1].startswith("0.596 [") and ft[5].startswith("0.680 [")                  # 64 from session 24, 1024 from session 26
+    assert row("cnn (scratch)")[-1].startswith("0.679 [") and "crchisto_flaglimit_shared40_ft1024" in out
