@@ -207,7 +207,7 @@ def test_tables_quote_the_committed_shared_patch_results():
         assert line in r.stdout, line
 
 def test_tables_quote_the_committed_ft_extension_results():
-    "tables.py ft1024 renders the session-26 JSON BENCHMARKS.md quotes: per-seed rows, (g) against session 25, (f), (d)."
+    "tables.py ft1024 / ft2048 render the session-26/27 JSONs BENCHMARKS.md quotes: per-seed rows, (g) against the earlier JSONs, (f), (d)."
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), "ft1024"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     for line in ("6 of 6 runs ok", "| effnet_lite0_in1k · ft_last | 1024 | 0.680 (n=3) | 0: 0.684, 1: 0.689, 2: 0.667 |",
@@ -215,6 +215,13 @@ def test_tables_quote_the_committed_ft_extension_results():
                  "| effnet_lite0_in1k · linear_probe | 1024 -> 1024 | 0.635 | 0.635 | +0.000 [-0.016, +0.016] |",
                  "| effnet_lite0_in1k · ft_last minus linear_probe | 1024 | +0.045 [-0.000, +0.090] (n=3) |",
                  "effnet_lite0_in1k · ft_last post -0.380 [-0.482, -0.277] (n=3) at 1024"):
+        assert line in r.stdout, line
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), "ft2048"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for line in ("| effnet_lite0_in1k · ft_last | 2048 | 0.703 (n=3) | 0: 0.705, 1: 0.712, 2: 0.692 |",
+                 "| effnet_lite0_in1k · ft_last | 1024 -> 2048 | 0.703 | 0.680 | +0.023 [+0.018, +0.028] | paired by seed | crchisto_flaglimit_shared40_ft1024.json |",
+                 "| effnet_lite0_in1k · linear_probe | 2048 -> 2048 | 0.642 | 0.642 | +0.000 [-0.007, +0.007] |",
+                 "| effnet_lite0_in1k · ft_last minus linear_probe | 2048 | +0.061 [+0.028, +0.094] (n=3) |"):
         assert line in r.stdout, line
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), "ft1042"], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "no table 'ft1042'; choose from" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
@@ -227,5 +234,5 @@ def test_stitched_curves_join_the_shared_patch_folders(tmp_path):
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(tmp_path.glob("*.tmp"))
     row = lambda e: next(l for l in out.splitlines() if l.startswith(f"| {e} |")).split(" | ")
     ft = row("effnet_lite0_in1k · ft_last")
-    assert ft[1].startswith("0.596 [") and ft[5].startswith("0.680 [")                  # 64 from session 24, 1024 from session 26
-    assert row("cnn (scratch)")[-1].startswith("0.679 [") and "crchisto_flaglimit_shared40_ft1024" in out
+    assert ft[1].startswith("0.596 [") and ft[5].startswith("0.680 [") and ft[6].startswith("0.703 [")   # sessions 24, 26, 27
+    assert row("cnn (scratch)")[-1].startswith("0.679 [") and "crchisto_flaglimit_shared40_ft2048" in out
