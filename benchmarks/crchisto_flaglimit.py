@@ -17,7 +17,8 @@ grid only runs what is new. Then, from the collected results table of every run 
   (f) a backbone's protocols against each other where two ran the same FlagLimit (ft_last / full_ft minus the probe,
       full_ft minus ft_last), paired by seed and per seed by image bootstrap;
   (g) with --prior <results JSON> [...]: a curve extended in a new folder, each FlagLimit here against the same entry
-      at the largest FlagLimit not above it in those JSONs (paired by seed where both keep per-seed rows, else Welch).
+      at the largest FlagLimit not above it in those JSONs (paired by seed where both keep per-seed rows, else Welch);
+      and (f) across folders: a protocol run here against the backbone's other protocols at the same FlagLimit there.
 Writes benchmarks/results/<run folder name>.json (crchisto_flaglimit.json by default) and the scaling / speed-accuracy
 PNGs under benchmarks/figures/ (crchisto_<figure>.png by default, <run folder name>_<figure>.png for another --out), so
 the GPU grid (crchisto_flaglimit_gpu.yaml, --out benchmarks/runs/crchisto_flaglimit_gpu) leaves the CPU figures alone.
@@ -135,6 +136,26 @@ def _welch(m1, s1, n1, m2, s2, n2):
     h = float(stats.t.ppf(0.975, df) * np.sqrt(v1 + v2))
     return dict(mean=m1 - m2, ci=[m1 - m2 - h, m1 - m2 + h], df=float(df), n=[int(n1), int(n2)])
 
+def _prior_row(priors: dict, entry: str, fl, exact=False):
+    """The earlier row for `entry` at the largest FlagLimit not above `fl` (only `fl` itself if `exact`) in the results
+    JSONs `priors` (name -> JSON): where two have it, the one keeping per-seed rows wins, then the later one.
+    Returns (prior JSON name, its FlagLimit, the row) or None."""
+    cands = [(int(f), bool(o.get("seed_macro_f1")), i, name, f, o) for i, (name, pj) in enumerate(priors.items())
+             for f, o in pj.get("table", {}).get(entry, {}).items() if (int(f) == int(fl) if exact else int(f) <= int(fl))]
+    return max(cands, key=lambda c: c[:3])[3:] if cands else None
+
+def _seed_gain(r: dict, o: dict):
+    """Row `r` minus row `o` (results-table rows of two folders): paired by seed (t 95% CI) where both keep per-seed rows
+    with seeds in common, else a Welch t 95% CI of the difference of seed means; None with fewer than 2 seeds a side."""
+    a, b = r.get("seed_macro_f1"), o.get("seed_macro_f1")
+    if a and b and set(a) & set(b):
+        common = sorted(set(a) & set(b), key=int)
+        return {**_t_ci([a[k] - b[k] for k in common]), "seeds": [int(k) for k in common], "method": "paired by seed"}
+    if r["n_seeds"] >= 2 and o["n_seeds"] >= 2:
+        return {**_welch(r["macro_f1"], r["seed_sd"], r["n_seeds"], o["macro_f1"], o["seed_sd"], o["n_seeds"]),
+                "method": "Welch over seed means"}
+    return None
+
 def prior_gains(table: dict, priors: dict) -> dict:
     """(g) A curve extended in a new run folder: each entry's macro-F1 at each FlagLimit here minus the same entry at the
     largest FlagLimit not above it in earlier studies' results JSONs (`priors`: name -> JSON; where two have that
@@ -144,19 +165,33 @@ def prior_gains(table: dict, priors: dict) -> dict:
     out = {}
     for e, rows in table.items():
         for fl, r in rows.items():
-            cands = [(int(f), bool(o.get("seed_macro_f1")), i, name, f, o) for i, (name, pj) in enumerate(priors.items())
-                     for f, o in pj.get("table", {}).get(e, {}).items() if int(f) <= int(fl)]
-            if not cands: continue
-            *_, name, lo, o = max(cands, key=lambda c: c[:3])
-            a, b = r.get("seed_macro_f1"), o.get("seed_macro_f1")
-            if a and b and set(a) & set(b):
-                common = sorted(set(a) & set(b), key=int)
-                g = {**_t_ci([a[k] - b[k] for k in common]), "seeds": [int(k) for k in common], "method": "paired by seed"}
-            elif r["n_seeds"] >= 2 and o["n_seeds"] >= 2:
-                g = {**_welch(r["macro_f1"], r["seed_sd"], r["n_seeds"], o["macro_f1"], o["seed_sd"], o["n_seeds"]),
-                     "method": "Welch over seed means"}
-            else: continue
+            hit = _prior_row(priors, e, fl)
+            if hit is None or (g := _seed_gain(r, hit[2])) is None: continue
+            name, lo, o = hit
             out.setdefault(e, {})[f"{lo}->{fl}"] = dict(here=r["macro_f1"], prior=o["macro_f1"], prior_json=name, gain=g)
+    return out
+
+def prior_protocol_gains(table: dict, priors: dict) -> dict:
+    """(f) across folders: a backbone protocol run here against the same backbone's other protocols at the same FlagLimit
+    in earlier results JSONs, where this folder did not run that protocol there and that JSON did not run this one (both
+    are in-folder pairs, `protocol_gains`, paired by seed and by image).
+    Oriented as (f), the costlier minus the cheaper; paired by seed where both keep per-seed rows, else Welch."""
+    out = {}
+    for e, rows in table.items():
+        model, _, proto = e.partition(" · ")
+        if proto not in PROTOCOL_ORDER: continue
+        for other in PROTOCOL_ORDER:
+            o_e = f"{model} · {other}"
+            if other == proto: continue
+            for fl, r in rows.items():
+                if fl in table.get(o_e, {}) or (hit := _prior_row(priors, o_e, fl, exact=True)) is None: continue
+                name, _, o = hit
+                if fl in priors[name]["table"].get(e, {}): continue   # that folder ran both: its own (f) pairs them
+                hi, lo = (r, o) if PROTOCOL_ORDER.index(proto) > PROTOCOL_ORDER.index(other) else (o, r)
+                if (g := _seed_gain(hi, lo)) is None: continue
+                key = f"{model} · {max(proto, other, key=PROTOCOL_ORDER.index)} minus {min(proto, other, key=PROTOCOL_ORDER.index)}"
+                out.setdefault(key, {})[str(fl)] = dict(here=e, here_macro_f1=r["macro_f1"], prior=o_e,
+                                                        prior_macro_f1=o["macro_f1"], prior_json=name, gain=g)
     return out
 
 def _read_prior(p) -> dict:
@@ -283,7 +318,7 @@ def main():
     f = findings(res, out)
     bal = out.parent / f"{out.name}_balanced"
     if (bal / "runs").is_dir(): f["e_class_mix"] = class_mix(res, out, bal)
-    if priors: f["g_against_prior"] = prior_gains(f["table"], priors)
+    if priors: f["g_against_prior"], f["f_against_prior"] = prior_gains(f["table"], priors), prior_protocol_gains(f["table"], priors)
     p = write_result(out.name, dict(
         configs=[Path(c).read_text() for c in a.config], out_dir=str(out), report=str(page),
         runs=int(len(runs)), runs_ok=int((runs.status == "ok").sum()), train_seconds_total=float(runs.train_seconds.sum()),

@@ -135,10 +135,18 @@ def extension_table(name: str = "crchisto_flaglimit_shared40_ft1024") -> str:
             lo, hi = step.split("->")
             g.append(f"| {e} | {_lab(lo)} -> {_lab(hi)} | {v['here']:.3f} | {v['prior']:.3f} | "
                      f"{v['gain']['mean']:+.3f} [{v['gain']['ci'][0]:+.3f}, {v['gain']['ci'][1]:+.3f}] | {v['gain']['method']} | {v['prior_json']} |")
+    fx = ["| comparison | FlagLimit | here | prior | difference [95% CI] | how | prior JSON |", "|---|---|---|---|---|---|---|"]
+    for k, per in sorted(d.get("f_against_prior", {}).items()):
+        for f, v in sorted(per.items(), key=lambda kv: int(kv[0])):
+            fx.append(f"| {k} | {_lab(f)} | {v['here'].split(' · ')[-1]} {v['here_macro_f1']:.3f} | {v['prior'].split(' · ')[-1]} "
+                      f"{v['prior_macro_f1']:.3f} | {v['gain']['mean']:+.3f} [{v['gain']['ci'][0]:+.3f}, {v['gain']['ci'][1]:+.3f}] | "
+                      f"{v['gain']['method']} | {v['prior_json']} |")
+    across = ("\n\n(f) across folders: a protocol here against the backbone's other protocols at the same FlagLimit in the "
+              "earlier JSON (the costlier minus the cheaper)\n\n" + "\n".join(fx)) if len(fx) > 2 else ""
     return (f"{d['runs_ok']} of {d['runs']} runs ok; training time {d['train_seconds_total'] / 60:.0f} min in all\n\n"
             "clean macro-F1, mean over seeds and per seed\n\n" + "\n".join(rows) +
             "\n\n(g) against the earlier curve (a step to the same FlagLimit checks that a re-run reproduces it)\n\n" + "\n".join(g) +
-            "\n\n(f) protocols against each other, macro-F1 differences on the clean test set\n\n" + "\n".join(_protocol_rows(d)) +
+            "\n\n(f) protocols against each other, macro-F1 differences on the clean test set\n\n" + "\n".join(_protocol_rows(d)) + across +
             f"\n\n(d) blur slopes, per unit log2(1+sigma), mean over seeds [t 95% CI]: {_slopes(d['d_blur_slopes'])}")
 
 def shared40_table() -> str:
@@ -173,7 +181,8 @@ def shared40_table() -> str:
             f"\n\n(a) gains with data, paired by seed [t 95% CI]: {rising}\n\n(b) {sat}\n\n(d) blur slopes, per unit log2(1+sigma), mean over seeds [t 95% CI]: {slopes}\n\n"
             "(f) protocols against each other, macro-F1 differences on the clean test set\n\n" + "\n".join(gains))
 
-CURVE_SOURCES = ("crchisto_flaglimit_shared40", "crchisto_flaglimit_shared40_ft1024", "crchisto_flaglimit_shared40_ft2048")
+CURVE_SOURCES = ("crchisto_flaglimit_shared40", "crchisto_flaglimit_shared40_ft1024", "crchisto_flaglimit_shared40_ft2048",
+                 "crchisto_flaglimit_shared40_fullft_grid")
 REFERENCE_SCRATCH = ("cnn", "custom_vit")   # from crchisto_flaglimit.json: the best scratch CNN and the study's small-patch ViT
 
 def stitched_curves(fig=FIG_DIR / "crchisto_shared40_backbone_curves.png") -> str:
@@ -216,6 +225,7 @@ def stitched_curves(fig=FIG_DIR / "crchisto_shared40_backbone_curves.png") -> st
 TABLES = {"cv": cv_table, "flaglimit": flaglimit_table, "findings": findings_table, "classmix": classmix_table,
           "shared40": shared40_table, "classmix_shared40": lambda: classmix_table("crchisto_flaglimit_shared40"),
           "ft1024": extension_table, "ft2048": lambda: extension_table("crchisto_flaglimit_shared40_ft2048"),
+          "fullft_grid": lambda: extension_table("crchisto_flaglimit_shared40_fullft_grid"),
           "curves_shared40": stitched_curves}
 
 if __name__ == "__main__":

@@ -193,6 +193,31 @@ def test_prior_gains_extend_a_curve_from_an_earlier_json():
     assert g2["bb · ft_last"]["512->1024"]["gain"]["mean"] == pytest.approx(.03) and g2["bb · linear_probe"]["1024->1024"]["prior_json"] == "old.json"
     assert prior_gains(here, {"old.json": newer, "newer.json": old})["bb · ft_last"]["512->1024"]["prior_json"] == "old.json"
 
+def test_prior_protocol_gains_compare_protocols_across_folders():
+    "Finding (f) across folders: full_ft here minus ft_last there at the same FlagLimit, the costlier minus the cheaper."
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from crchisto_flaglimit import prior_protocol_gains
+    here = {"bb · full_ft": {"128": dict(macro_f1=.60, seed_sd=.02, n_seeds=3, seed_macro_f1={"0": .58, "1": .60, "2": .62}),
+                             "256": dict(macro_f1=.66, seed_sd=.01, n_seeds=3, seed_macro_f1={"0": .65, "1": .66, "2": .67})},
+            "bb · linear_probe": {"128": dict(macro_f1=.56, seed_sd=.01, n_seeds=3, seed_macro_f1={"0": .55, "1": .56, "2": .57})},
+            "cnn": {"128": dict(macro_f1=.5, seed_sd=.01, n_seeds=3)}}
+    old = {"table": {"bb · ft_last": {"128": dict(macro_f1=.63, seed_sd=.01, n_seeds=3), "512": dict(macro_f1=.67, seed_sd=.01, n_seeds=3)},
+                     "bb · linear_probe": {"128": dict(macro_f1=.56, seed_sd=.01, n_seeds=3), "256": dict(macro_f1=.60, seed_sd=.01, n_seeds=3)},
+                     "bb · full_ft": {"64": dict(macro_f1=.55, seed_sd=.01, n_seeds=3)}}}
+    g = prior_protocol_gains(here, {"old.json": old})
+    # full_ft - ft_last only at 128 (ft_last has no 256 row: no step to a smaller FlagLimit); the probe at 128 is run here,
+    # so that pair is the in-folder (f); at 256 the prior's probe stands in; the probe here against ft_last there is left
+    # out, since that folder ran its own probe at 128 (its in-folder (f)); the scratch CNN has no protocol to compare
+    assert set(g) == {"bb · full_ft minus ft_last", "bb · full_ft minus linear_probe"}
+    ff = g["bb · full_ft minus ft_last"]
+    assert list(ff) == ["128"] and ff["128"]["gain"]["method"] == "Welch over seed means" and ff["128"]["gain"]["mean"] == pytest.approx(-.03)
+    assert ff["128"]["here"] == "bb · full_ft" and ff["128"]["prior"] == "bb · ft_last" and ff["128"]["prior_json"] == "old.json"
+    assert list(g["bb · full_ft minus linear_probe"]) == ["256"] and g["bb · full_ft minus linear_probe"]["256"]["gain"]["mean"] == pytest.approx(.06)
+    # a cheaper protocol here against a costlier one there keeps the orientation: ft_last (there) minus the probe (here)
+    ft_only = {"table": {"bb · ft_last": old["table"]["bb · ft_last"]}}
+    rev = prior_protocol_gains({"bb · linear_probe": here["bb · linear_probe"]}, {"ft.json": ft_only})
+    assert rev["bb · ft_last minus linear_probe"]["128"]["gain"]["mean"] == pytest.approx(.07)
+
 def test_a_bad_prior_json_is_one_line_before_any_run(tmp_path):
     "--prior that is not a results JSON stops the script at once with a line naming it, before it runs anything."
     bad = tmp_path / "notes.json"; bad.write_text('{"runs": 3}')
