@@ -135,6 +135,9 @@ def extension_table(name: str = "crchisto_flaglimit_shared40_ft1024") -> str:
             lo, hi = step.split("->")
             g.append(f"| {e} | {_lab(lo)} -> {_lab(hi)} | {v['here']:.3f} | {v['prior']:.3f} | "
                      f"{v['gain']['mean']:+.3f} [{v['gain']['ci'][0]:+.3f}, {v['gain']['ci'][1]:+.3f}] | {v['gain']['method']} | {v['prior_json']} |")
+    steps = "; ".join(f"{e}: {_lab(v['last_step'][0])} -> {_lab(v['last_step'][1])} {_g(v['gain_last_step'])}"
+                      for e, v in sorted(d.get("a_scratch_keeps_rising", {}).items()))
+    within = f"\n\n(a) the last step within this folder, paired by seed [t 95% CI]: {steps}" if steps else ""
     fx = ["| comparison | FlagLimit | here | prior | difference [95% CI] | how | prior JSON |", "|---|---|---|---|---|---|---|"]
     for k, per in sorted(d.get("f_against_prior", {}).items()):
         for f, v in sorted(per.items(), key=lambda kv: int(kv[0])):
@@ -144,7 +147,7 @@ def extension_table(name: str = "crchisto_flaglimit_shared40_ft1024") -> str:
     across = ("\n\n(f) across folders: a protocol here against the backbone's other protocols at the same FlagLimit in the "
               "earlier JSON (the costlier minus the cheaper)\n\n" + "\n".join(fx)) if len(fx) > 2 else ""
     return (f"{d['runs_ok']} of {d['runs']} runs ok; training time {d['train_seconds_total'] / 60:.0f} min in all\n\n"
-            "clean macro-F1, mean over seeds and per seed\n\n" + "\n".join(rows) +
+            "clean macro-F1, mean over seeds and per seed\n\n" + "\n".join(rows) + within +
             "\n\n(g) against the earlier curve (a step to the same FlagLimit checks that a re-run reproduces it)\n\n" + "\n".join(g) +
             "\n\n(f) protocols against each other, macro-F1 differences on the clean test set\n\n" + "\n".join(_protocol_rows(d)) + across +
             f"\n\n(d) blur slopes, per unit log2(1+sigma), mean over seeds [t 95% CI]: {_slopes(d['d_blur_slopes'])}")
