@@ -260,6 +260,20 @@ def test_tables_quote_the_committed_ft_extension_results():
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), "ft1042"], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "no table 'ft1042'; choose from" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
 
+def test_fullft_grid_table_quotes_the_committed_json():
+    "tables.py fullft_grid renders the session-28 JSON BENCHMARKS.md quotes: (a) within the folder, (g), (f) in and across folders."
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), "fullft_grid"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for line in ("12 of 12 runs ok", "| effnet_lite0_in1k · full_ft | 128 | 0.561 (n=3) | 0: 0.559, 1: 0.574, 2: 0.551 |",
+                 "effnet_lite0_in1k · full_ft: 128 -> 256 -0.002 [-0.021, +0.017] (n=3)",
+                 "| effnet_lite0_in1k · linear_probe | 256 -> 256 | 0.598 | 0.598 | +0.000 [-0.013, +0.013] |",
+                 "| effnet_lite0_in1k · full_ft minus linear_probe | 256 | -0.039 [-0.049, -0.029] (n=3) |",
+                 "| effnet_lite0_in1k · full_ft minus ft_last | 128 | full_ft 0.561 | ft_last 0.631 | -0.069 [-0.096, -0.043] | Welch over seed means |",
+                 "| effnet_lite0_in1k · full_ft minus ft_last | 256 | full_ft 0.560 | ft_last 0.633 | -0.073 [-0.118, -0.028] |"):
+        assert line in r.stdout, line
+    for quoted in ("-0.069 [-0.096, -0.043]", "-0.073 [-0.118, -0.028]", "-0.039 [-0.049, -0.029]", "-0.002 [-0.021, +0.017]"):
+        assert quoted in (ROOT / "BENCHMARKS.md").read_text(), quoted
+
 def test_stitched_curves_join_the_shared_patch_folders(tmp_path):
     "tables.py curves_shared40: one curve per protocol across the folders that measured it, the scratch references, a PNG."
     sys.path.insert(0, str(ROOT / "benchmarks"))
