@@ -240,37 +240,34 @@ def test_tables_quote_the_committed_shared_patch_results():
                  "| effnet_lite0_in1k · linear_probe | mean |"):
         assert line in r.stdout, line
 
+def _table_says(name, lines):
+    "Run `benchmarks/tables.py name` and check that each line is in what it prints."
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), name], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for line in lines: assert line in r.stdout, line
+
 def test_tables_quote_the_committed_ft_extension_results():
     "tables.py ft1024 / ft2048 render the session-26/27 JSONs BENCHMARKS.md quotes: per-seed rows, (g) against the earlier JSONs, (f), (d)."
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), "ft1024"], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    for line in ("6 of 6 runs ok", "| effnet_lite0_in1k · ft_last | 1024 | 0.680 (n=3) | 0: 0.684, 1: 0.689, 2: 0.667 |",
+    _table_says("ft1024", ("6 of 6 runs ok", "| effnet_lite0_in1k · ft_last | 1024 | 0.680 (n=3) | 0: 0.684, 1: 0.689, 2: 0.667 |",
                  "| effnet_lite0_in1k · ft_last | 512 -> 1024 | 0.680 | 0.667 | +0.013 [-0.013, +0.038] | Welch over seed means |",
                  "| effnet_lite0_in1k · linear_probe | 1024 -> 1024 | 0.635 | 0.635 | +0.000 [-0.016, +0.016] |",
                  "| effnet_lite0_in1k · ft_last minus linear_probe | 1024 | +0.045 [-0.000, +0.090] (n=3) |",
-                 "effnet_lite0_in1k · ft_last post -0.380 [-0.482, -0.277] (n=3) at 1024"):
-        assert line in r.stdout, line
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), "ft2048"], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    for line in ("| effnet_lite0_in1k · ft_last | 2048 | 0.703 (n=3) | 0: 0.705, 1: 0.712, 2: 0.692 |",
+                 "effnet_lite0_in1k · ft_last post -0.380 [-0.482, -0.277] (n=3) at 1024"))
+    _table_says("ft2048", ("| effnet_lite0_in1k · ft_last | 2048 | 0.703 (n=3) | 0: 0.705, 1: 0.712, 2: 0.692 |",
                  "| effnet_lite0_in1k · ft_last | 1024 -> 2048 | 0.703 | 0.680 | +0.023 [+0.018, +0.028] | paired by seed | crchisto_flaglimit_shared40_ft1024.json |",
                  "| effnet_lite0_in1k · linear_probe | 2048 -> 2048 | 0.642 | 0.642 | +0.000 [-0.007, +0.007] |",
-                 "| effnet_lite0_in1k · ft_last minus linear_probe | 2048 | +0.061 [+0.028, +0.094] (n=3) |"):
-        assert line in r.stdout, line
+                 "| effnet_lite0_in1k · ft_last minus linear_probe | 2048 | +0.061 [+0.028, +0.094] (n=3) |"))
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), "ft1042"], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "no table 'ft1042'; choose from" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
 
 def test_fullft_grid_table_quotes_the_committed_json():
     "tables.py fullft_grid renders the session-28 JSON BENCHMARKS.md quotes: (a) within the folder, (g), (f) in and across folders."
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), "fullft_grid"], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    for line in ("12 of 12 runs ok", "| effnet_lite0_in1k · full_ft | 128 | 0.561 (n=3) | 0: 0.559, 1: 0.574, 2: 0.551 |",
+    _table_says("fullft_grid", ("12 of 12 runs ok", "| effnet_lite0_in1k · full_ft | 128 | 0.561 (n=3) | 0: 0.559, 1: 0.574, 2: 0.551 |",
                  "effnet_lite0_in1k · full_ft: 128 -> 256 -0.002 [-0.021, +0.017] (n=3)",
                  "| effnet_lite0_in1k · linear_probe | 256 -> 256 | 0.598 | 0.598 | +0.000 [-0.013, +0.013] |",
                  "| effnet_lite0_in1k · full_ft minus linear_probe | 256 | -0.039 [-0.049, -0.029] (n=3) |",
                  "| effnet_lite0_in1k · full_ft minus ft_last | 128 | full_ft 0.561 | ft_last 0.631 | -0.069 [-0.096, -0.043] | Welch over seed means |",
-                 "| effnet_lite0_in1k · full_ft minus ft_last | 256 | full_ft 0.560 | ft_last 0.633 | -0.073 [-0.118, -0.028] |"):
-        assert line in r.stdout, line
+                 "| effnet_lite0_in1k · full_ft minus ft_last | 256 | full_ft 0.560 | ft_last 0.633 | -0.073 [-0.118, -0.028] |"))
     for quoted in ("-0.069 [-0.096, -0.043]", "-0.073 [-0.118, -0.028]", "-0.039 [-0.049, -0.029]", "-0.002 [-0.021, +0.017]"):
         assert quoted in (ROOT / "BENCHMARKS.md").read_text(), quoted
 
