@@ -187,9 +187,9 @@ def prior_protocol_gains(table: dict, priors: dict) -> dict:
                 if fl in table.get(o_e, {}) or (hit := _prior_row(priors, o_e, fl, exact=True)) is None: continue
                 name, _, o = hit
                 if fl in priors[name]["table"].get(e, {}): continue   # that folder ran both: its own (f) pairs them
-                hi, lo = (r, o) if PROTOCOL_ORDER.index(proto) > PROTOCOL_ORDER.index(other) else (o, r)
-                if (g := _seed_gain(hi, lo)) is None: continue
-                key = f"{model} · {max(proto, other, key=PROTOCOL_ORDER.index)} minus {min(proto, other, key=PROTOCOL_ORDER.index)}"
+                costlier = PROTOCOL_ORDER.index(proto) > PROTOCOL_ORDER.index(other)
+                if (g := _seed_gain(*((r, o) if costlier else (o, r)))) is None: continue
+                key = f"{model} · {proto} minus {other}" if costlier else f"{model} · {other} minus {proto}"
                 out.setdefault(key, {})[str(fl)] = dict(here=e, here_macro_f1=r["macro_f1"], prior=o_e,
                                                         prior_macro_f1=o["macro_f1"], prior_json=name, gain=g)
     return out

@@ -41,6 +41,10 @@ def flaglimit_table() -> str:
     return (f"{d['runs_ok']} of {d['runs']} runs ok; training time {d['train_seconds_total'] / 60:.0f} min in all\n\n"
             "macro-F1 on the clean test set, mean over the n seeds run [mean of the per-run image-bootstrap 95% CIs]\n\n" + "\n".join(rows))
 
+def _diff(g) -> str:
+    "A gain dict as mean [95% CI], signed, without the seed count (table cells that name the method beside it)."
+    return f"{g['mean']:+.3f} [{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}]"
+
 def _g(g, nd=3):
     "A gain dict of crchisto_flaglimit.findings: mean [t-based CI] (n seeds)."
     if not g or g.get("mean") is None: return ""
@@ -134,7 +138,7 @@ def extension_table(name: str = "crchisto_flaglimit_shared40_ft1024") -> str:
         for step, v in per.items():
             lo, hi = step.split("->")
             g.append(f"| {e} | {_lab(lo)} -> {_lab(hi)} | {v['here']:.3f} | {v['prior']:.3f} | "
-                     f"{v['gain']['mean']:+.3f} [{v['gain']['ci'][0]:+.3f}, {v['gain']['ci'][1]:+.3f}] | {v['gain']['method']} | {v['prior_json']} |")
+                     f"{_diff(v['gain'])} | {v['gain']['method']} | {v['prior_json']} |")
     steps = "; ".join(f"{e}: {_lab(v['last_step'][0])} -> {_lab(v['last_step'][1])} {_g(v['gain_last_step'])}"
                       for e, v in sorted(d.get("a_scratch_keeps_rising", {}).items()))
     within = f"\n\n(a) the last step within this folder, paired by seed [t 95% CI]: {steps}" if steps else ""
@@ -142,8 +146,7 @@ def extension_table(name: str = "crchisto_flaglimit_shared40_ft1024") -> str:
     for k, per in sorted(d.get("f_against_prior", {}).items()):
         for f, v in sorted(per.items(), key=lambda kv: int(kv[0])):
             fx.append(f"| {k} | {_lab(f)} | {v['here'].split(' · ')[-1]} {v['here_macro_f1']:.3f} | {v['prior'].split(' · ')[-1]} "
-                      f"{v['prior_macro_f1']:.3f} | {v['gain']['mean']:+.3f} [{v['gain']['ci'][0]:+.3f}, {v['gain']['ci'][1]:+.3f}] | "
-                      f"{v['gain']['method']} | {v['prior_json']} |")
+                      f"{v['prior_macro_f1']:.3f} | {_diff(v['gain'])} | {v['gain']['method']} | {v['prior_json']} |")
     across = ("\n\n(f) across folders: a protocol here against the backbone's other protocols at the same FlagLimit in the "
               "earlier JSON (the costlier minus the cheaper)\n\n" + "\n".join(fx)) if len(fx) > 2 else ""
     return (f"{d['runs_ok']} of {d['runs']} runs ok; training time {d['train_seconds_total'] / 60:.0f} min in all\n\n"
