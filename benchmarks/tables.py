@@ -1,6 +1,6 @@
 """Markdown tables for BENCHMARKS.md from the CRCHisto result JSONs (so the text quotes exactly what the runs wrote).
 
-Usage: python benchmarks/tables.py [cv|flaglimit|findings|classmix|shared40|classmix_shared40|ft1024|ft2048|curves_shared40]...   (default: the first four)
+Usage: python benchmarks/tables.py [cv|flaglimit|findings|classmix|shared40|classmix_shared40|ft1024|ft2048|fullft_grid|ftall|curves_shared40]...   (default: the first four)
 """
 import json, sys
 from _common import RESULTS
@@ -153,7 +153,20 @@ def extension_table(name: str = "crchisto_flaglimit_shared40_ft1024") -> str:
             "clean macro-F1, mean over seeds and per seed\n\n" + "\n".join(rows) + within +
             "\n\n(g) against the earlier curve (a step to the same FlagLimit checks that a re-run reproduces it)\n\n" + "\n".join(g) +
             "\n\n(f) protocols against each other, macro-F1 differences on the clean test set\n\n" + "\n".join(_protocol_rows(d)) + across +
+            _against_scratch(d) +
             f"\n\n(d) blur slopes, per unit log2(1+sigma), mean over seeds [t 95% CI]: {_slopes(d['d_blur_slopes'])}")
+
+def _against_scratch(d) -> str:
+    """Each entry of an extension folder against the study's scratch references (REFERENCE_SCRATCH in
+    crchisto_flaglimit.json) at the same FlagLimit: same split and test cells, other runs, so Welch over seed means."""
+    ref = json.loads((RESULTS / "crchisto_flaglimit.json").read_text())["table"]
+    rows = ["| entry | FlagLimit | here | scratch reference | difference [Welch t 95% CI] |", "|---|---|---|---|---|"]
+    for e, per in sorted(d["table"].items()):
+        for f, r in sorted(per.items(), key=lambda kv: int(kv[0])):
+            rows += [f"| {e} | {_lab(f)} | {r['macro_f1']:.3f} | {s} {ref[s][f]['macro_f1']:.3f} | {_welch(r, ref[s][f])} |"
+                     for s in REFERENCE_SCRATCH if f in ref.get(s, {})]
+    return ("\n\nagainst the scratch models at the same FlagLimit (crchisto_flaglimit.json: same split and test cells, "
+            "other runs)\n\n" + "\n".join(rows)) if len(rows) > 2 else ""
 
 def shared40_table() -> str:
     """The backbone's FlagLimit runs on the shared 40-px patch (crchisto_flaglimit_shared40.json) against the same rows on
@@ -188,7 +201,7 @@ def shared40_table() -> str:
             "(f) protocols against each other, macro-F1 differences on the clean test set\n\n" + "\n".join(gains))
 
 CURVE_SOURCES = ("crchisto_flaglimit_shared40", "crchisto_flaglimit_shared40_ft1024", "crchisto_flaglimit_shared40_ft2048",
-                 "crchisto_flaglimit_shared40_fullft_grid")
+                 "crchisto_flaglimit_shared40_fullft_grid", "crchisto_flaglimit_shared40_ftall")
 REFERENCE_SCRATCH = ("cnn", "custom_vit")   # from crchisto_flaglimit.json: the best scratch CNN and the study's small-patch ViT
 
 def stitched_curves(fig=FIG_DIR / "crchisto_shared40_backbone_curves.png") -> str:
@@ -232,6 +245,7 @@ TABLES = {"cv": cv_table, "flaglimit": flaglimit_table, "findings": findings_tab
           "shared40": shared40_table, "classmix_shared40": lambda: classmix_table("crchisto_flaglimit_shared40"),
           "ft1024": extension_table, "ft2048": lambda: extension_table("crchisto_flaglimit_shared40_ft2048"),
           "fullft_grid": lambda: extension_table("crchisto_flaglimit_shared40_fullft_grid"),
+          "ftall": lambda: extension_table("crchisto_flaglimit_shared40_ftall"),
           "curves_shared40": stitched_curves}
 
 if __name__ == "__main__":

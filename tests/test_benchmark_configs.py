@@ -116,11 +116,11 @@ def test_session25_shared_patch_configs_extend_the_grid_without_changing_the_pol
         for k in STUDY_POLICY:
             assert getattr(c, k) == getattr(base, k), k
 
-@pytest.mark.parametrize("fl", [1024, 2048])
-def test_ft_extension_configs_pair_ft_last_with_the_probe(fl):
-    "ft_last and the probe at 1024 (session 26) and 2048 (session 27), each its own folder: both protocols, one FlagLimit, the study's policy."
+@pytest.mark.parametrize("name,fl", [("1024", 1024), ("2048", 2048), ("all", 100000)])
+def test_ft_extension_configs_pair_ft_last_with_the_probe(name, fl):
+    "ft_last and the probe at 1024 (session 26), 2048 (session 27) and every cell (session 29), each its own folder: both protocols, one FlagLimit, the study's policy."
     base = StudyConfig.from_yaml(ROOT / "benchmarks" / "crchisto_flaglimit.yaml")
-    c = StudyConfig.from_yaml(ROOT / "benchmarks" / f"crchisto_flaglimit_ft{fl}_shared40.yaml")
+    c = StudyConfig.from_yaml(ROOT / "benchmarks" / f"crchisto_flaglimit_ft{name}_shared40.yaml")
     assert c.protocols == ["linear_probe", "ft_last"] and c.flag_limits == [fl] and c.class_weight is None
     assert c.models == [] and c.backbones == base.backbones and c.seeds == base.seeds
     for k in STUDY_POLICY:
@@ -256,7 +256,8 @@ def test_tables_quote_the_committed_ft_extension_results():
     _table_says("ft2048", ("| effnet_lite0_in1k · ft_last | 2048 | 0.703 (n=3) | 0: 0.705, 1: 0.712, 2: 0.692 |",
                  "| effnet_lite0_in1k · ft_last | 1024 -> 2048 | 0.703 | 0.680 | +0.023 [+0.018, +0.028] | paired by seed | crchisto_flaglimit_shared40_ft1024.json |",
                  "| effnet_lite0_in1k · linear_probe | 2048 -> 2048 | 0.642 | 0.642 | +0.000 [-0.007, +0.007] |",
-                 "| effnet_lite0_in1k · ft_last minus linear_probe | 2048 | +0.061 [+0.028, +0.094] (n=3) |"))
+                 "| effnet_lite0_in1k · ft_last minus linear_probe | 2048 | +0.061 [+0.028, +0.094] (n=3) |",
+                 "| effnet_lite0_in1k · ft_last | 2048 | 0.703 | cnn 0.681 | +0.022 [+0.001, +0.043] |"))
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), "ft1042"], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "no table 'ft1042'; choose from" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
 
