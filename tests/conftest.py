@@ -1,10 +1,13 @@
 "Shared pytest fixtures: an isolated cache, offline hub, and a socket guard that refuses non-loopback connections."
-import os, socket, tempfile
+import atexit, os, shutil, socket, tempfile
 import pytest
 
-# Offline and isolated before anything imports timm / huggingface_hub.
+# Offline and isolated before anything imports timm / huggingface_hub. The cache directory is made only when the caller
+# gave none, and removed when the test process exits.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("CELLNB_CACHE_DIR", tempfile.mkdtemp(prefix="cellnb-test-cache-"))
+if not os.environ.get("CELLNB_CACHE_DIR"):
+    os.environ["CELLNB_CACHE_DIR"] = _cache = tempfile.mkdtemp(prefix="cellnb-test-cache-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 _LOOPBACK = ("127.", "localhost", "::1", "0.0.0.0")
 
