@@ -206,7 +206,7 @@ REFERENCE_SCRATCH = ("cnn", "custom_vit")   # from crchisto_flaglimit.json: the 
 
 def stitched_curves(fig=FIG_DIR / "crchisto_shared40_backbone_curves.png") -> str:
     """The backbone's protocols on the shared 40-px patch as one curve each, stitched from the folders that measured
-    them (a later folder's row replaces an earlier one at the same FlagLimit: the re-runs reproduce), with the scratch
+    them (at the same FlagLimit the row with more seeds wins, then the later folder's: the re-runs reproduce), with the scratch
     CNN and custom_vit for reference; mean over seeds with a t 95% CI from the seed sd. Writes `fig` (PNG) too."""
     import io, altair as alt, pandas as pd
     from scipy import stats
@@ -221,7 +221,8 @@ def stitched_curves(fig=FIG_DIR / "crchisto_shared40_backbone_curves.png") -> st
             for f, r in per.items(): add(e, f, r, name)
     for e in REFERENCE_SCRATCH:
         for f, r in json.loads((RESULTS / "crchisto_flaglimit.json").read_text())["table"][e].items(): add(e + " (scratch)", f, r, "crchisto_flaglimit")
-    d = pd.DataFrame(rows).drop_duplicates(["entry", "flag_limit"], keep="last").sort_values(["entry", "flag_limit"])
+    d = (pd.DataFrame(rows).sort_values("n", kind="stable")   # more seeds first, then the later folder
+         .drop_duplicates(["entry", "flag_limit"], keep="last").sort_values(["entry", "flag_limit"]))
     fls = sorted(d.flag_limit.unique())
     top = 2 * max(f for f in fls if f < 100000)          # 'all' (FlagLimit 100000) drawn one doubling after the largest
     d["at"] = d.flag_limit.where(d.flag_limit < 100000, top)

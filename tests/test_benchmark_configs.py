@@ -272,6 +272,16 @@ def test_fullft_grid_table_quotes_the_committed_json():
     for quoted in ("-0.069 [-0.096, -0.043]", "-0.073 [-0.118, -0.028]", "-0.039 [-0.049, -0.029]", "-0.002 [-0.021, +0.017]"):
         assert quoted in (ROOT / "BENCHMARKS.md").read_text(), quoted
 
+def test_ftall_table_quotes_the_committed_json():
+    "tables.py ftall renders the session-29 JSON (seeds 0 and 1) BENCHMARKS.md quotes: (g) from 2048, (f), the scratch references."
+    _table_says("ftall", ("4 of 4 runs ok", "| effnet_lite0_in1k · ft_last | all | 0.720 (n=2) | 0: 0.724, 1: 0.717 |",
+                 "| effnet_lite0_in1k · ft_last | 2048 -> all | 0.720 | 0.703 | +0.011 [-0.078, +0.101] | paired by seed | crchisto_flaglimit_shared40_ft2048.json |",
+                 "| effnet_lite0_in1k · linear_probe | all -> all | 0.631 | 0.631 | +0.000 [+0.000, +0.000] |",
+                 "| effnet_lite0_in1k · ft_last minus linear_probe | all | +0.090 [+0.045, +0.134] (n=2) |",
+                 "| effnet_lite0_in1k · ft_last | all | 0.720 | cnn 0.679 | +0.041 [-0.030, +0.112] |"))
+    for quoted in ("+0.090 [+0.045, +0.134]", "+0.041 [-0.030, +0.112]", "+0.011 [-0.078, +0.101]"):
+        assert quoted in (ROOT / "BENCHMARKS.md").read_text(), quoted
+
 def test_stitched_curves_join_the_shared_patch_folders(tmp_path):
     "tables.py curves_shared40: one curve per protocol across the folders that measured it, the scratch references, a PNG."
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -281,4 +291,6 @@ def test_stitched_curves_join_the_shared_patch_folders(tmp_path):
     row = lambda e: next(l for l in out.splitlines() if l.startswith(f"| {e} |")).split(" | ")
     ft = row("effnet_lite0_in1k · ft_last")
     assert ft[1].startswith("0.596 [") and ft[5].startswith("0.680 [") and ft[6].startswith("0.703 [")   # sessions 24, 26, 27
+    assert ft[7].startswith("0.720 [") and ft[7].endswith("(n=2) |")                                       # session 29, seeds 0-1
+    assert row("effnet_lite0_in1k · linear_probe")[7] == "0.631 [0.631, 0.631] |"   # the 3-seed row wins over the 2-seed re-run
     assert row("cnn (scratch)")[-1].startswith("0.679 [") and "crchisto_flaglimit_shared40_ft2048" in out
