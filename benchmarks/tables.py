@@ -7,12 +7,16 @@ from _common import RESULTS
 
 FIG_DIR = RESULTS.parent / "figures"
 
+def _load(name: str) -> dict:
+    "benchmarks/results/<name>.json, parsed."
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
 def _lab(f): return "all" if int(f) >= 100000 else str(f)   # FlagLimit 100000: every cell
 
 def _ci(v, ci): return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and ci[0] is not None else f"{v:.3f}"
 
 def cv_table() -> str:
-    d = json.loads((RESULTS / "crchisto_cv.json").read_text())
+    d = _load("crchisto_cv")
     rows = ["| entry | protocol | crop px | cells/class (train) | epochs (best per fold, counted from 0) | TTA | accuracy [95% CI] | macro-F1 [95% CI] | weighted-F1 [95% CI] | weighted-F1 per fold | train s (both folds) |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     ep = lambda b: "-" if b is None else "+".join(map(str, b)) if isinstance(b, list) else str(b)
@@ -28,7 +32,7 @@ def cv_table() -> str:
     return head + "\n\n" + "\n".join(rows)
 
 def flaglimit_table() -> str:
-    d = json.loads((RESULTS / "crchisto_flaglimit.json").read_text())
+    d = _load("crchisto_flaglimit")
     t = d["table"]
     fls = sorted({int(f) for e in t.values() for f in e})
     rows = ["| model | " + " | ".join(_lab(f) for f in fls) + " |", "|---|" + "---|" * len(fls)]
@@ -53,7 +57,7 @@ def _g(g, nd=3):
 
 def findings_table() -> str:
     "Findings (a)-(d) per model, from the FlagLimit JSON."
-    d = json.loads((RESULTS / "crchisto_flaglimit.json").read_text())
+    d = _load("crchisto_flaglimit")
     a, b, c, bl = d["a_scratch_keeps_rising"], d["b_saturation"], d["c_vit_vs_cnns"], d["d_blur_slopes"]
     rows = ["| model | (a) gain over the span with every seed | (a) last step | (b) best macro-F1, 95% of it at | (d) blur slope post | (d) blur slope pre | (c) custom_vit minus this model |",
             "|---|---|---|---|---|---|---|"]
@@ -76,7 +80,7 @@ def findings_table() -> str:
 
 def classmix_table(name: str = "crchisto_flaglimit") -> str:
     "Finding (e) of results/<name>.json: the all-cells runs with a balanced loss or a balanced prior against the plain ones, per seed."
-    d = json.loads((RESULTS / f"{name}.json").read_text()).get("e_class_mix") or {}
+    d = _load(name).get("e_class_mix") or {}
     rows = ["| model | seed | plain all | plain 2048 | balanced loss, all | minus plain all | minus plain 2048 | prior-corrected all | minus plain all | minus plain 2048 | 'others' recall: 2048 / all / balanced / prior-corrected |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     dd = lambda x: f"{x['diff']:+.3f} [{x['image_boot_ci'][0]:+.3f}, {x['image_boot_ci'][1]:+.3f}]" if x else ""
@@ -127,7 +131,7 @@ def extension_table(name: str = "crchisto_flaglimit_shared40_ft1024") -> str:
     finding (g) against the earlier JSON, (f) the protocols against each other and (d) the blur slopes."""
     if not (RESULTS / f"{name}.json").exists():
         sys.exit(f"tables.py: no results/{name}.json yet; run its config with benchmarks/crchisto_flaglimit.py (command in its header)")
-    d = json.loads((RESULTS / f"{name}.json").read_text())
+    d = _load(name)
     rows = ["| entry | FlagLimit | macro-F1, mean (n seeds) | per seed | weighted-F1 | train s per run |", "|---|---|---|---|---|---|"]
     for e, per in sorted(d["table"].items()):
         for f, r in sorted(per.items(), key=lambda kv: int(kv[0])):
@@ -159,7 +163,7 @@ def extension_table(name: str = "crchisto_flaglimit_shared40_ft1024") -> str:
 def _against_scratch(d) -> str:
     """Each entry of an extension folder against the study's scratch references (REFERENCE_SCRATCH in
     crchisto_flaglimit.json) at the same FlagLimit: same split and test cells, other runs, so Welch over seed means."""
-    ref = json.loads((RESULTS / "crchisto_flaglimit.json").read_text())["table"]
+    ref = _load("crchisto_flaglimit")["table"]
     rows = ["| entry | FlagLimit | here | scratch reference | difference [Welch t 95% CI] |", "|---|---|---|---|---|"]
     for e, per in sorted(d["table"].items()):
         for f, r in sorted(per.items(), key=lambda kv: int(kv[0])):
@@ -171,8 +175,8 @@ def _against_scratch(d) -> str:
 def shared40_table() -> str:
     """The backbone's FlagLimit runs on the shared 40-px patch (crchisto_flaglimit_shared40.json) against the same rows on
     the old patch (crchisto_flaglimit.json), and finding (f): the backbone's protocols against each other."""
-    new = json.loads((RESULTS / "crchisto_flaglimit_shared40.json").read_text())
-    old = json.loads((RESULTS / "crchisto_flaglimit.json").read_text())
+    new = _load("crchisto_flaglimit_shared40")
+    old = _load("crchisto_flaglimit")
     fls = sorted({int(f) for e in new["table"].values() for f in e})
     rows = ["| entry | " + " | ".join(_lab(f) for f in fls) + " |", "|---|" + "---|" * len(fls)]
     for e, per in sorted(new["table"].items()):
@@ -217,10 +221,11 @@ def stitched_curves(fig=FIG_DIR / "crchisto_shared40_backbone_curves.png") -> st
         rows.append(dict(entry=e, flag_limit=int(f), macro_f1=r["macro_f1"], lo=r["macro_f1"] - h, hi=r["macro_f1"] + h, n=n, source=src))
     for name in CURVE_SOURCES:
         if not (RESULTS / f"{name}.json").exists(): continue
-        for e, per in json.loads((RESULTS / f"{name}.json").read_text())["table"].items():
+        for e, per in _load(name)["table"].items():
             for f, r in per.items(): add(e, f, r, name)
+    ref = _load("crchisto_flaglimit")["table"]
     for e in REFERENCE_SCRATCH:
-        for f, r in json.loads((RESULTS / "crchisto_flaglimit.json").read_text())["table"][e].items(): add(e + " (scratch)", f, r, "crchisto_flaglimit")
+        for f, r in ref[e].items(): add(e + " (scratch)", f, r, "crchisto_flaglimit")
     d = (pd.DataFrame(rows).sort_values("n", kind="stable")   # more seeds first, then the later folder
          .drop_duplicates(["entry", "flag_limit"], keep="last").sort_values(["entry", "flag_limit"]))
     fls = sorted(d.flag_limit.unique())
