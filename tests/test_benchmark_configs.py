@@ -273,14 +273,21 @@ def test_fullft_grid_table_quotes_the_committed_json():
                  "| effnet_lite0_in1k · full_ft minus ft_last | 256 | full_ft 0.560 | ft_last 0.633 | -0.073 [-0.118, -0.028] |"),
                 quoted=("-0.069 [-0.096, -0.043]", "-0.073 [-0.118, -0.028]", "-0.039 [-0.049, -0.029]", "-0.002 [-0.021, +0.017]"))
 
+def test_cv_table_in_benchmarks_is_what_tables_prints():
+    "BENCHMARKS.md's CV table is `tables.py cv` over the committed crchisto_cv.json, verbatim (session 30's ft_last row included)."
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), "cv"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "| effnet_lite0_in1k/ft_last/4ep/shared40 | ft_last | 48 | all | 4 (2/2) | no |" in r.stdout
+    assert r.stdout.strip() in (ROOT / "BENCHMARKS.md").read_text(), "re-paste the output of `benchmarks/tables.py cv` into BENCHMARKS.md"
+
 def test_ftall_table_quotes_the_committed_json():
-    "tables.py ftall renders the session-29 JSON (seeds 0 and 1) BENCHMARKS.md quotes: (g) from 2048, (f), the scratch references."
-    _table_says("ftall", ("4 of 4 runs ok", "| effnet_lite0_in1k · ft_last | all | 0.720 (n=2) | 0: 0.724, 1: 0.717 |",
-                 "| effnet_lite0_in1k · ft_last | 2048 -> all | 0.720 | 0.703 | +0.011 [-0.078, +0.101] | paired by seed | crchisto_flaglimit_shared40_ft2048.json |",
+    "tables.py ftall renders the session-29/30 JSON (3 seeds) BENCHMARKS.md quotes: (g) from 2048, (f), the scratch references."
+    _table_says("ftall", ("6 of 6 runs ok", "| effnet_lite0_in1k · ft_last | all | 0.723 (n=3) | 0: 0.724, 1: 0.717, 2: 0.729 |",
+                 "| effnet_lite0_in1k · ft_last | 2048 -> all | 0.723 | 0.703 | +0.020 [-0.020, +0.060] | paired by seed | crchisto_flaglimit_shared40_ft2048.json |",
                  "| effnet_lite0_in1k · linear_probe | all -> all | 0.631 | 0.631 | +0.000 [+0.000, +0.000] |",
-                 "| effnet_lite0_in1k · ft_last minus linear_probe | all | +0.090 [+0.045, +0.134] (n=2) |",
-                 "| effnet_lite0_in1k · ft_last | all | 0.720 | cnn 0.679 | +0.041 [-0.030, +0.112] |"),
-                quoted=("+0.090 [+0.045, +0.134]", "+0.041 [-0.030, +0.112]", "+0.011 [-0.078, +0.101]"))
+                 "| effnet_lite0_in1k · ft_last minus linear_probe | all | +0.093 [+0.078, +0.108] (n=3) |",
+                 "| effnet_lite0_in1k · ft_last | all | 0.723 | cnn 0.679 | +0.044 [-0.027, +0.115] |"),
+                quoted=("+0.093 [+0.078, +0.108]", "+0.044 [-0.027, +0.115]", "+0.020 [-0.020, +0.060]"))
 
 def test_stitched_curves_join_the_shared_patch_folders(tmp_path):
     "tables.py curves_shared40: one curve per protocol across the folders that measured it, the scratch references, a PNG."
@@ -291,6 +298,6 @@ def test_stitched_curves_join_the_shared_patch_folders(tmp_path):
     row = lambda e: next(l for l in out.splitlines() if l.startswith(f"| {e} |")).split(" | ")
     ft = row("effnet_lite0_in1k · ft_last")
     assert ft[1].startswith("0.596 [") and ft[5].startswith("0.680 [") and ft[6].startswith("0.703 [")   # sessions 24, 26, 27
-    assert ft[7].startswith("0.720 [") and ft[7].endswith("(n=2) |")                                       # session 29, seeds 0-1
-    assert row("effnet_lite0_in1k · linear_probe")[7] == "0.631 [0.631, 0.631] |"   # the 3-seed row wins over the 2-seed re-run
+    assert ft[7] == "0.723 [0.708, 0.738] |"                                                              # sessions 29-30, 3 seeds
+    assert row("effnet_lite0_in1k · linear_probe")[7] == "0.631 [0.631, 0.631] |"   # both folders: 3 seeds, the same 0.631
     assert row("cnn (scratch)")[-1].startswith("0.679 [") and "crchisto_flaglimit_shared40_ft2048" in out
