@@ -240,13 +240,14 @@ def test_tables_quote_the_committed_shared_patch_results():
                  "| effnet_lite0_in1k · linear_probe | mean |"):
         assert line in r.stdout, line
 
-def _table_says(name, lines, quoted=()):
-    "Run `benchmarks/tables.py name` and check that each line is in what it prints, and each of `quoted` in BENCHMARKS.md."
+def _table_says(name, lines, quoted=()) -> str:
+    "Run `benchmarks/tables.py name`, check that each line is in what it prints and each of `quoted` in BENCHMARKS.md; its output."
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), name], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     for line in lines: assert line in r.stdout, line
     text = (ROOT / "BENCHMARKS.md").read_text()
     for q in quoted: assert q in text, q
+    return r.stdout
 
 def test_tables_quote_the_committed_ft_extension_results():
     "tables.py ft1024 / ft2048 render the session-26/27 JSONs BENCHMARKS.md quotes: per-seed rows, (g) against the earlier JSONs, (f), (d)."
@@ -275,10 +276,8 @@ def test_fullft_grid_table_quotes_the_committed_json():
 
 def test_cv_table_in_benchmarks_is_what_tables_prints():
     "BENCHMARKS.md's CV table is `tables.py cv` over the committed crchisto_cv.json, verbatim (session 30's ft_last row included)."
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), "cv"], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    assert "| effnet_lite0_in1k/ft_last/4ep/shared40 | ft_last | 48 | all | 4 (2/2) | no |" in r.stdout
-    assert r.stdout.strip() in (ROOT / "BENCHMARKS.md").read_text(), "re-paste the output of `benchmarks/tables.py cv` into BENCHMARKS.md"
+    out = _table_says("cv", ("| effnet_lite0_in1k/ft_last/4ep/shared40 | ft_last | 48 | all | 4 (2/2) | no |",))
+    assert out.strip() in (ROOT / "BENCHMARKS.md").read_text(), "re-paste the output of `benchmarks/tables.py cv` into BENCHMARKS.md"
 
 def test_ftall_table_quotes_the_committed_json():
     "tables.py ftall renders the session-29/30 JSON (3 seeds) BENCHMARKS.md quotes: (g) from 2048, (f), the scratch references."
