@@ -12,8 +12,9 @@ from sklearn.metrics import (accuracy_score, f1_score, balanced_accuracy_score, 
 from .core import CellnbError, is_positive_int, check_seed
 
 # %% auto #0
-__all__ = ['RESULT_COLUMNS', 'CONDITIONS', 'result_row', 'expected_calibration_error', 'check_ci', 'metrics_from_preds',
-           'check_condition', 'predictions_frame', 'evaluate', 'row_from_metrics', 'paired_compare']
+__all__ = ['RESULT_COLUMNS', 'CONDITIONS', 'PAIRED_METRICS', 'result_row', 'expected_calibration_error', 'check_ci',
+           'metrics_from_preds', 'check_condition', 'predictions_frame', 'evaluate', 'row_from_metrics',
+           'paired_compare']
 
 # %% ../nbs/08_evaluate.ipynb #3ce67567
 RESULT_COLUMNS = ['run_id', 'dataset', 'model', 'family', 'protocol', 'flag_limit', 'n_train_per_class', 'seed',
@@ -78,7 +79,7 @@ def _boot_confusions(code_arrays:list, # per-cell codes true*C+pred (one array p
     return outs
 
 def _cm_scores(cm:np.ndarray, labels:np.ndarray) -> tuple:
-    "Accuracy and macro-F1 (over `labels`, 0/0 classes skipped) for a stack of confusion matrices (B, C, C)."
+    "Accuracy, macro-F1 (over `labels`, 0/0 classes skipped) and support-weighted F1 for a stack of confusion matrices (B, C, C)."
     diag = np.diagonal(cm, axis1=1, axis2=2).astype(float)
     tot = cm.sum(axis=(1, 2))
     acc = diag.sum(1) / np.maximum(tot, 1)
@@ -86,7 +87,9 @@ def _cm_scores(cm:np.ndarray, labels:np.ndarray) -> tuple:
     with np.errstate(invalid='ignore', divide='ignore'):
         f1 = np.where(denom > 0, 2 * diag / denom, np.nan)[:, labels]
     macro = np.nanmean(np.where(np.isnan(f1).all(1, keepdims=True), 0.0, f1), axis=1)
-    return acc, macro
+    support = cm.sum(2)[:, labels].astype(float)   # true counts: sklearn's average='weighted'
+    weighted = (np.nan_to_num(f1) * support).sum(1) / np.maximum(support.sum(1), 1)
+    return acc, macro, weighted
 
 def expected_calibration_error(conf:np.ndarray, # top-label confidence per cell
                                correct:np.ndarray, # bool: top-label prediction was right
@@ -158,7 +161,7 @@ def metrics_from_preds(preds:pd.DataFrame, # per-cell predictions: columns true,
     lo_q, hi_q = (1 - ci) / 2, 1 - (1 - ci) / 2
     if n_boot and n_boot > 0:
         cms = _boot_confusions([t * C + p], C * C, groups, n_boot, seed)[0].reshape(n_boot, C, C)
-        acc, mf1 = _cm_scores(cms, labels)
+        acc, mf1, _ = _cm_scores(cms, labels)
         m['accuracy_ci_low'], m['accuracy_ci_high'] = (float(x) for x in np.quantile(acc, [lo_q, hi_q]))
         m['macro_f1_ci_low'], m['macro_f1_ci_high'] = (float(x) for x in np.quantile(mf1, [lo_q, hi_q]))
     else:
@@ -237,6 +240,8 @@ def row_from_metrics(metrics:dict, # evaluate()'s metrics dict
     return result_row(**d)
 
 # %% ../nbs/08_evaluate.ipynb #17959624
+PAIRED_METRICS = ('accuracy', 'macro_f1', 'weighted_f1')   # the order _cm_scores returns them in
+
 def _classes_of(preds:pd.DataFrame) -> list:
     "Class order from the prob_<class> columns, else the sorted labels seen."
     cls = [c[len('prob_'):] for c in preds.columns if c.startswith('prob_')]
@@ -266,9 +271,12 @@ def paired_compare(preds_a:pd.DataFrame, # predictions of model a (one condition
                    group_bootstrap:bool=False, # resample groups instead of cells
                    ci:float=0.95, # confidence level
                    classes:list=None, # class order (default: from prob_ columns)
+                   metric:str='macro_f1', # 'macro_f1' | 'weighted_f1' | 'accuracy'
                   ) -> dict:
-    "Paired bootstrap of macro-F1(a) - macro-F1(b) on the same cells -> dict(diff, ci_low, ci_high, p)."
+    "Paired bootstrap of metric(a) - metric(b) on the same cells -> dict(diff, ci_low, ci_high, p, metric, ...)."
     check_ci(ci)
+    if metric not in PAIRED_METRICS:
+        raise CellnbError(f"metric={metric!r} is not one paired_compare scores; use one of {', '.join(PAIRED_METRICS)}")
     if not is_positive_int(n_boot):
         raise CellnbError(f"n_boot={n_boot!r}: a paired comparison needs bootstrap resamples; use an integer >= 1 (e.g. 2000)")
     a, b = _align(preds_a, preds_b)
@@ -277,15 +285,17 @@ def paired_compare(preds_a:pd.DataFrame, # predictions of model a (one condition
     ta, pa, pb = _codes(a, 'true', classes), _codes(a, 'pred', classes), _codes(b, 'pred', classes)
     labels = np.union1d(ta, np.union1d(pa, pb))
     lab = labels.tolist()
-    fa = f1_score(ta, pa, labels=lab, average='macro', zero_division=0)
-    fb = f1_score(ta, pb, labels=lab, average='macro', zero_division=0)
+    score = lambda t, p: (accuracy_score(t, p) if metric == 'accuracy' else
+                          f1_score(t, p, labels=lab, average=metric[:-3], zero_division=0))
+    fa, fb = score(ta, pa), score(ta, pb)
     groups = None
     if group_bootstrap:
         if 'group' not in a.columns: raise CellnbError("group_bootstrap=True but preds have no 'group' column")
         groups = a['group'].to_numpy()
     cma, cmb = (x.reshape(n_boot, C, C) for x in _boot_confusions([ta * C + pa, ta * C + pb], C * C, groups, n_boot, seed))
-    d = _cm_scores(cma, labels)[1] - _cm_scores(cmb, labels)[1]
+    i = PAIRED_METRICS.index(metric)
+    d = _cm_scores(cma, labels)[i] - _cm_scores(cmb, labels)[i]
     lo, hi = np.quantile(d, [(1 - ci) / 2, 1 - (1 - ci) / 2])
     p = min(1.0, 2 * (min((d <= 0).sum(), (d >= 0).sum()) + 1) / (n_boot + 1))
-    return dict(diff=float(fa - fb), ci_low=float(lo), ci_high=float(hi), p=float(p),
-                macro_f1_a=float(fa), macro_f1_b=float(fb), n=int(len(ta)), n_boot=int(n_boot))
+    return {'diff': float(fa - fb), 'ci_low': float(lo), 'ci_high': float(hi), 'p': float(p), 'metric': metric,
+            f'{metric}_a': float(fa), f'{metric}_b': float(fb), 'n': int(len(ta)), 'n_boot': int(n_boot)}

@@ -136,6 +136,20 @@ def test_paired_compare():
     assert g['diff'] == r['diff']
     assert paired_compare(pa, pb, seed=4) == paired_compare(pa, pb, seed=4)
 
+@pytest.mark.parametrize("metric,fn", [('weighted_f1', lambda t, p: f1_score(t, p, average='weighted')),
+                                       ('accuracy', accuracy_score), ('macro_f1', lambda t, p: f1_score(t, p, average='macro'))])
+def test_paired_compare_metric(metric, fn):
+    "Each metric's difference is sklearn's; its image-bootstrap CI holds it and differs from the other metrics' CI."
+    cs = cells(400)
+    pa, _ = evaluate(Fake(acc=.85, seed=1), cs, n_boot=0)
+    pb, _ = evaluate(Fake(acc=.7, seed=2), cs, n_boot=0)
+    r = paired_compare(pa, pb, n_boot=500, group_bootstrap=True, metric=metric)
+    assert r['metric'] == metric and r['diff'] == pytest.approx(fn(pa.true, pa.pred) - fn(pb.true, pb.pred), abs=1e-12)
+    assert r[f'{metric}_a'] == pytest.approx(fn(pa.true, pa.pred)) and r['ci_low'] < r['diff'] < r['ci_high']
+    other = paired_compare(pa, pb, n_boot=500, group_bootstrap=True, metric='macro_f1' if metric != 'macro_f1' else 'accuracy')
+    assert (other['ci_low'], other['ci_high']) != (r['ci_low'], r['ci_high'])
+    with pytest.raises(CellnbError, match="metric='f1'.*weighted_f1"): paired_compare(pa, pb, metric='f1')
+
 def test_paired_compare_alignment_errors():
     cs = cells(100)
     pa, _ = evaluate(Fake(), cs, n_boot=0)
