@@ -7,6 +7,7 @@ too. Writes benchmarks/results/crchisto_cv.json (best_weighted_f1, best_model, p
 so a long run can be stopped and resumed (--resume skips models already in the JSON).
 Usage: python benchmarks/crchisto_cv.py [--config benchmarks/crchisto_cv.yaml] [--only cnn,custom_vit] [--resume] [--device cpu] [--threads 1]
        python benchmarks/crchisto_cv.py --rescore cnn/scratch/16ep --tta   (saved fold models; several keys: an ensemble)
+       python benchmarks/crchisto_cv.py --compare A,B   (paired image bootstrap of B - A from the saved fold probabilities)
        python benchmarks/crchisto_cv.py --config benchmarks/crchisto_cv_gpu.yaml --dry-run   (check a config, list its runs)
 A config writes benchmarks/results/<config name>.json and keeps its fold models in benchmarks/runs/<config name>/.
 Entries may set their own crop (the same cells and folds, cut wider or narrower), augment strengths and label_smoothing.
@@ -23,7 +24,7 @@ from cellnb.core import crchisto_path, get_device
 from cellnb.data import group_folds, group_split, flag_limit
 from cellnb.datasets import load_crchisto
 from cellnb.train import fit_cell_model, FittedModel
-from cellnb.evaluate import evaluate, predictions_frame, metrics_from_preds
+from cellnb.evaluate import evaluate, predictions_frame, metrics_from_preds, paired_compare
 
 RUNS = Path(__file__).parent / "runs" / "crchisto_cv"
 
@@ -46,6 +47,8 @@ def main():
     ap.add_argument("--rescore", default=None, metavar="KEY[,KEY...]", help="re-score saved fold models (several keys: their mean probability, an ensemble)")
     ap.add_argument("--tta", action="store_true", help="with --rescore: test-time augmentation (8 rotations/flips)")
     ap.add_argument("--fold", type=int, default=None, help="train and save only this fold's model (one process per fold/core); --rescore KEY then pools them")
+    ap.add_argument("--compare", default=None, metavar="A,B", help="paired image bootstrap of B - A (weighted-F1, macro-F1, accuracy) on the "
+                    "pooled test cells, from two keys' saved fold probabilities (with --tta: their TTA ones); kept under 'comparisons'")
     ap.add_argument("--dry-run", action="store_true", help="check the config and list the entries it would run, then stop")
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
@@ -65,6 +68,9 @@ def main():
     t_all = time.perf_counter()
     if a.rescore:
         _rescore(a.rescore.split(","), a.tta, cfg, device, out_json, saved)
+        return
+    if a.compare:
+        _compare(a.compare.split(","), a.tta, cfg, out_json)
         return
     for m in cfg["models"]:
         key = _key(m)
@@ -137,6 +143,40 @@ def _rescore(keys, tta, cfg, device, out_json, table):
              **_crop_field(sorted({f.src_size for f in fitted}), cfg))
     _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json)
 
+def _saved_preds(key, k, tta, cfg):
+    "The per-cell predictions of `key`'s fold-k model on its test cells, from the probabilities saved next to it."
+    fold_dir = RUNS / key.replace("/", "_") / f"fold{k}"
+    f = _probs_file(fold_dir, tta)
+    if not f.exists():
+        raise SystemExit(f"{f}: no saved test probabilities of {key!r} fold {k}; train it (--only {key} --fold {k}) "
+                         f"or re-score it (--rescore {key}{' --tta' if tta else ''}) first")
+    conf = json.loads((fold_dir / "config.json").read_text())
+    test, probs = _folds_at(conf["src_size"], cfg)[k][1], np.load(f)
+    if len(probs) != len(test): raise SystemExit(f"{f} holds {len(probs)} cells, fold {k} tests {len(test)}; re-score {key!r}")
+    return predictions_frame(probs, test, conf["classes"]).assign(fold=k)
+
+_SCORES = dict(weighted_f1=lambda P: f1_score(P.true, P.pred, average="weighted"),
+               macro_f1=lambda P: f1_score(P.true, P.pred, average="macro"), accuracy=lambda P: accuracy_score(P.true, P.pred))
+
+def _compare(keys, tta, cfg, out_json, n_boot=2000):
+    "Paired image bootstrap of keys[1] - keys[0] on the pooled out-of-fold test cells (both folds), per metric; written to the JSON."
+    if len(keys) != 2 or keys[0] == keys[1]: raise SystemExit(f"--compare {','.join(keys)}: name two different keys, A,B (B - A is reported)")
+    d = json.loads(out_json.read_text()) if out_json.exists() else {"models": {}}
+    if miss := [kk for kk in keys if kk not in d["models"]]:
+        raise SystemExit(f"{out_json.name} has no row {miss[0]!r}; --rescore it first so the comparison sits beside its row")
+    A, B = ([_saved_preds(kk, k, tta, cfg) for k in range(cfg["folds"])] for kk in keys)
+    PA, PB = pd.concat(A, ignore_index=True), pd.concat(B, ignore_index=True)
+    name = f"{keys[1]} - {keys[0]}" + (" (tta)" if tta else "")
+    row = dict(a=keys[0], b=keys[1], tta=tta, n_cells=len(PA), n_images=int(PA["group"].nunique()), n_boot=n_boot,
+               folds=[{m: float(f(b) - f(a)) for m, f in _SCORES.items()} for a, b in zip(A, B)])
+    for m in _SCORES:
+        r = paired_compare(PB, PA, n_boot=n_boot, seed=cfg["seed"], group_bootstrap=True, metric=m)
+        row[m] = dict(diff=r["diff"], ci=[r["ci_low"], r["ci_high"]], p=r["p"], a=r[f"{m}_b"], b=r[f"{m}_a"])
+        print(f"{name}: {m} {r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] (p {r['p']:.3f}; "
+              f"per fold {' / '.join(format(f[m], '+.3f') for f in row['folds'])})", flush=True)
+    d.pop("machine", None)
+    write_result(out_json.stem, {**d, "comparisons": {**d.get("comparisons", {}), name: row}})
+
 def _crop_field(crops, cfg):
     "The row's crop when it is not the config's: one size, or 'A+B' for an ensemble of crops."
     if crops == [cfg["crop"]]: return {}
@@ -185,14 +225,15 @@ def _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json):
     print(f"{key:32s} pooled: acc {r['accuracy']:.3f} {r['accuracy_ci']}  macro-F1 {r['macro_f1']:.3f}  "
           f"weighted-F1 {r['weighted_f1']:.3f} [{r['weighted_f1_ci'][0]:.3f}, {r['weighted_f1_ci'][1]:.3f}]", flush=True)
     # merge with what other processes (--only on other models) wrote meanwhile; this process's entries win
-    if out_json.exists(): table = {**json.loads(out_json.read_text())["models"], **table}
+    prev = json.loads(out_json.read_text()) if out_json.exists() else {}
+    table = {**prev.get("models", {}), **table}
     scratch = {k: v for k, v in table.items() if v["protocol"] == "scratch"}
     best_any = max(table, key=lambda k: table[k]["weighted_f1"])
     best_s = max(scratch, key=lambda k: scratch[k]["weighted_f1"]) if scratch else None
     write_result(out_json.stem, dict(
         best_model=best_s or best_any, best_weighted_f1=(scratch or table)[best_s or best_any]["weighted_f1"],
         best_overall=best_any, target_weighted_f1=0.80, crop=cfg["crop"], folds=cfg["folds"], device=str(device),
-        config=cfg, models=table))
+        config=cfg, models=table, **({"comparisons": prev["comparisons"]} if "comparisons" in prev else {})))
     return table
 
 _FOLDS = {}

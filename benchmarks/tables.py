@@ -29,7 +29,19 @@ def cv_table() -> str:
                     f"{sum(f['train_seconds'] for f in folds):.0f} |")
     head = (f"best task-specific model: **{d['best_model']}**, pooled out-of-fold weighted-F1 **{d['best_weighted_f1']:.3f}** "
             f"(target 0.80); best overall: {d['best_overall']}")
-    return head + "\n\n" + "\n".join(rows)
+    return head + "\n\n" + "\n".join(rows) + _cv_comparisons(d.get("comparisons", {}))
+
+def _cv_comparisons(comps) -> str:
+    "crchisto_cv.py --compare rows: B - A on the same pooled out-of-fold test cells, image bootstrap."
+    if not comps: return ""
+    d = lambda g: f"{g['diff']:+.3f} [{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}]"
+    rows = ["| B - A (same test cells) | TTA | weighted-F1 [95% CI] | macro-F1 [95% CI] | accuracy [95% CI] | weighted-F1 per fold | images / cells |",
+            "|---|---|---|---|---|---|---|"]
+    for c in comps.values():
+        rows.append(f"| {c['b']} - {c['a']} | {'yes' if c['tta'] else 'no'} | {d(c['weighted_f1'])} | {d(c['macro_f1'])} | {d(c['accuracy'])} | "
+                    f"{' / '.join(format(f['weighted_f1'], '+.3f') for f in c['folds'])} | {c['n_images']} / {c['n_cells']} |")
+    return ("\n\npaired comparisons (`crchisto_cv.py --compare A,B`): paired image bootstrap "
+            f"({next(iter(comps.values()))['n_boot']} resamples) of B - A\n\n" + "\n".join(rows))
 
 def flaglimit_table() -> str:
     d = _load("crchisto_flaglimit")

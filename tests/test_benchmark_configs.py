@@ -300,3 +300,47 @@ def test_stitched_curves_join_the_shared_patch_folders(tmp_path):
     assert ft[7] == "0.723 [0.708, 0.738] |"                                                              # sessions 29-30, 3 seeds
     assert row("effnet_lite0_in1k · linear_probe")[7] == "0.631 [0.631, 0.631] |"   # both folders: 3 seeds, the same 0.631
     assert row("cnn (scratch)")[-1].startswith("0.679 [") and "crchisto_flaglimit_shared40_ft2048" in out
+
+def test_cv_compare_is_paired_and_kept_beside_the_rows(tmp_path, monkeypatch):
+    "crchisto_cv.py --compare A,B: B - A from the saved fold probabilities on the pooled test cells (sklearn's figures), kept in the JSON."
+    import json, numpy as np
+    from sklearn.metrics import f1_score
+    import scipy.io as sio
+    from PIL import Image
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import _common, crchisto_cv as cv
+    root, rng = tmp_path / "crc", np.random.default_rng(0)
+    for n in range(1, 9):   # CRCHisto's layout, 8 tiles of 120 px with 3-6 cells of each class
+        d = root / "Classification" / f"img{n}"; d.mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (120, 120, 3), dtype=np.uint8)).save(d / f"img{n}.bmp")
+        for c in ("epithelial", "fibroblast", "inflammatory", "others"):
+            sio.savemat(d / f"img{n}_{c}.mat", {"detection": rng.uniform(10, 110, (int(rng.integers(3, 7)), 2))})
+    monkeypatch.setenv("CELLNB_CRCHISTO", str(root)); monkeypatch.setenv("CELLNB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(cv, "RUNS", tmp_path / "runs"); monkeypatch.setattr(_common, "RESULTS", tmp_path)
+    monkeypatch.setattr(cv, "_FOLDS", {})
+    cfg = dict(crop=48, folds=2, split_seed=0, seed=0, n_boot=10)
+    classes = ["epithelial", "fibroblast", "inflammatory", "others"]
+    out = tmp_path / "cv.json"
+    out.write_text(json.dumps({"models": {"a/x": {}, "b/y": {}}, "machine": {}}))
+    truth = {}
+    for k, (_, test) in enumerate(cv._folds_at(48, cfg)):
+        y = test.labels.numpy(); truth[k] = y
+        for key, acc in (("a/x", 0.5), ("b/y", 0.9)):
+            d = tmp_path / "runs" / key.replace("/", "_") / f"fold{k}"; d.mkdir(parents=True)
+            (d / "config.json").write_text(json.dumps(dict(src_size=48, classes=classes)))
+            pred = np.where(rng.random(len(y)) < acc, y, (y + 1) % 3)
+            np.save(d / "test_probs.npy", np.eye(4)[pred] * 0.7 + 0.075)
+    cv._compare(["a/x", "b/y"], False, cfg, out)
+    r = json.loads(out.read_text())["comparisons"]["b/y - a/x"]
+    P = {key: np.concatenate([np.load(tmp_path / "runs" / key.replace("/", "_") / f"fold{k}" / "test_probs.npy").argmax(1) for k in (0, 1)]) for key in ("a/x", "b/y")}
+    t = np.concatenate([truth[0], truth[1]])
+    want = f1_score(t, P["b/y"], average="weighted") - f1_score(t, P["a/x"], average="weighted")
+    assert r["weighted_f1"]["diff"] == pytest.approx(want) and r["weighted_f1"]["ci"][0] <= want <= r["weighted_f1"]["ci"][1]
+    assert r["n_cells"] == len(t) and r["n_images"] == 8 and len(r["folds"]) == 2 and set(r) >= {"macro_f1", "accuracy"}
+    assert json.loads(out.read_text())["models"] == {"a/x": {}, "b/y": {}}    # the rows stay as they were
+    from tables import _cv_comparisons   # how tables.py cv prints it under the CV table
+    line = _cv_comparisons(json.loads(out.read_text())["comparisons"]).splitlines()[-1]
+    assert line.startswith(f"| b/y - a/x | no | {want:+.3f} [") and line.endswith(f"| 8 / {len(t)} |")
+    with pytest.raises(SystemExit, match="two different keys"): cv._compare(["a/x", "a/x"], False, cfg, out)
+    with pytest.raises(SystemExit, match="no row 'c/z'"): cv._compare(["a/x", "c/z"], False, cfg, out)
+    with pytest.raises(SystemExit, match=r"no saved test probabilities of 'a/x' fold 0; .*--rescore a/x --tta"): cv._compare(["a/x", "b/y"], True, cfg, out)
