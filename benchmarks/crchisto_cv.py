@@ -45,7 +45,7 @@ def main():
     ap.add_argument("--only", default=None); ap.add_argument("--resume", action="store_true"); ap.add_argument("--device", default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (run two processes with --only and 1 thread each)")
     ap.add_argument("--rescore", default=None, metavar="KEY[,KEY...]", help="re-score saved fold models (several keys: their mean probability, an ensemble)")
-    ap.add_argument("--tta", action="store_true", help="with --rescore: test-time augmentation (8 rotations/flips)")
+    ap.add_argument("--tta", action="store_true", help="with --rescore: test-time augmentation (8 rotations/flips); with --compare: compare the TTA probabilities")
     ap.add_argument("--fold", type=int, default=None, help="train and save only this fold's model (one process per fold/core); --rescore KEY then pools them")
     ap.add_argument("--compare", default=None, metavar="A,B", help="paired image bootstrap of B - A (weighted-F1, macro-F1, accuracy) on the "
                     "pooled test cells, from two keys' saved fold probabilities (with --tta: their TTA ones); kept under 'comparisons'")
@@ -150,6 +150,9 @@ def _saved_preds(key, k, tta, cfg):
     if not f.exists():
         raise SystemExit(f"{f}: no saved test probabilities of {key!r} fold {k}; train it (--only {key} --fold {k}) "
                          f"or re-score it (--rescore {key}{' --tta' if tta else ''}) first")
+    weights = [fold_dir / n for n in ("model.pt", "probe.npz") if (fold_dir / n).exists()]
+    if weights and f.stat().st_mtime < weights[0].stat().st_mtime:
+        raise SystemExit(f"{f} is older than the model beside it; re-score it (--rescore {key}{' --tta' if tta else ''}) first")
     conf = json.loads((fold_dir / "config.json").read_text())
     test, probs = _folds_at(conf["src_size"], cfg)[k][1], np.load(f)
     if len(probs) != len(test): raise SystemExit(f"{f} holds {len(probs)} cells, fold {k} tests {len(test)}; re-score {key!r}")

@@ -303,7 +303,7 @@ def test_stitched_curves_join_the_shared_patch_folders(tmp_path):
 
 def test_cv_compare_is_paired_and_kept_beside_the_rows(tmp_path, monkeypatch):
     "crchisto_cv.py --compare A,B: B - A from the saved fold probabilities on the pooled test cells (sklearn's figures), kept in the JSON."
-    import json, numpy as np
+    import json, os, numpy as np
     from sklearn.metrics import f1_score
     import scipy.io as sio
     from PIL import Image
@@ -344,3 +344,6 @@ def test_cv_compare_is_paired_and_kept_beside_the_rows(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="two different keys"): cv._compare(["a/x", "a/x"], False, cfg, out)
     with pytest.raises(SystemExit, match="no row 'c/z'"): cv._compare(["a/x", "c/z"], False, cfg, out)
     with pytest.raises(SystemExit, match=r"no saved test probabilities of 'a/x' fold 0; .*--rescore a/x --tta"): cv._compare(["a/x", "b/y"], True, cfg, out)
+    w = tmp_path / "runs" / "a_x" / "fold1" / "model.pt"; w.write_bytes(b"weights trained after the probabilities")
+    os.utime(w, (w.stat().st_mtime + 60,) * 2)
+    with pytest.raises(SystemExit, match="older than the model beside it"): cv._compare(["a/x", "b/y"], False, cfg, out)
