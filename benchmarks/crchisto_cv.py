@@ -150,16 +150,15 @@ def _saved_preds(key, k, tta, cfg):
     if not f.exists():
         raise SystemExit(f"{f}: no saved test probabilities of {key!r} fold {k}; train it (--only {key} --fold {k}) "
                          f"or re-score it (--rescore {key}{' --tta' if tta else ''}) first")
-    weights = [fold_dir / n for n in ("model.pt", "probe.npz") if (fold_dir / n).exists()]
-    if weights and f.stat().st_mtime < weights[0].stat().st_mtime:
+    if _probs_stale(fold_dir, f):
         raise SystemExit(f"{f} is older than the model beside it; re-score it (--rescore {key}{' --tta' if tta else ''}) first")
     conf = json.loads((fold_dir / "config.json").read_text())
     test, probs = _folds_at(conf["src_size"], cfg)[k][1], np.load(f)
     if len(probs) != len(test): raise SystemExit(f"{f} holds {len(probs)} cells, fold {k} tests {len(test)}; re-score {key!r}")
     return predictions_frame(probs, test, conf["classes"]).assign(fold=k)
 
-_SCORES = dict(weighted_f1=lambda P: f1_score(P.true, P.pred, average="weighted"),
-               macro_f1=lambda P: f1_score(P.true, P.pred, average="macro"), accuracy=lambda P: accuracy_score(P.true, P.pred))
+_SCORES = dict(weighted_f1=lambda t, p: f1_score(t, p, average="weighted"), macro_f1=lambda t, p: f1_score(t, p, average="macro"),
+               accuracy=accuracy_score)   # (true, pred) -> score: the rows' metrics and --compare's
 
 def _compare(keys, tta, cfg, out_json, n_boot=2000):
     "Paired image bootstrap of keys[1] - keys[0] on the pooled out-of-fold test cells (both folds), per metric; written to the JSON."
@@ -171,7 +170,7 @@ def _compare(keys, tta, cfg, out_json, n_boot=2000):
     PA, PB = pd.concat(A, ignore_index=True), pd.concat(B, ignore_index=True)
     name = f"{keys[1]} - {keys[0]}" + (" (tta)" if tta else "")
     row = dict(a=keys[0], b=keys[1], tta=tta, n_cells=len(PA), n_images=int(PA["group"].nunique()), n_boot=n_boot,
-               folds=[{m: float(f(b) - f(a)) for m, f in _SCORES.items()} for a, b in zip(A, B)])
+               folds=[{m: float(f(b.true, b.pred) - f(a.true, a.pred)) for m, f in _SCORES.items()} for a, b in zip(A, B)])
     for m in _SCORES:
         r = paired_compare(PB, PA, n_boot=n_boot, seed=cfg["seed"], group_bootstrap=True, metric=m)
         row[m] = dict(diff=r["diff"], ci=[r["ci_low"], r["ci_high"]], p=r["p"], a=r[f"{m}_b"], b=r[f"{m}_a"])
@@ -188,11 +187,15 @@ def _crop_field(crops, cfg):
 def _fold_probs(fold_dir, fitted, test, tta):
     "A saved fold model's test-cell probabilities, kept next to it (reused while newer than its weights: ensembles re-use them)."
     f = _probs_file(fold_dir, tta)
-    weights = [fold_dir / n for n in ("model.pt", "probe.npz") if (fold_dir / n).exists()]
-    if f.exists() and weights and f.stat().st_mtime > weights[0].stat().st_mtime:
+    if f.exists() and not _probs_stale(fold_dir, f):
         probs = np.load(f)
         if len(probs) == len(test): return probs
     return _save_probs(fold_dir, fitted.predict_proba(test, tta=tta), tta)
+
+def _probs_stale(fold_dir, f) -> bool:
+    "Saved probabilities `f` not newer than the fold model's weights beside them (retrained since)."
+    weights = [fold_dir / n for n in ("model.pt", "probe.npz") if (fold_dir / n).exists()]
+    return bool(weights) and f.stat().st_mtime <= weights[0].stat().st_mtime
 
 def _probs_file(fold_dir, tta): return fold_dir / ("test_probs_tta.npy" if tta else "test_probs.npy")
 
@@ -215,11 +218,11 @@ def _fold_row(key, k, met, test, fitted, n_train=None):
 def _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json):
     "Pool the folds' out-of-fold predictions into the model's row, merge with other writers' rows and write the JSON."
     P = pd.concat(preds_all, ignore_index=True)
-    wf1 = lambda t, p: f1_score(t, p, average="weighted"); mf1 = lambda t, p: f1_score(t, p, average="macro")
+    acc, mf1, wf1 = _SCORES["accuracy"], _SCORES["macro_f1"], _SCORES["weighted_f1"]
     t_, p_ = P["true"].to_numpy(), P["pred"].to_numpy()
     table[key] = dict(model=m["name"], protocol=m["protocol"], epochs=None if m["protocol"] == "linear_probe" else _epochs(m), flag_limit=m.get("flag_limit"), tta=bool(m.get("tta")),
         model_kwargs=m.get("model_kwargs", {}), **{k: m[k] for k in ("augment", "label_smoothing", "crop") if k in m},
-        accuracy=float(accuracy_score(t_, p_)), accuracy_ci=group_boot_ci(P, accuracy_score, cfg["n_boot"]),
+        accuracy=float(acc(t_, p_)), accuracy_ci=group_boot_ci(P, acc, cfg["n_boot"]),
         macro_f1=float(mf1(t_, p_)), macro_f1_ci=group_boot_ci(P, mf1, cfg["n_boot"]),
         weighted_f1=float(wf1(t_, p_)), weighted_f1_ci=group_boot_ci(P, wf1, cfg["n_boot"]),
         weighted_f1_fold_mean=float(np.mean([r["weighted_f1"] for r in fold_rows])), folds=fold_rows,
