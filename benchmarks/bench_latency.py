@@ -20,7 +20,8 @@ def main():
               "uni (vit_large_patch16)": (timm.create_model("vit_large_patch16_224", pretrained=False, num_classes=0, init_values=1e-5), 224)}
     rows = {}
     for name, (m, size) in models.items():
-        c = model_cost(m, size, batch_sizes=(1, big), device=a.device, warmup=2 if on_gpu else 1, repeats=10 if on_gpu else 2)  # CPU: fits in 5 min
+        c = model_cost(m, size, batch_sizes=(1, big), device=a.device, warmup=2 if on_gpu else 1, repeats=10 if on_gpu else 2,  # CPU: fits in 5 min
+                       dtype=torch.bfloat16 if on_gpu else None)   # as cellnb predicts there: bf16 autocast on CUDA, fp32 on CPU
         rows[name] = {k: c[k] for k in c if not isinstance(c[k], dict)}
         print(f"{name:26s} {size:4d}px  params {c['params']/1e6:7.2f} M  GFLOPs {c['gflops']:8.3f}  "
               f"bs1 {c['latency_ms_per_patch']:8.3f} ms/patch  bs{big} {c[f'latency_ms_per_patch_bs{big}']:8.3f} ms/patch", flush=True)
@@ -30,7 +31,7 @@ def main():
     r_rs1 = rows["resnetrs50"]["latency_ms_per_patch"] / cv["latency_ms_per_patch"]
     r_rsB = rows["resnetrs50"][f"latency_ms_per_patch_bs{big}"] / cv[f"latency_ms_per_patch_bs{big}"]
     ratio = min(r_uni1, r_uniB)
-    p = write_result("bench_latency", dict(ratio=ratio, target=100, device=a.device, big_batch=big, models=rows,
+    p = write_result("bench_latency", dict(ratio=ratio, target=100, device=a.device, precision="bf16-autocast" if on_gpu else "fp32", big_batch=big, models=rows,
         speedup_vs_uni=dict(bs1=r_uni1, big=r_uniB), speedup_vs_resnetrs50=dict(bs1=r_rs1, big=r_rsB),
         target_vs_resnetrs50=10, ratio_vs_resnetrs50=min(r_rs1, r_rsB)))
     print(f"wrote {p}")

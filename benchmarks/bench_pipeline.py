@@ -103,6 +103,7 @@ def main(argv=None):
         # the first epoch also computes the deterministic part (to float, resize to 40) once for all cells
         fresh = cdls.train.new(); t = time.perf_counter()
         for xb, yb in fresh: pass
+        if device.type == 'cuda': torch.cuda.synchronize()
         t_first = time.perf_counter() - t; print(f"cellnb in-memory,   first epoch (incl. the one-off resize of all cells): {t_first:.3f} s")
         f_fastai = time_fit(fdls, len(cs.classes)); print(f"fastai from_folder, training epoch (small CNN): {f_fastai:.3f} s")
         f_cellnb = time_fit(cdls, len(cs.classes)); print(f"cellnb in-memory,   training epoch (small CNN): {f_cellnb:.3f} s")

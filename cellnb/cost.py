@@ -114,10 +114,10 @@ def model_cost(model:nn.Module, # the model to measure (weights do not matter)
         for b in bss:
             x = torch.randn(b, 3, input_size, input_size, device=dev)
             last = b == max(bss)
-            if last and dev.type == 'cuda': torch.cuda.reset_peak_memory_stats(dev)
+            if last and dev.type == 'cuda': torch.cuda.reset_peak_memory_stats(dev); base = torch.cuda.memory_allocated(dev)
             with (_RSSPeak() if last and dev.type == 'cpu' else contextlib.nullcontext()) as rss:
                 t = _time_forward(model, x, warmup, repeats, ctx)
-            if last: peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == 'cuda' else rss.mb
+            if last: peak = (torch.cuda.max_memory_allocated(dev) - base) / 2**20 if dev.type == 'cuda' else rss.mb
             out[f'latency_ms_per_patch_bs{b}'] = 1000 * t / b
             out[f'throughput_bs{b}'] = b / t
             del x

@@ -125,6 +125,8 @@ def _check_values(c:StudyConfig, src:str):
         if c.class_weight not in CLASS_WEIGHTS:
             raise _bad('class_weight', f"unknown class weighting {c.class_weight!r}; use {' / '.join(w for w in CLASS_WEIGHTS if w)} (each class weighted by n / (k * n_class)) or null", src)
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", c.device): raise _bad('device', f"{c.device!r} is not a device; use auto, cpu, cuda or cuda:N", src)
+    if c.executor == 'ray' and re.fullmatch(r"cuda:0*[1-9]\d*", c.device):   # Ray hands each run its GPU as the only one it sees
+        raise _bad('device', f"{c.device!r} with executor ray: Ray gives each run its own GPU, which the run sees as cuda:0; use device: cuda", src)
 
 # %% ../nbs/11_sweep.ipynb #b420275b
 @patch

@@ -67,7 +67,6 @@ class CellDataLoader:
         if device != self.device:
             small = self.cells.images.numel() <= self.max_device_bytes
             self._images = self.cells.images.to(device) if small else self.cells.images
-            if not small and device.type == 'cuda': self._images = self._images.pin_memory()
             self._labels = self.cells.labels.to(device)
             self.device, self._static = device, None
         return self
@@ -292,10 +291,10 @@ def _predict_proba(self:FittedModel, cellset:CellSet, # cells to classify
     dl = CellDataLoader(cellset, pipe, bs=bs, shuffle=False, device=device, precompute=False)   # one pass: no precompute
     model = self.model.to(device).eval()
     outs = []
-    with torch.no_grad(), _autocast(device):
-        for xb, _ in dl:
+    with torch.no_grad():
+        for xb, _ in dl:   # the batch (blur, resize, normalisation) in float32, as in training; on CUDA only the forward in bf16
             views = dihedral_views(xb) if tta else [xb]
-            outs.append(sum(torch.softmax(model(v).float(), -1) for v in views).div_(len(views)).cpu())
+            with _autocast(device): outs.append(sum(torch.softmax(model(v).float(), -1) for v in views).div_(len(views)).cpu())
     return torch.cat(outs).numpy()
 
 FittedModel.predict_proba = _predict_proba

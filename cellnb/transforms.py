@@ -113,9 +113,9 @@ def augment_batch(x:torch.Tensor, # float images (B,3,H,W) in [0,1], square
     if hed > 0: x = hed_jitter(x, 1 + hed * (2*u[:, 2:5] - 1), hed / 3 * (2*u[:, 5:8] - 1))
     if brightness > 0 or contrast > 0:
         # ((x - mean) * c + mean) * b, as one multiply-add per image
-        b, c = 1 + brightness * (2*u[:, 8] - 1), 1 + contrast * (2*u[:, 9] - 1)
-        mu = x.mean(dim=(1, 2, 3)).float().cpu()
-        x = x.mul_((c*b).to(x)[:, None, None, None]).add_((mu*(1-c)*b).to(x)[:, None, None, None])
+        b, c = (1 + brightness * (2*u[:, 8] - 1)).to(x), (1 + contrast * (2*u[:, 9] - 1)).to(x)   # on x's device: no sync
+        mu = x.mean(dim=(1, 2, 3))
+        x = x.mul_((c*b)[:, None, None, None]).add_((mu*(1-c)*b)[:, None, None, None])
     return x.clamp_(0, 1)
 
 # %% ../nbs/04_transforms.ipynb #d15a0d0e

@@ -273,16 +273,16 @@ def cells():
 
 def test_embed_matches_pipeline_and_caches(tiny_backbone, cells):
     from cellnb.transforms import CellPipeline
-    bb = tiny_backbone
+    bb = tiny_backbone   # on CPU: where there is a GPU the default device is CUDA, with bf16 autocast
     sub = cells[np.arange(0, 24, 2)]
-    f_sub = embed(bb, sub, batch_size=5, resize=64, progress=False)
+    f_sub = embed(bb, sub, batch_size=5, resize=64, progress=False, device='cpu')
     assert embed.last_computed == 12 and f_sub.shape == (12, 512) and f_sub.dtype == torch.float32
-    f = embed(bb, cells, batch_size=7, resize=64, progress=False)
+    f = embed(bb, cells, batch_size=7, resize=64, progress=False, device='cpu')
     assert embed.last_computed == 12                             # only the rows not cached yet
     assert torch.equal(f[::2], f_sub)
-    f2 = embed(bb, cells, resize=64, progress=False)
+    f2 = embed(bb, cells, resize=64, progress=False, device='cpu')
     assert embed.last_computed == 0 and torch.equal(f, f2)
-    assert embed(bb, cells[[5, 3, 3]], resize=64, progress=False).shape == (3, 512) and embed.last_computed == 0
+    assert embed(bb, cells[[5, 3, 3]], resize=64, progress=False, device='cpu').shape == (3, 512) and embed.last_computed == 0
     s = bb.cellnb_spec
     pipe = CellPipeline(48, 40, model_size=64, mean=s.mean, std=s.std, model_interpolation=s.interpolation)
     with torch.no_grad(): direct = bb(pipe(cells.images[:4]))

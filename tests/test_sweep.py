@@ -184,6 +184,13 @@ def test_ray_executor(tmp_path):
     assert df.run_id.nunique() == 2 and (df.status == 'ok').all(), df.error.tolist()
     assert len(df) == 2 * 2
 
+def test_ray_refuses_a_gpu_index_before_anything_runs(tmp_path):
+    "Under Ray each run sees only the GPU Ray gave it (cuda:0): cuda:1 would fail in every run, so it fails at once."
+    with pytest.raises(CellnbError, match=r"device: 'cuda:1' with executor ray: .* use device: cuda"):
+        run_study(StudyConfig.tiny(device='cuda:1'), tmp_path/'study', executor='ray', progress=False)
+    assert not (tmp_path/'study').exists()
+    StudyConfig.tiny(device='cuda:0', executor='ray').validate(); StudyConfig.tiny(device='cuda:1').validate()   # fine
+
 def test_study_augment_strengths_reach_the_run(tmp_path):
     "A study's `augment` (here a 2-px random translation) is passed through papermill to training and saved with the model."
     study = tmp_path/'study'

@@ -74,7 +74,7 @@ def test_scratch_learns_and_roundtrips(cells, tmp_path):
     for cond in ('pre', 'post'): assert fm.predict_proba(va, condition=cond, sigma=1.2).shape == (len(va), 4)
     fm.save(tmp_path/'m')
     assert json.loads((tmp_path/'m'/'config.json').read_text())['protocol'] == 'scratch'
-    fl = FittedModel.load(tmp_path/'m')
+    fl = FittedModel.load(tmp_path/'m', device='cpu')   # the default device is CUDA where there is one
     assert np.allclose(fl.predict_proba(va, 'post', 0.8), fm.predict_proba(va, 'post', 0.8), atol=1e-5)
     assert fl.best_epoch == fm.best_epoch and list(fl.classes) == list(cs.classes)
 
@@ -98,7 +98,7 @@ def test_linear_probe_learns_and_reuses_cache(cells, tiny_backbone, tmp_path):
     assert embed.last_computed == 0
     fm.save(tmp_path/'p')
     assert (tmp_path/'p'/'probe.npz').exists() and not (tmp_path/'p'/'model.pt').exists()
-    fl = FittedModel.load(tmp_path/'p')
+    fl = FittedModel.load(tmp_path/'p', device='cpu')
     assert np.allclose(fl.predict_proba(va), fm.predict_proba(va), atol=1e-5)
     assert fm.predict_proba(va, condition='pre', sigma=1.2).shape == (len(va), 4)
 
@@ -109,7 +109,7 @@ def test_probe_proba_matches_sklearn(cells, tiny_backbone):
     cs, tr, va = cells
     name, w = tiny_backbone
     fm = fit_cell_model('linear_probe', name, tr, va, weights=w, device='cpu', progress=False)
-    X = lambda c: (embed(fm.backbone, c, resize=160, progress=False).numpy().astype(np.float64) - fm.probe['mean']) / fm.probe['scale']
+    X = lambda c: (embed(fm.backbone, c, resize=160, progress=False, device='cpu').numpy().astype(np.float64) - fm.probe['mean']) / fm.probe['scale']
     clf = LogisticRegression(C=float(fm.probe['C']), max_iter=2000).fit(X(tr), tr.labels.numpy())
     assert np.allclose(clf.predict_proba(X(va)), fm.predict_proba(va), atol=1e-3)
 
