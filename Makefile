@@ -6,7 +6,7 @@ MIN_FREE_GB ?= 7
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.cellnb-installed
 
-.PHONY: install test test-slow export check-export nbtest pytest readme study clean-nbs
+.PHONY: install test test-slow export check-export nbtest pytest readme study clean-nbs gpu-wheels
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,3 +51,7 @@ clean-nbs: install
 
 study: install
 	$(BIN)/cellnb-study --quick --out study/
+
+# The wheels a lent GPU machine lacks (tools/gpu_check.sh runs the CUDA checks there in one call).
+gpu-wheels: install
+	bash tools/gpu_check.sh prepare

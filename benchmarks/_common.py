@@ -3,7 +3,8 @@ import json, os, platform, datetime, sys
 from pathlib import Path
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# $CELLNB_RESULTS_DIR sends a run's JSON elsewhere (tools/gpu_check.sh: the GPU's figures do not overwrite the CPU's)
+RESULTS = Path(os.environ.get("CELLNB_RESULTS_DIR") or Path(__file__).resolve().parent / "results")
 
 def machine() -> dict:
     "What the numbers were measured on."
