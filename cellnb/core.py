@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['CellnbError', 'crchisto_path', 'require_crchisto', 'default_device', 'get_device', 'is_positive_int', 'check_seed',
-           'seed_everything', 'cache_dir', 'atomic_write', 'atomic_write_text', 'atomic_write_json', 'sha1_file',
-           'tensor_fingerprint']
+__all__ = ['CellnbError', 'crchisto_path', 'require_crchisto', 'default_device', 'get_device', 'bf16_autocast', 'is_positive_int',
+           'check_seed', 'seed_everything', 'cache_dir', 'atomic_write', 'atomic_write_text', 'atomic_write_json',
+           'sha1_file', 'tensor_fingerprint']
 
 # %% ../nbs/00_core.ipynb #d615c7c1
 class CellnbError(ValueError):
@@ -69,6 +69,11 @@ def get_device(device=None) -> torch.device:
     if d.type == "mps" and not torch.backends.mps.is_available():
         raise CellnbError(f"device={device!r} asked for Apple's MPS but torch cannot use it here; use device='cpu'")
     return d
+
+def bf16_autocast(device:torch.device # a device from `get_device`
+                 ):
+    "bf16 autocast on CUDA, nothing elsewhere: the precision of every forward pass cellnb runs outside fastai's training loop."
+    return torch.autocast('cuda', dtype=torch.bfloat16) if device.type == 'cuda' else contextlib.nullcontext()
 
 def is_positive_int(x) -> bool:
     "True for an integer >= 1 (python or numpy; not a bool, not a float): every count or batch size a user passes."

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import timm
 from timm.models._manipulate import reinit_non_persistent_buffers
-from .core import CellnbError, cache_dir, atomic_write, atomic_write_json, sha1_file, tensor_fingerprint, get_device, is_positive_int
+from .core import CellnbError, cache_dir, atomic_write, atomic_write_json, sha1_file, tensor_fingerprint, get_device, bf16_autocast, is_positive_int
 from .transforms import CellPipeline, INTERPOLATIONS, IMAGENET_MEAN, IMAGENET_STD, pipeline_for
 
 # %% auto #0
@@ -470,7 +470,6 @@ def _forward_rows(model, images:torch.Tensor, rows:np.ndarray, pipe:CellPipeline
     if progress and len(rows):
         from fastprogress.fastprogress import progress_bar
         starts = progress_bar(starts, leave=False)
-    amp = (lambda: torch.autocast('cuda', dtype=torch.bfloat16)) if device.type == 'cuda' else contextlib.nullcontext
     # channels-last runs the convolutions about 1.8x faster on CPU (depthwise convs above all); restored afterwards so
     # the weights (and their hash, the cache key) keep their layout
     model.to(memory_format=torch.channels_last)
@@ -479,7 +478,7 @@ def _forward_rows(model, images:torch.Tensor, rows:np.ndarray, pipe:CellPipeline
             for s in starts:   # the batch (blur, resize, normalisation) in float32, as in training; on CUDA only the forward in bf16
                 idx = torch.from_numpy(rows[s:s + batch_size])
                 x = pipe(images[idx].to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
-                with amp(): f = model(x)
+                with bf16_autocast(device): f = model(x)
                 if f.ndim != 2: raise CellnbError(f"backbone returned shape {tuple(f.shape)}, not (B, D); build it with num_classes=0 (load_backbone does)")
                 out.append(f.float().cpu())
     finally: model.to(memory_format=torch.contiguous_format)

@@ -24,7 +24,7 @@ with warnings.catch_warnings():  # fastai's own torch.jit.script at import: a Fu
     from fastai.losses import CrossEntropyLossFlat
     from fastai.metrics import AccumMetric
     from fastai.optimizer import Adam
-from .core import CellnbError, get_device, seed_everything, atomic_write_json, is_positive_int, check_seed
+from .core import CellnbError, get_device, bf16_autocast, seed_everything, atomic_write_json, is_positive_int, check_seed
 from .data import CellSet, require_cellset
 from .transforms import CellPipeline, pipeline_for, tune_malloc, augment_options
 
@@ -203,10 +203,6 @@ class BackboneClassifier(nn.Module):
 def _softmax_np(z):
     z = z - z.max(1, keepdims=True); e = np.exp(z); return e / e.sum(1, keepdims=True)
 
-def _autocast(device):
-    "bf16 autocast on CUDA, nothing elsewhere."
-    return torch.autocast('cuda', dtype=torch.bfloat16) if device.type == 'cuda' else contextlib.nullcontext()
-
 # %% ../nbs/07_train.ipynb #0d79fcbe
 class FittedModel:
     "A trained cell classifier from `fit_cell_model`: predicts class probabilities under a blur condition; saves/loads."
@@ -294,7 +290,7 @@ def _predict_proba(self:FittedModel, cellset:CellSet, # cells to classify
     with torch.no_grad():
         for xb, _ in dl:   # the batch (blur, resize, normalisation) in float32, as in training; on CUDA only the forward in bf16
             views = dihedral_views(xb) if tta else [xb]
-            with _autocast(device): outs.append(sum(torch.softmax(model(v).float(), -1) for v in views).div_(len(views)).cpu())
+            with bf16_autocast(device): outs.append(sum(torch.softmax(model(v).float(), -1) for v in views).div_(len(views)).cpu())
     return torch.cat(outs).numpy()
 
 FittedModel.predict_proba = _predict_proba

@@ -12,17 +12,8 @@ import torch
 DEV = os.environ.get('CELLNB_TEST_DEVICE', 'cuda')
 pytestmark = pytest.mark.skipif(DEV.startswith('cuda') and not torch.cuda.is_available(), reason='needs CUDA')
 
-from test_train import easy_cells, TINY, acc   # noqa: E402  (tests/ is on sys.path under pytest)
-
-@pytest.fixture(scope='module')
-def cells():
-    cs = easy_cells()
-    idx = np.arange(len(cs))
-    return cs, cs[idx[idx % 3 != 0]], cs[idx[idx % 3 == 0]]
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv('CELLNB_CACHE_DIR', str(tmp_path_factory.getbasetemp()/'cellnb-cache'))
+# test_train's easy cells, its isolated cache and narrow CNN (tests/ is on sys.path under pytest)
+from test_train import cells, _cache, TINY, acc   # noqa: E402,F401
 
 def _float32_probs(p, n, c=4):
     assert isinstance(p, np.ndarray) and p.dtype == np.float32 and p.shape == (n, c)

@@ -60,7 +60,8 @@ step 120 $PY -m pytest -q -p no:cacheprovider -x tests/test_cuda.py tests/test_t
 [ "$DRY" = 1 ] || step 150 $PY -m pytest -q -p no:cacheprovider tests/test_train.py tests/test_foundation.py tests/test_transforms.py tests/test_cost.py
 # 2. inference cost and FLOP efficiency in bf16
 [ "$DRY" = 1 ] || step 60 $PY benchmarks/bench_latency.py --device cuda --big-batch 256
-step 45 $PY benchmarks/bench_flops.py --device $DEV $([ "$DRY" = 1 ] || echo --bf16) --bs $([ "$DRY" = 1 ] && echo 32 || echo 256) --steps $([ "$DRY" = 1 ] && echo 1 || echo 20)
+FLOPS="--bf16 --bs 256 --steps 20"; [ "$DRY" = 1 ] && FLOPS="--bs 32 --steps 1"   # a CPU bf16 matmul takes minutes
+step 45 $PY benchmarks/bench_flops.py --device $DEV $FLOPS
 # 3. training throughput through cellnb's own loop: sizes the GPU grid (crchisto_cv_gpu.yaml, crchisto_flaglimit_gpu.yaml)
 step 90 $PY - <<'EOF'
 import json, os, time, torch
