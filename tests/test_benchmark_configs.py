@@ -126,11 +126,12 @@ def test_ft_extension_configs_pair_ft_last_with_the_probe(name, fl):
     for k in STUDY_POLICY:
         assert getattr(c, k) == getattr(base, k), k
 
-def test_fullft_grid_config_pairs_full_ft_with_the_probe():
-    "full_ft and the probe at 128 and 256 (session 28), their own folder: both protocols, the study's policy."
+@pytest.mark.parametrize("name,fls", [("_grid", [128, 256]), ("512", [512])])
+def test_fullft_configs_pair_full_ft_with_the_probe(name, fls):
+    "full_ft and the probe at 128 and 256 (session 28) and 512 (session 33), each its own folder: both protocols, the study's policy."
     base = StudyConfig.from_yaml(ROOT / "benchmarks" / "crchisto_flaglimit.yaml")
-    c = StudyConfig.from_yaml(ROOT / "benchmarks" / "crchisto_flaglimit_fullft_grid_shared40.yaml")
-    assert c.protocols == ["linear_probe", "full_ft"] and c.flag_limits == [128, 256] and c.class_weight is None
+    c = StudyConfig.from_yaml(ROOT / "benchmarks" / f"crchisto_flaglimit_fullft{name}_shared40.yaml")
+    assert c.protocols == ["linear_probe", "full_ft"] and c.flag_limits == fls and c.class_weight is None
     assert c.models == [] and c.backbones == base.backbones and c.seeds == base.seeds
     for k in STUDY_POLICY:
         assert getattr(c, k) == getattr(base, k), k
