@@ -1,6 +1,6 @@
 """Markdown tables for BENCHMARKS.md from the CRCHisto result JSONs (so the text quotes exactly what the runs wrote).
 
-Usage: python benchmarks/tables.py [cv|flaglimit|findings|classmix|shared40|classmix_shared40|ft1024|ft2048|fullft_grid|ftall|curves_shared40]...   (default: the first four)
+Usage: python benchmarks/tables.py [cv|flaglimit|findings|classmix|shared40|classmix_shared40|ft1024|ft2048|fullft_grid|ftall|fullft512|curves_shared40]...   (default: the first four)
 """
 import json, sys
 from _common import RESULTS
@@ -217,7 +217,8 @@ def shared40_table() -> str:
             "(f) protocols against each other, macro-F1 differences on the clean test set\n\n" + "\n".join(gains))
 
 CURVE_SOURCES = ("crchisto_flaglimit_shared40", "crchisto_flaglimit_shared40_ft1024", "crchisto_flaglimit_shared40_ft2048",
-                 "crchisto_flaglimit_shared40_fullft_grid", "crchisto_flaglimit_shared40_ftall")
+                 "crchisto_flaglimit_shared40_fullft_grid", "crchisto_flaglimit_shared40_ftall",
+                 "crchisto_flaglimit_shared40_fullft512")
 REFERENCE_SCRATCH = ("cnn", "custom_vit")   # from crchisto_flaglimit.json: the best scratch CNN and the study's small-patch ViT
 
 def stitched_curves(fig=FIG_DIR / "crchisto_shared40_backbone_curves.png") -> str:
@@ -264,6 +265,7 @@ TABLES = {"cv": cv_table, "flaglimit": flaglimit_table, "findings": findings_tab
           "ft1024": extension_table, "ft2048": lambda: extension_table("crchisto_flaglimit_shared40_ft2048"),
           "fullft_grid": lambda: extension_table("crchisto_flaglimit_shared40_fullft_grid"),
           "ftall": lambda: extension_table("crchisto_flaglimit_shared40_ftall"),
+          "fullft512": lambda: extension_table("crchisto_flaglimit_shared40_fullft512"),
           "curves_shared40": stitched_curves}
 
 if __name__ == "__main__":
