@@ -348,3 +348,11 @@ def test_cv_compare_is_paired_and_kept_beside_the_rows(tmp_path, monkeypatch):
     w = tmp_path / "runs" / "a_x" / "fold1" / "model.pt"; w.write_bytes(b"weights trained after the probabilities")
     os.utime(w, (w.stat().st_mtime + 60,) * 2)
     with pytest.raises(SystemExit, match="older than the model beside it"): cv._compare(["a/x", "b/y"], False, cfg, out)
+
+def test_fullft512_table_quotes_the_committed_json():
+    "tables.py fullft512 renders the session-33 JSON BENCHMARKS.md quotes: (g) from 256, (f) against the probe and ft_last."
+    _table_says("fullft512", ("6 of 6 runs ok", "| effnet_lite0_in1k · full_ft | 512 | 0.610 (n=3) | 0: 0.604, 1: 0.613, 2: 0.613 |",
+                 "| effnet_lite0_in1k · full_ft | 256 -> 512 | 0.610 | 0.560 | +0.050 [+0.038, +0.062] | paired by seed |",
+                 "| effnet_lite0_in1k · full_ft minus linear_probe | 512 | -0.019 [-0.034, -0.004] (n=3) |",
+                 "| effnet_lite0_in1k · full_ft minus ft_last | 512 | full_ft 0.610 | ft_last 0.667 | -0.057 [-0.080, -0.035] |"),
+                quoted=("-0.057 [-0.080, -0.035]", "+0.050 [+0.038, +0.062]", "-0.019 [-0.034, -0.004]"))
