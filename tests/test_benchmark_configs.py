@@ -1,6 +1,6 @@
 """The benchmark configs: each CV config passes the entry checks (--dry-run trains nothing), a bad entry is refused in one
 line before anything trains, and the GPU FlagLimit grid is a valid study config over all eight architectures."""
-import subprocess, sys
+import json, subprocess, sys
 from pathlib import Path
 import pytest
 from cellnb.sweep import StudyConfig
@@ -135,6 +135,18 @@ def test_fullft_configs_pair_full_ft_with_the_probe(name, fls):
     assert c.models == [] and c.backbones == base.backbones and c.seeds == base.seeds
     for k in STUDY_POLICY:
         assert getattr(c, k) == getattr(base, k), k
+
+def test_fullft1024_config_runs_full_ft_alone_against_the_ft1024_folder():
+    "full_ft at 1024 (session 34): full_ft only, the study's policy; the probe and ft_last it is paired with come from session 26's folder, whose JSON keeps per-seed rows at 1024 for both."
+    base = StudyConfig.from_yaml(ROOT / "benchmarks" / "crchisto_flaglimit.yaml")
+    c = StudyConfig.from_yaml(ROOT / "benchmarks" / "crchisto_flaglimit_fullft1024_shared40.yaml")
+    assert c.protocols == ["full_ft"] and c.flag_limits == [1024] and c.class_weight is None
+    assert c.models == [] and c.backbones == base.backbones and c.seeds == base.seeds
+    for k in STUDY_POLICY:
+        assert getattr(c, k) == getattr(base, k), k
+    prior = json.loads((ROOT / "benchmarks" / "results" / "crchisto_flaglimit_shared40_ft1024.json").read_text())["table"]
+    for p in ("ft_last", "linear_probe"):
+        assert set(prior[f"effnet_lite0_in1k · {p}"]["1024"]["seed_macro_f1"]) == {str(s) for s in c.seeds}, p
 
 def test_protocol_gains_pairs_protocols_by_seed():
     "Finding (f): the costlier protocol minus the cheaper, only where both ran, paired on the seeds both have."
