@@ -1,6 +1,6 @@
 """Markdown tables for BENCHMARKS.md from the CRCHisto result JSONs (so the text quotes exactly what the runs wrote).
 
-Usage: python benchmarks/tables.py [cv|flaglimit|findings|classmix|shared40|classmix_shared40|ft1024|ft2048|fullft_grid|ftall|fullft512|curves_shared40]...   (default: the first four)
+Usage: python benchmarks/tables.py [cv|flaglimit|findings|classmix|shared40|classmix_shared40|ft1024|ft2048|fullft_grid|ftall|fullft512|fullft1024|curves_shared40]...   (default: the first four)
 """
 import json, sys
 from _common import RESULTS
@@ -163,12 +163,13 @@ def extension_table(name: str = "crchisto_flaglimit_shared40_ft1024") -> str:
         for f, v in sorted(per.items(), key=lambda kv: int(kv[0])):
             fx.append(f"| {k} | {_lab(f)} | {v['here'].split(' · ')[-1]} {v['here_macro_f1']:.3f} | {v['prior'].split(' · ')[-1]} "
                       f"{v['prior_macro_f1']:.3f} | {_diff(v['gain'])} | {v['gain']['method']} | {v['prior_json']} |")
+    within_f = "\n".join(prot) if len(prot := _protocol_rows(d)) > 2 else "none: this folder ran one protocol (see across folders below)"
     across = ("\n\n(f) across folders: a protocol here against the backbone's other protocols at the same FlagLimit in the "
               "earlier JSON (the costlier minus the cheaper)\n\n" + "\n".join(fx)) if len(fx) > 2 else ""
     return (f"{d['runs_ok']} of {d['runs']} runs ok; training time {d['train_seconds_total'] / 60:.0f} min in all\n\n"
             "clean macro-F1, mean over seeds and per seed\n\n" + "\n".join(rows) + within +
             "\n\n(g) against the earlier curve (a step to the same FlagLimit checks that a re-run reproduces it)\n\n" + "\n".join(g) +
-            "\n\n(f) protocols against each other, macro-F1 differences on the clean test set\n\n" + "\n".join(_protocol_rows(d)) + across +
+            "\n\n(f) protocols against each other, macro-F1 differences on the clean test set\n\n" + within_f + across +
             _against_scratch(d) +
             f"\n\n(d) blur slopes, per unit log2(1+sigma), mean over seeds [t 95% CI]: {_slopes(d['d_blur_slopes'])}")
 
@@ -218,7 +219,7 @@ def shared40_table() -> str:
 
 CURVE_SOURCES = ("crchisto_flaglimit_shared40", "crchisto_flaglimit_shared40_ft1024", "crchisto_flaglimit_shared40_ft2048",
                  "crchisto_flaglimit_shared40_fullft_grid", "crchisto_flaglimit_shared40_ftall",
-                 "crchisto_flaglimit_shared40_fullft512")
+                 "crchisto_flaglimit_shared40_fullft512", "crchisto_flaglimit_shared40_fullft1024")
 REFERENCE_SCRATCH = ("cnn", "custom_vit")   # from crchisto_flaglimit.json: the best scratch CNN and the study's small-patch ViT
 
 def stitched_curves(fig=FIG_DIR / "crchisto_shared40_backbone_curves.png") -> str:
@@ -266,6 +267,7 @@ TABLES = {"cv": cv_table, "flaglimit": flaglimit_table, "findings": findings_tab
           "fullft_grid": lambda: extension_table("crchisto_flaglimit_shared40_fullft_grid"),
           "ftall": lambda: extension_table("crchisto_flaglimit_shared40_ftall"),
           "fullft512": lambda: extension_table("crchisto_flaglimit_shared40_fullft512"),
+          "fullft1024": lambda: extension_table("crchisto_flaglimit_shared40_fullft1024"),
           "curves_shared40": stitched_curves}
 
 if __name__ == "__main__":
