@@ -368,3 +368,12 @@ def test_fullft512_table_quotes_the_committed_json():
                  "| effnet_lite0_in1k · full_ft minus linear_probe | 512 | -0.019 [-0.034, -0.004] (n=3) |",
                  "| effnet_lite0_in1k · full_ft minus ft_last | 512 | full_ft 0.610 | ft_last 0.667 | -0.057 [-0.080, -0.035] |"),
                 quoted=("-0.057 [-0.080, -0.035]", "+0.050 [+0.038, +0.062]", "-0.019 [-0.034, -0.004]"))
+
+def test_fullft1024_table_quotes_the_committed_json():
+    "tables.py fullft1024 renders the session-34 JSON BENCHMARKS.md quotes: (g) from 512, (f) against ft_last and the probe of session 26's folder."
+    _table_says("fullft1024", ("3 of 3 runs ok", "| effnet_lite0_in1k · full_ft | 1024 | 0.674 (n=3) | 0: 0.675, 1: 0.679, 2: 0.668 |",
+                 "| effnet_lite0_in1k · full_ft | 512 -> 1024 | 0.674 | 0.610 | +0.064 [+0.045, +0.084] | paired by seed |",
+                 "none: this folder ran one protocol",
+                 "| effnet_lite0_in1k · full_ft minus ft_last | 1024 | full_ft 0.674 | ft_last 0.680 | -0.006 [-0.022, +0.010] | paired by seed |",
+                 "| effnet_lite0_in1k · full_ft minus linear_probe | 1024 | full_ft 0.674 | linear_probe 0.635 | +0.039 [+0.008, +0.070] | paired by seed |"),
+                quoted=("-0.006 [-0.022, +0.010]", "+0.064 [+0.045, +0.084]", "+0.039 [+0.008, +0.070]"))
