@@ -217,9 +217,8 @@ def shared40_table() -> str:
             f"\n\n(a) gains with data, paired by seed [t 95% CI]: {rising}\n\n(b) {sat}\n\n(d) blur slopes, per unit log2(1+sigma), mean over seeds [t 95% CI]: {slopes}\n\n"
             "(f) protocols against each other, macro-F1 differences on the clean test set\n\n" + "\n".join(gains))
 
-CURVE_SOURCES = ("crchisto_flaglimit_shared40", "crchisto_flaglimit_shared40_ft1024", "crchisto_flaglimit_shared40_ft2048",
-                 "crchisto_flaglimit_shared40_fullft_grid", "crchisto_flaglimit_shared40_ftall",
-                 "crchisto_flaglimit_shared40_fullft512", "crchisto_flaglimit_shared40_fullft1024")
+EXTENSIONS = ("ft1024", "ft2048", "fullft_grid", "ftall", "fullft512", "fullft1024")   # curves extended in their own folders, oldest first
+CURVE_SOURCES = ("crchisto_flaglimit_shared40", *(f"crchisto_flaglimit_shared40_{x}" for x in EXTENSIONS))
 REFERENCE_SCRATCH = ("cnn", "custom_vit")   # from crchisto_flaglimit.json: the best scratch CNN and the study's small-patch ViT
 
 def stitched_curves(fig=FIG_DIR / "crchisto_shared40_backbone_curves.png") -> str:
@@ -263,11 +262,7 @@ def stitched_curves(fig=FIG_DIR / "crchisto_shared40_backbone_curves.png") -> st
 
 TABLES = {"cv": cv_table, "flaglimit": flaglimit_table, "findings": findings_table, "classmix": classmix_table,
           "shared40": shared40_table, "classmix_shared40": lambda: classmix_table("crchisto_flaglimit_shared40"),
-          "ft1024": extension_table, "ft2048": lambda: extension_table("crchisto_flaglimit_shared40_ft2048"),
-          "fullft_grid": lambda: extension_table("crchisto_flaglimit_shared40_fullft_grid"),
-          "ftall": lambda: extension_table("crchisto_flaglimit_shared40_ftall"),
-          "fullft512": lambda: extension_table("crchisto_flaglimit_shared40_fullft512"),
-          "fullft1024": lambda: extension_table("crchisto_flaglimit_shared40_fullft1024"),
+          **{x: (lambda name=f"crchisto_flaglimit_shared40_{x}": extension_table(name)) for x in EXTENSIONS},
           "curves_shared40": stitched_curves}
 
 if __name__ == "__main__":

@@ -116,34 +116,29 @@ def test_session25_shared_patch_configs_extend_the_grid_without_changing_the_pol
         for k in STUDY_POLICY:
             assert getattr(c, k) == getattr(base, k), k
 
-@pytest.mark.parametrize("name,fl", [("1024", 1024), ("2048", 2048), ("all", 100000)])
-def test_ft_extension_configs_pair_ft_last_with_the_probe(name, fl):
-    "ft_last and the probe at 1024 (session 26), 2048 (session 27) and every cell (session 29), each its own folder: both protocols, one FlagLimit, the study's policy."
+def _extension_config(stem, protocols, fls):
+    "The extension folder's config `crchisto_flaglimit_{stem}_shared40.yaml`, checked: these protocols and FlagLimits, the backbone only, the study's seeds and policy."
     base = StudyConfig.from_yaml(ROOT / "benchmarks" / "crchisto_flaglimit.yaml")
-    c = StudyConfig.from_yaml(ROOT / "benchmarks" / f"crchisto_flaglimit_ft{name}_shared40.yaml")
-    assert c.protocols == ["linear_probe", "ft_last"] and c.flag_limits == [fl] and c.class_weight is None
+    c = StudyConfig.from_yaml(ROOT / "benchmarks" / f"crchisto_flaglimit_{stem}_shared40.yaml")
+    assert c.protocols == protocols and c.flag_limits == fls and c.class_weight is None
     assert c.models == [] and c.backbones == base.backbones and c.seeds == base.seeds
     for k in STUDY_POLICY:
         assert getattr(c, k) == getattr(base, k), k
+    return c
+
+@pytest.mark.parametrize("name,fl", [("1024", 1024), ("2048", 2048), ("all", 100000)])
+def test_ft_extension_configs_pair_ft_last_with_the_probe(name, fl):
+    "ft_last and the probe at 1024 (session 26), 2048 (session 27) and every cell (session 29), each its own folder: both protocols, one FlagLimit, the study's policy."
+    _extension_config(f"ft{name}", ["linear_probe", "ft_last"], [fl])
 
 @pytest.mark.parametrize("name,fls", [("_grid", [128, 256]), ("512", [512])])
 def test_fullft_configs_pair_full_ft_with_the_probe(name, fls):
     "full_ft and the probe at 128 and 256 (session 28) and 512 (session 33), each its own folder: both protocols, the study's policy."
-    base = StudyConfig.from_yaml(ROOT / "benchmarks" / "crchisto_flaglimit.yaml")
-    c = StudyConfig.from_yaml(ROOT / "benchmarks" / f"crchisto_flaglimit_fullft{name}_shared40.yaml")
-    assert c.protocols == ["linear_probe", "full_ft"] and c.flag_limits == fls and c.class_weight is None
-    assert c.models == [] and c.backbones == base.backbones and c.seeds == base.seeds
-    for k in STUDY_POLICY:
-        assert getattr(c, k) == getattr(base, k), k
+    _extension_config(f"fullft{name}", ["linear_probe", "full_ft"], fls)
 
 def test_fullft1024_config_runs_full_ft_alone_against_the_ft1024_folder():
     "full_ft at 1024 (session 34): full_ft only, the study's policy; the probe and ft_last it is paired with come from session 26's folder, whose JSON keeps per-seed rows at 1024 for both."
-    base = StudyConfig.from_yaml(ROOT / "benchmarks" / "crchisto_flaglimit.yaml")
-    c = StudyConfig.from_yaml(ROOT / "benchmarks" / "crchisto_flaglimit_fullft1024_shared40.yaml")
-    assert c.protocols == ["full_ft"] and c.flag_limits == [1024] and c.class_weight is None
-    assert c.models == [] and c.backbones == base.backbones and c.seeds == base.seeds
-    for k in STUDY_POLICY:
-        assert getattr(c, k) == getattr(base, k), k
+    c = _extension_config("fullft1024", ["full_ft"], [1024])
     prior = json.loads((ROOT / "benchmarks" / "results" / "crchisto_flaglimit_shared40_ft1024.json").read_text())["table"]
     for p in ("ft_last", "linear_probe"):
         assert set(prior[f"effnet_lite0_in1k · {p}"]["1024"]["seed_macro_f1"]) == {str(s) for s in c.seeds}, p
