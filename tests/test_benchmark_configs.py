@@ -116,14 +116,15 @@ def test_session25_shared_patch_configs_extend_the_grid_without_changing_the_pol
         for k in STUDY_POLICY:
             assert getattr(c, k) == getattr(base, k), k
 
-def _extension_config(stem, protocols, fls):
-    "The extension folder's config `crchisto_flaglimit_{stem}_shared40.yaml`, checked: these protocols and FlagLimits, the backbone only, the study's seeds and policy."
+def _extension_config(stem, protocols, fls, **changed):
+    """The extension folder's config `crchisto_flaglimit_{stem}_shared40.yaml`, checked: these protocols and FlagLimits, the
+    backbone only, the study's seeds and policy but for the fields in `changed` (name=value), which must hold those values."""
     base = StudyConfig.from_yaml(ROOT / "benchmarks" / "crchisto_flaglimit.yaml")
     c = StudyConfig.from_yaml(ROOT / "benchmarks" / f"crchisto_flaglimit_{stem}_shared40.yaml")
     assert c.protocols == protocols and c.flag_limits == fls and c.class_weight is None
     assert c.models == [] and c.backbones == base.backbones and c.seeds == base.seeds
     for k in STUDY_POLICY:
-        assert getattr(c, k) == getattr(base, k), k
+        assert getattr(c, k) == changed.get(k, getattr(base, k)), k
     return c
 
 @pytest.mark.parametrize("name,fl", [("1024", 1024), ("2048", 2048), ("all", 100000)])
@@ -142,6 +143,44 @@ def test_fullft1024_config_runs_full_ft_alone_against_the_ft1024_folder():
     prior = json.loads((ROOT / "benchmarks" / "results" / "crchisto_flaglimit_shared40_ft1024.json").read_text())["table"]
     for p in ("ft_last", "linear_probe"):
         assert set(prior[f"effnet_lite0_in1k · {p}"]["1024"]["seed_macro_f1"]) == {str(s) for s in c.seeds}, p
+
+def test_fullft512long_config_reruns_the_fullft512_cells_on_the_fullft1024_step_count():
+    "The schedule control (session 35): full_ft at 512 with only the epochs changed (8, not 4), so the same seeds and cells as session 33's runs and the 256 steps of session 34's 1024 runs."
+    import math
+    from cellnb.sweep import expand
+    c = _extension_config("fullft512long", ["full_ft"], [512], epochs=8)
+    short = [r for r in expand(ROOT / "benchmarks" / "crchisto_flaglimit_fullft512_shared40.yaml") if r["protocol"] == "full_ft"]
+    more = expand(ROOT / "benchmarks" / "crchisto_flaglimit_fullft1024_shared40.yaml")
+    for a, b in zip(expand(c), short, strict=True):
+        assert {k for k in a if a[k] != b[k]} == {"epochs", "run_id"} and (a["epochs"], b["epochs"]) == (8, 4)
+    steps = lambda r: r["epochs"] * math.ceil(4 * r["flag_limit"] / r["batch_size"])   # CRCHisto: 4 classes, each with >= 1024 cells
+    assert {steps(r) for r in expand(c)} == {steps(r) for r in more} == {256} and {steps(r) for r in short} == {128}
+
+def test_schedule_table_splits_a_step_into_steps_and_cells(tmp_path, monkeypatch):
+    "tables.py's schedule control: more steps on the same cells plus more cells on the same steps add up to the curve's step, each paired by seed (arithmetic on hand-made JSONs)."
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import tables
+    cfg = lambda fl, ep: f"flag_limits: [{fl}]\nepochs: {ep}\nbatch_size: 64\nmin_steps: 60\n"
+    def folder(x, fl, ep, seeds):
+        row = dict(macro_f1=sum(seeds) / 3, seed_sd=.01, seed_macro_f1={str(i): v for i, v in enumerate(seeds)}, boot_ci=[0, 1],
+                   weighted_f1=.7, accuracy=.7, n_seeds=3, train_seconds=1.0, n_train_per_class=fl)
+        slope = dict(slope=-.4, seed_ci=[-.5, -.3], n_runs=3, flag_limit=fl)
+        (tmp_path / f"crchisto_flaglimit_shared40_{x}.json").write_text(json.dumps(dict(
+            configs=[cfg(fl, ep)], runs=3, runs_ok=3, train_seconds_total=60.0, table={"bb · full_ft": {str(fl): row}},
+            d_blur_slopes={"bb · full_ft": {"post": slope}})))
+    folder("short", 512, 4, [.60, .61, .62]); folder("long", 512, 8, [.63, .65, .64]); folder("more", 1024, 4, [.67, .68, .69])
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    monkeypatch.setattr(tables, "_load", lambda n: json.loads((tmp_path / f"{n}.json").read_text()))
+    monkeypatch.setattr(tables, "_against_scratch", lambda d: "")
+    monkeypatch.setattr(tables, "SCHEDULE_CONTROLS", {"long": ("bb · full_ft", "short", "more")})
+    out = tables.schedule_table("long")
+    for line in ("| more steps, same cells | 512 cells, 128 steps: 0.610 | 512 cells, 256 steps: 0.640 | +0.030 [",
+                 "| more cells, same steps | 512 cells, 256 steps: 0.640 | 1024 cells, 256 steps: 0.680 | +0.040 [",
+                 "| both (the curve's step) | 512 cells, 128 steps: 0.610 | 1024 cells, 256 steps: 0.680 | +0.070 [+0.070, +0.070] | paired by seed | 0, 1, 2 |"):
+        assert line in out, line
+    assert "WARNING" not in out
+    folder("more", 1024, 8, [.67, .68, .69])   # 512 steps: the cells part is no longer at equal steps, and the table says so
+    assert "WARNING: 256 against 512 steps" in tables.schedule_table("long")
 
 def test_protocol_gains_pairs_protocols_by_seed():
     "Finding (f): the costlier protocol minus the cheaper, only where both ran, paired on the seeds both have."
