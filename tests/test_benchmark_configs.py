@@ -411,3 +411,11 @@ def test_fullft1024_table_quotes_the_committed_json():
                  "| effnet_lite0_in1k · full_ft minus ft_last | 1024 | full_ft 0.674 | ft_last 0.680 | -0.006 [-0.022, +0.010] | paired by seed |",
                  "| effnet_lite0_in1k · full_ft minus linear_probe | 1024 | full_ft 0.674 | linear_probe 0.635 | +0.039 [+0.008, +0.070] | paired by seed |"),
                 quoted=("-0.006 [-0.022, +0.010]", "+0.064 [+0.045, +0.084]", "+0.039 [+0.008, +0.070]"))
+
+def test_fullft512long_table_quotes_the_committed_json():
+    "tables.py fullft512long renders the session-35 JSON BENCHMARKS.md quotes: the steps part and the cells part of full_ft's 512 -> 1024 step."
+    _table_says("fullft512long", ("3 of 3 runs ok", "| effnet_lite0_in1k · full_ft | 512 | 0.663 (n=3) | 0: 0.666, 1: 0.669, 2: 0.654 |",
+                 "| more steps, same cells | 512 cells, 128 steps: 0.610 | 512 cells, 256 steps: 0.663 | +0.053 [+0.026, +0.080] | paired by seed | 0, 1, 2 |",
+                 "| more cells, same steps | 512 cells, 256 steps: 0.663 | 1024 cells, 256 steps: 0.674 | +0.011 [+0.003, +0.019] | paired by seed | 0, 1, 2 |",
+                 "| both (the curve's step) | 512 cells, 128 steps: 0.610 | 1024 cells, 256 steps: 0.674 | +0.064 [+0.045, +0.084] |"),
+                quoted=("+0.011 [+0.003, +0.019]", "+0.053 [+0.026, +0.080]", "-0.004 [-0.026, +0.018]"))
