@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/tables.py [cv|flaglimit|findings|classmix|shared40|classmix_shared40|ft1024|ft2048|fullft_grid|ftall|fullft512|fullft1024|fullft512long|curves_shared40]...   (default: the first four)
 """
-import json, math, sys
+import json, sys
 from _common import RESULTS
 
 FIG_DIR = RESULTS.parent / "figures"
@@ -219,9 +219,10 @@ def shared40_table() -> str:
 
 EXTENSIONS = ("ft1024", "ft2048", "fullft_grid", "ftall", "fullft512", "fullft1024")   # curves extended in their own folders, oldest first
 # A FlagLimit re-run with a longer schedule, in its own folder: not a point of the curves (its schedule differs), but the
-# control that splits a curve's step into a steps part and a cells part. Folder -> (entry, the folder with the same cells
-# on the shorter schedule, the folder with more cells on this schedule's step count).
-SCHEDULE_CONTROLS = {"fullft512long": ("effnet_lite0_in1k · full_ft", "fullft512", "fullft1024")}
+# control that splits a curve's step into a steps part and a cells part. Folder -> (entry, the results JSON with the same
+# cells on the shorter schedule, the results JSON with more cells on this schedule's step count).
+SCHEDULE_CONTROLS = {
+    "fullft512long": ("effnet_lite0_in1k · full_ft", "crchisto_flaglimit_shared40_fullft512", "crchisto_flaglimit_shared40_fullft1024")}
 CURVE_SOURCES = ("crchisto_flaglimit_shared40", *(f"crchisto_flaglimit_shared40_{x}" for x in EXTENSIONS))
 REFERENCE_SCRATCH = ("cnn", "custom_vit")   # from crchisto_flaglimit.json: the best scratch CNN and the study's small-patch ViT
 
@@ -264,28 +265,31 @@ def stitched_curves(fig=FIG_DIR / "crchisto_shared40_backbone_curves.png") -> st
     return (f"clean macro-F1, mean over 3 seeds unless marked [t 95% CI from the seed sd]; figure: benchmarks/figures/{fig.name}; sources: "
             + ", ".join(sorted(set(d.source))) + "\n\n" + "\n".join(tab))
 
-def _steps(d: dict, fl) -> int:
-    """Optimizer steps of one run at FlagLimit `fl` under a results JSON's config (the notebook's policy: epochs, raised to
-    reach min_steps; CRCHisto's 4 classes each have at least `fl` cells up to 1024)."""
+def _steps(d: dict, protocol: str, fl) -> int:
+    """Optimizer steps of one `protocol` run at FlagLimit `fl` under the results JSON config that ran it, by the runs' own
+    policy (`cellnb.train.train_schedule`); CRCHisto's 4 classes each have at least `fl` cells up to 1024."""
     import yaml
-    c = yaml.safe_load(d["configs"][0])
+    from cellnb.train import train_schedule
+    cs = [c for c in map(yaml.safe_load, d["configs"]) if protocol in c["protocols"] and int(fl) in c["flag_limits"]]
+    if len(cs) != 1: sys.exit(f"tables.py: {len(cs)} configs ran {protocol} at FlagLimit {fl}; a schedule control needs exactly one")
+    c = cs[0]
     if not isinstance(c.get("epochs"), int): sys.exit("tables.py: a schedule control needs one epochs number in each config")
-    spe = math.ceil(4 * int(fl) / c["batch_size"])
-    return max(c["epochs"], math.ceil((c.get("min_steps") or 0) / spe)) * spe
+    epochs, steps_per_epoch = train_schedule(4 * int(fl), c["batch_size"], c["epochs"], c.get("min_steps") or 0)
+    return epochs * steps_per_epoch
 
 def schedule_table(x: str = "fullft512long") -> str:
     """A schedule control (SCHEDULE_CONTROLS): its folder's tables, then the step of the curve it sits on split in two,
     each part paired by seed (t 95% CI): more steps on the same cells, then more cells on the same steps."""
     from crchisto_flaglimit import _seed_gain
-    entry, short_x, more_x = SCHEDULE_CONTROLS[x]
-    names = {k: f"crchisto_flaglimit_shared40_{v}" for k, v in dict(long=x, short=short_x, more=more_x).items()}
+    entry, short_name, more_name = SCHEDULE_CONTROLS[x]
+    names = dict(long=f"crchisto_flaglimit_shared40_{x}", short=short_name, more=more_name)
     if missing := [n for n in names.values() if not (RESULTS / f"{n}.json").exists()]:
         sys.exit(f"tables.py: no results/{missing[0]}.json yet; run its config with benchmarks/crchisto_flaglimit.py (command in its header)")
     d = {k: _load(n) for k, n in names.items()}
-    row = {}
-    for k, j in d.items():
-        (fl, r), = j["table"][entry].items()   # one FlagLimit per folder
-        row[k] = (int(fl), _steps(j, fl), r)
+    (fl_long, _), = d["long"]["table"][entry].items()   # the control runs one FlagLimit
+    (fl_more, _), = d["more"]["table"][entry].items()
+    row = {k: (int(fl), _steps(d[k], entry.rsplit(" · ", 1)[-1], fl), d[k]["table"][entry][fl])
+           for k, fl in dict(short=fl_long, long=fl_long, more=fl_more).items()}
     lab = lambda k: f"{row[k][0]} cells, {row[k][1]} steps: {row[k][2]['macro_f1']:.3f}"
     parts = [("more steps, same cells", "short", "long"), ("more cells, same steps", "long", "more"), ("both (the curve's step)", "short", "more")]
     rows = ["| part | from | to | difference [95% CI] | how | seeds |", "|---|---|---|---|---|---|"]
@@ -293,6 +297,7 @@ def schedule_table(x: str = "fullft512long") -> str:
         g = _seed_gain(row[b][2], row[a][2])
         rows.append(f"| {what} | {lab(a)} | {lab(b)} | {_diff(g)} | {g['method']} | {', '.join(map(str, g.get('seeds', [])))} |")
     sl = lambda k: " ".join(f"{pl} {v['slope']:+.3f} [{v['seed_ci'][0]:+.3f}, {v['seed_ci'][1]:+.3f}]"
+                            + ("" if int(v.get("flag_limit", row[k][0])) == row[k][0] else f" (at {v['flag_limit']} cells)")
                             for pl, v in sorted(d[k]["d_blur_slopes"].get(entry, {}).items()))
     same = "" if row["long"][1] == row["more"][1] else f" (WARNING: {row['long'][1]} against {row['more'][1]} steps: the cells part is not at equal steps)"
     return (extension_table(names["long"]) + f"\n\n{entry}: the {row['short'][0]} -> {row['more'][0]} step split by this folder"

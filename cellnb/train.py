@@ -30,9 +30,9 @@ from .transforms import CellPipeline, pipeline_for, tune_malloc, augment_options
 
 # %% auto #0
 __all__ = ['PROTOCOLS', 'CONDITIONS', 'DEFAULT_LR', 'PROBE_CS', 'CLASS_WEIGHTS', 'EXTRA_OPTIONS', 'CellDataLoader',
-           'cell_dataloaders', 'macro_f1', 'MacroF1', 'KeepBestCallback', 'StopOnNaNCallback', 'FrozenBNCallback',
-           'frozen_bn_modules', 'BackboneClassifier', 'FittedModel', 'dihedral_views', 'last_stage_modules',
-           'check_model', 'balanced_class_weights', 'fit_cell_model']
+           'cell_dataloaders', 'train_schedule', 'macro_f1', 'MacroF1', 'KeepBestCallback', 'StopOnNaNCallback',
+           'FrozenBNCallback', 'frozen_bn_modules', 'BackboneClassifier', 'FittedModel', 'dihedral_views',
+           'last_stage_modules', 'check_model', 'balanced_class_weights', 'fit_cell_model']
 
 # %% ../nbs/07_train.ipynb #a5f65c56
 class CellDataLoader:
@@ -113,6 +113,10 @@ class CellDataLoader:
         return f"CellDataLoader({self.n} cells, bs={self.bs}, shuffle={self.shuffle}, device={self.device}, out={self.pipeline.out_size}px)"
 
 # %% ../nbs/07_train.ipynb #8a69cb7a
+def _drops_last(n_train, bs) -> bool:
+    "A trailing training batch of one cell is dropped: BatchNorm cannot train on it."
+    return n_train > bs and n_train % bs == 1
+
 def cell_dataloaders(train:CellSet, # training cells
                      valid:CellSet, # validation cells
                      model=None, # the model (input size, mean/std; see `pipeline_for`); None: 40 px, ImageNet stats
@@ -126,11 +130,24 @@ def cell_dataloaders(train:CellSet, # training cells
     opts = augment_options(augment)
     mk = ((lambda cs, aug: pipeline_for(model, cs.size, augment=aug, **(opts if aug else {}))) if model is not None
           else (lambda cs, aug: CellPipeline(cs.size, augment=aug, **(opts if aug else {}))))
-    # drop a trailing batch of one cell: BatchNorm cannot train on it
-    drop = len(train) > bs and len(train) % bs == 1
-    tdl = CellDataLoader(train, mk(train, augment is not False), bs=bs, shuffle=True, drop_last=drop, device=device, seed=seed)
+    tdl = CellDataLoader(train, mk(train, augment is not False), bs=bs, shuffle=True, drop_last=_drops_last(len(train), bs),
+                         device=device, seed=seed)
     vdl = CellDataLoader(valid, mk(valid, False), bs=bs, shuffle=False, device=device, seed=seed)
     return DataLoaders(tdl, vdl, device=device)
+
+# %% ../nbs/07_train.ipynb #b3e8f0a1
+def train_schedule(n_train:int, # training cells
+                   bs:int, # batch size
+                   epochs:int, # epochs asked for
+                   min_steps:int=0, # train at least this many optimizer steps (0: no floor)
+                  ) -> tuple:
+    "`(epochs, steps_per_epoch)` of a run on `n_train` cells: the epochs asked for, raised until the run takes at least `min_steps` steps."
+    for k, v in dict(n_train=n_train, bs=bs, epochs=epochs).items():
+        if not is_positive_int(v): raise CellnbError(f"train_schedule: {k}={v!r} must be an integer >= 1")
+    if not (is_positive_int(min_steps) or (type(min_steps) is int and min_steps == 0)):
+        raise CellnbError(f"train_schedule: min_steps={min_steps!r} must be an integer >= 0")
+    steps = int(n_train) // int(bs) if _drops_last(n_train, bs) else math.ceil(n_train / bs)
+    return max(int(epochs), math.ceil(min_steps / steps)), steps
 
 # %% ../nbs/07_train.ipynb #8e19cb57
 def macro_f1(targ, pred, labels=None): 

@@ -3,7 +3,8 @@ line before anything trains, and the GPU FlagLimit grid is a valid study config 
 import json, subprocess, sys
 from pathlib import Path
 import pytest
-from cellnb.sweep import StudyConfig
+from cellnb.sweep import StudyConfig, expand
+from cellnb.train import train_schedule
 from cellnb.models import ARCHS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +66,6 @@ def test_cpu_flaglimit_configs_cover_every_architecture():
 
 def test_balanced_flaglimit_configs_rerun_the_all_cells_runs_with_a_balanced_loss():
     "The class-mix check (finding e): the plain runs at all cells, parameter for parameter, but for class_weight."
-    from cellnb.sweep import expand
     for s in ("", "_vit"):
         plain = StudyConfig.from_yaml(ROOT / "benchmarks" / f"crchisto_flaglimit{s}.yaml")
         bal = StudyConfig.from_yaml(ROOT / "benchmarks" / f"crchisto_flaglimit_balanced{s}.yaml")
@@ -127,6 +127,11 @@ def _extension_config(stem, protocols, fls, **changed):
         assert getattr(c, k) == changed.get(k, getattr(base, k)), k
     return c
 
+def _steps(run: dict) -> int:
+    "Optimizer steps of one expanded run, by the runs' own policy (CRCHisto: 4 classes, each with >= 1024 cells)."
+    epochs, steps_per_epoch = train_schedule(4 * run["flag_limit"], run["batch_size"], run["epochs"], run.get("min_steps", 0))
+    return epochs * steps_per_epoch
+
 @pytest.mark.parametrize("name,fl", [("1024", 1024), ("2048", 2048), ("all", 100000)])
 def test_ft_extension_configs_pair_ft_last_with_the_probe(name, fl):
     "ft_last and the probe at 1024 (session 26), 2048 (session 27) and every cell (session 29), each its own folder: both protocols, one FlagLimit, the study's policy."
@@ -146,21 +151,18 @@ def test_fullft1024_config_runs_full_ft_alone_against_the_ft1024_folder():
 
 def test_fullft512long_config_reruns_the_fullft512_cells_on_the_fullft1024_step_count():
     "The schedule control (session 35): full_ft at 512 with only the epochs changed (8, not 4), so the same seeds and cells as session 33's runs and the 256 steps of session 34's 1024 runs."
-    import math
-    from cellnb.sweep import expand
     c = _extension_config("fullft512long", ["full_ft"], [512], epochs=8)
     short = [r for r in expand(ROOT / "benchmarks" / "crchisto_flaglimit_fullft512_shared40.yaml") if r["protocol"] == "full_ft"]
     more = expand(ROOT / "benchmarks" / "crchisto_flaglimit_fullft1024_shared40.yaml")
     for a, b in zip(expand(c), short, strict=True):
         assert {k for k in a if a[k] != b[k]} == {"epochs", "run_id"} and (a["epochs"], b["epochs"]) == (8, 4)
-    steps = lambda r: r["epochs"] * math.ceil(4 * r["flag_limit"] / r["batch_size"])   # CRCHisto: 4 classes, each with >= 1024 cells
-    assert {steps(r) for r in expand(c)} == {steps(r) for r in more} == {256} and {steps(r) for r in short} == {128}
+    assert {_steps(r) for r in expand(c)} == {_steps(r) for r in more} == {256} and {_steps(r) for r in short} == {128}
 
 def test_schedule_table_splits_a_step_into_steps_and_cells(tmp_path, monkeypatch):
     "tables.py's schedule control: more steps on the same cells plus more cells on the same steps add up to the curve's step, each paired by seed (arithmetic on hand-made JSONs)."
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import tables
-    cfg = lambda fl, ep: f"flag_limits: [{fl}]\nepochs: {ep}\nbatch_size: 64\nmin_steps: 60\n"
+    cfg = lambda fl, ep: f"protocols: [full_ft]\nflag_limits: [{fl}]\nepochs: {ep}\nbatch_size: 64\nmin_steps: 60\n"
     def folder(x, fl, ep, seeds):
         row = dict(macro_f1=sum(seeds) / 3, seed_sd=.01, seed_macro_f1={str(i): v for i, v in enumerate(seeds)}, boot_ci=[0, 1],
                    weighted_f1=.7, accuracy=.7, n_seeds=3, train_seconds=1.0, n_train_per_class=fl)
@@ -172,13 +174,19 @@ def test_schedule_table_splits_a_step_into_steps_and_cells(tmp_path, monkeypatch
     monkeypatch.setattr(tables, "RESULTS", tmp_path)
     monkeypatch.setattr(tables, "_load", lambda n: json.loads((tmp_path / f"{n}.json").read_text()))
     monkeypatch.setattr(tables, "_against_scratch", lambda d: "")
-    monkeypatch.setattr(tables, "SCHEDULE_CONTROLS", {"long": ("bb · full_ft", "short", "more")})
+    monkeypatch.setattr(tables, "SCHEDULE_CONTROLS", {"long": ("bb · full_ft", "crchisto_flaglimit_shared40_short", "crchisto_flaglimit_shared40_more")})
     out = tables.schedule_table("long")
     for line in ("| more steps, same cells | 512 cells, 128 steps: 0.610 | 512 cells, 256 steps: 0.640 | +0.030 [",
                  "| more cells, same steps | 512 cells, 256 steps: 0.640 | 1024 cells, 256 steps: 0.680 | +0.040 [",
                  "| both (the curve's step) | 512 cells, 128 steps: 0.610 | 1024 cells, 256 steps: 0.680 | +0.070 [+0.070, +0.070] | paired by seed | 0, 1, 2 |"):
         assert line in out, line
     assert "WARNING" not in out
+    # a short leg from a study JSON: its row and its config at the control's FlagLimit, among others
+    j = json.loads((tmp_path / "crchisto_flaglimit_shared40_short.json").read_text())
+    j["configs"] = ["protocols: [linear_probe]\nflag_limits: [512]\nepochs: 2\nbatch_size: 64\n", "protocols: [full_ft]\nflag_limits: [256]\nepochs: 9\nbatch_size: 64\n", *j["configs"]]
+    j["table"]["bb · full_ft"]["256"] = {**j["table"]["bb · full_ft"]["512"], "macro_f1": .5}
+    (tmp_path / "crchisto_flaglimit_shared40_short.json").write_text(json.dumps(j))
+    assert "| more steps, same cells | 512 cells, 128 steps: 0.610 | 512 cells, 256 steps: 0.640 | +0.030 [" in tables.schedule_table("long")
     folder("more", 1024, 8, [.67, .68, .69])   # 512 steps: the cells part is no longer at equal steps, and the table says so
     assert "WARNING: 256 against 512 steps" in tables.schedule_table("long")
 
