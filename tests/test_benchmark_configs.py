@@ -149,6 +149,15 @@ def test_fullft1024_config_runs_full_ft_alone_against_the_ft1024_folder():
     for p in ("ft_last", "linear_probe"):
         assert set(prior[f"effnet_lite0_in1k · {p}"]["1024"]["seed_macro_f1"]) == {str(s) for s in c.seeds}, p
 
+def test_ftlast512long_config_reruns_the_ftgrid_cells_at_512_on_the_ft1024_step_count():
+    "The ft_last schedule control (session 36): ft_last at 512 with only the epochs changed (8, not 4), so the same seeds and cells as session 25's runs at 512 and the 256 steps of session 26's 1024 runs."
+    c = _extension_config("ftlast512long", ["ft_last"], [512], epochs=8)
+    short = [r for r in expand(ROOT / "benchmarks" / "crchisto_flaglimit_ftgrid_shared40.yaml") if r["flag_limit"] == 512]
+    more = [r for r in expand(ROOT / "benchmarks" / "crchisto_flaglimit_ft1024_shared40.yaml") if r["protocol"] == "ft_last"]
+    for a, b in zip(expand(c), short, strict=True):
+        assert {k for k in a if a[k] != b[k]} == {"epochs", "run_id"} and (a["epochs"], b["epochs"]) == (8, 4)
+    assert {_steps(r) for r in expand(c)} == {_steps(r) for r in more} == {256} and {_steps(r) for r in short} == {128}
+
 def test_fullft512long_config_reruns_the_fullft512_cells_on_the_fullft1024_step_count():
     "The schedule control (session 35): full_ft at 512 with only the epochs changed (8, not 4), so the same seeds and cells as session 33's runs and the 256 steps of session 34's 1024 runs."
     c = _extension_config("fullft512long", ["full_ft"], [512], epochs=8)
