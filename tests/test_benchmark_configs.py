@@ -436,3 +436,11 @@ def test_fullft512long_table_quotes_the_committed_json():
                  "| more cells, same steps | 512 cells, 256 steps: 0.663 | 1024 cells, 256 steps: 0.674 | +0.011 [+0.003, +0.019] | paired by seed | 0, 1, 2 |",
                  "| both (the curve's step) | 512 cells, 128 steps: 0.610 | 1024 cells, 256 steps: 0.674 | +0.064 [+0.045, +0.084] |"),
                 quoted=("+0.011 [+0.003, +0.019]", "+0.053 [+0.026, +0.080]", "-0.004 [-0.026, +0.018]"))
+
+def test_ftlast512long_table_quotes_the_committed_json():
+    "tables.py ftlast512long renders the session-36 JSON BENCHMARKS.md quotes: ft_last's 512 -> 1024 step split, and full_ft against ft_last at 512 with 256 steps each."
+    _table_says("ftlast512long", ("3 of 3 runs ok", "| effnet_lite0_in1k · ft_last | 512 | 0.673 (n=3) | 0: 0.669, 1: 0.681, 2: 0.670 |",
+                 "| more steps, same cells | 512 cells, 128 steps: 0.667 | 512 cells, 256 steps: 0.673 | +0.006 [-0.016, +0.028] | Welch over seed means |",
+                 "| more cells, same steps | 512 cells, 256 steps: 0.673 | 1024 cells, 256 steps: 0.680 | +0.007 [-0.016, +0.030] | paired by seed | 0, 1, 2 |",
+                 "| effnet_lite0_in1k · full_ft minus ft_last | 512 | ft_last 0.673 | full_ft 0.663 | -0.010 [-0.028, +0.007] | paired by seed |"),
+                quoted=("+0.006 [-0.016, +0.028]", "+0.007 [-0.016, +0.030]", "-0.010 [-0.028, +0.007]"))
