@@ -280,7 +280,8 @@ def _steps(d: dict, protocol: str, fl) -> int:
 
 def schedule_table(x: str = "fullft512long") -> str:
     """A schedule control (SCHEDULE_CONTROLS): its folder's tables, then the step of the curve it sits on split in two,
-    each part paired by seed (t 95% CI): more steps on the same cells, then more cells on the same steps."""
+    more steps on the same cells, then more cells on the same steps: each part paired by seed (t 95% CI) where both
+    sides keep per-seed rows, else Welch over the seed means."""
     from crchisto_flaglimit import _seed_gain
     entry, short_name, more_name = SCHEDULE_CONTROLS[x]
     names = dict(long=f"crchisto_flaglimit_shared40_{x}", short=short_name, more=more_name)
