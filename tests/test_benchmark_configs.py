@@ -412,35 +412,37 @@ def test_cv_compare_is_paired_and_kept_beside_the_rows(tmp_path, monkeypatch):
     os.utime(w, (w.stat().st_mtime + 60,) * 2)
     with pytest.raises(SystemExit, match="older than the model beside it"): cv._compare(["a/x", "b/y"], False, cfg, out)
 
-def test_fullft512_table_quotes_the_committed_json():
-    "tables.py fullft512 renders the session-33 JSON BENCHMARKS.md quotes: (g) from 256, (f) against the probe and ft_last."
-    _table_says("fullft512", ("6 of 6 runs ok", "| effnet_lite0_in1k · full_ft | 512 | 0.610 (n=3) | 0: 0.604, 1: 0.613, 2: 0.613 |",
-                 "| effnet_lite0_in1k · full_ft | 256 -> 512 | 0.610 | 0.560 | +0.050 [+0.038, +0.062] | paired by seed |",
-                 "| effnet_lite0_in1k · full_ft minus linear_probe | 512 | -0.019 [-0.034, -0.004] (n=3) |",
-                 "| effnet_lite0_in1k · full_ft minus ft_last | 512 | full_ft 0.610 | ft_last 0.667 | -0.057 [-0.080, -0.035] |"),
-                quoted=("-0.057 [-0.080, -0.035]", "+0.050 [+0.038, +0.062]", "-0.019 [-0.034, -0.004]"))
-
-def test_fullft1024_table_quotes_the_committed_json():
-    "tables.py fullft1024 renders the session-34 JSON BENCHMARKS.md quotes: (g) from 512, (f) against ft_last and the probe of session 26's folder."
-    _table_says("fullft1024", ("3 of 3 runs ok", "| effnet_lite0_in1k · full_ft | 1024 | 0.674 (n=3) | 0: 0.675, 1: 0.679, 2: 0.668 |",
-                 "| effnet_lite0_in1k · full_ft | 512 -> 1024 | 0.674 | 0.610 | +0.064 [+0.045, +0.084] | paired by seed |",
-                 "none: this folder ran one protocol",
-                 "| effnet_lite0_in1k · full_ft minus ft_last | 1024 | full_ft 0.674 | ft_last 0.680 | -0.006 [-0.022, +0.010] | paired by seed |",
-                 "| effnet_lite0_in1k · full_ft minus linear_probe | 1024 | full_ft 0.674 | linear_probe 0.635 | +0.039 [+0.008, +0.070] | paired by seed |"),
-                quoted=("-0.006 [-0.022, +0.010]", "+0.064 [+0.045, +0.084]", "+0.039 [+0.008, +0.070]"))
-
-def test_fullft512long_table_quotes_the_committed_json():
-    "tables.py fullft512long renders the session-35 JSON BENCHMARKS.md quotes: the steps part and the cells part of full_ft's 512 -> 1024 step."
-    _table_says("fullft512long", ("3 of 3 runs ok", "| effnet_lite0_in1k · full_ft | 512 | 0.663 (n=3) | 0: 0.666, 1: 0.669, 2: 0.654 |",
-                 "| more steps, same cells | 512 cells, 128 steps: 0.610 | 512 cells, 256 steps: 0.663 | +0.053 [+0.026, +0.080] | paired by seed | 0, 1, 2 |",
-                 "| more cells, same steps | 512 cells, 256 steps: 0.663 | 1024 cells, 256 steps: 0.674 | +0.011 [+0.003, +0.019] | paired by seed | 0, 1, 2 |",
-                 "| both (the curve's step) | 512 cells, 128 steps: 0.610 | 1024 cells, 256 steps: 0.674 | +0.064 [+0.045, +0.084] |"),
-                quoted=("+0.011 [+0.003, +0.019]", "+0.053 [+0.026, +0.080]", "-0.004 [-0.026, +0.018]"))
-
-def test_ftlast512long_table_quotes_the_committed_json():
-    "tables.py ftlast512long renders the session-36 JSON BENCHMARKS.md quotes: ft_last's 512 -> 1024 step split, and full_ft against ft_last at 512 with 256 steps each."
-    _table_says("ftlast512long", ("3 of 3 runs ok", "| effnet_lite0_in1k · ft_last | 512 | 0.673 (n=3) | 0: 0.669, 1: 0.681, 2: 0.670 |",
-                 "| more steps, same cells | 512 cells, 128 steps: 0.667 | 512 cells, 256 steps: 0.673 | +0.006 [-0.016, +0.028] | Welch over seed means |",
-                 "| more cells, same steps | 512 cells, 256 steps: 0.673 | 1024 cells, 256 steps: 0.680 | +0.007 [-0.016, +0.030] | paired by seed | 0, 1, 2 |",
-                 "| effnet_lite0_in1k · full_ft minus ft_last | 512 | ft_last 0.673 | full_ft 0.663 | -0.010 [-0.028, +0.007] | paired by seed |"),
-                quoted=("+0.006 [-0.016, +0.028]", "+0.007 [-0.016, +0.030]", "-0.010 [-0.028, +0.007]"))
+@pytest.mark.parametrize("name, lines, quoted", [
+    # tables.py fullft512 renders the session-33 JSON BENCHMARKS.md quotes: (g) from 256, (f) against the probe and ft_last.
+    pytest.param("fullft512", ("6 of 6 runs ok",
+         "| effnet_lite0_in1k · full_ft | 512 | 0.610 (n=3) | 0: 0.604, 1: 0.613, 2: 0.613 |",
+         "| effnet_lite0_in1k · full_ft | 256 -> 512 | 0.610 | 0.560 | +0.050 [+0.038, +0.062] | paired by seed |",
+         "| effnet_lite0_in1k · full_ft minus linear_probe | 512 | -0.019 [-0.034, -0.004] (n=3) |",
+         "| effnet_lite0_in1k · full_ft minus ft_last | 512 | full_ft 0.610 | ft_last 0.667 | -0.057 [-0.080, -0.035] |"),
+         ("-0.057 [-0.080, -0.035]", "+0.050 [+0.038, +0.062]", "-0.019 [-0.034, -0.004]"), id="fullft512"),
+    # tables.py fullft1024 renders the session-34 JSON BENCHMARKS.md quotes: (g) from 512, (f) against ft_last and the probe of session 26's folder.
+    pytest.param("fullft1024", ("3 of 3 runs ok",
+         "| effnet_lite0_in1k · full_ft | 1024 | 0.674 (n=3) | 0: 0.675, 1: 0.679, 2: 0.668 |",
+         "| effnet_lite0_in1k · full_ft | 512 -> 1024 | 0.674 | 0.610 | +0.064 [+0.045, +0.084] | paired by seed |",
+         "none: this folder ran one protocol",
+         "| effnet_lite0_in1k · full_ft minus ft_last | 1024 | full_ft 0.674 | ft_last 0.680 | -0.006 [-0.022, +0.010] | paired by seed |",
+         "| effnet_lite0_in1k · full_ft minus linear_probe | 1024 | full_ft 0.674 | linear_probe 0.635 | +0.039 [+0.008, +0.070] | paired by seed |"),
+         ("-0.006 [-0.022, +0.010]", "+0.064 [+0.045, +0.084]", "+0.039 [+0.008, +0.070]"), id="fullft1024"),
+    # tables.py fullft512long renders the session-35 JSON BENCHMARKS.md quotes: the steps part and the cells part of full_ft's 512 -> 1024 step.
+    pytest.param("fullft512long", ("3 of 3 runs ok",
+         "| effnet_lite0_in1k · full_ft | 512 | 0.663 (n=3) | 0: 0.666, 1: 0.669, 2: 0.654 |",
+         "| more steps, same cells | 512 cells, 128 steps: 0.610 | 512 cells, 256 steps: 0.663 | +0.053 [+0.026, +0.080] | paired by seed | 0, 1, 2 |",
+         "| more cells, same steps | 512 cells, 256 steps: 0.663 | 1024 cells, 256 steps: 0.674 | +0.011 [+0.003, +0.019] | paired by seed | 0, 1, 2 |",
+         "| both (the curve's step) | 512 cells, 128 steps: 0.610 | 1024 cells, 256 steps: 0.674 | +0.064 [+0.045, +0.084] |"),
+         ("+0.011 [+0.003, +0.019]", "+0.053 [+0.026, +0.080]", "-0.004 [-0.026, +0.018]"), id="fullft512long"),
+    # tables.py ftlast512long renders the session-36 JSON BENCHMARKS.md quotes: ft_last's 512 -> 1024 step split, and full_ft against ft_last at 512 with 256 steps each.
+    pytest.param("ftlast512long", ("3 of 3 runs ok",
+         "| effnet_lite0_in1k · ft_last | 512 | 0.673 (n=3) | 0: 0.669, 1: 0.681, 2: 0.670 |",
+         "| more steps, same cells | 512 cells, 128 steps: 0.667 | 512 cells, 256 steps: 0.673 | +0.006 [-0.016, +0.028] | Welch over seed means |",
+         "| more cells, same steps | 512 cells, 256 steps: 0.673 | 1024 cells, 256 steps: 0.680 | +0.007 [-0.016, +0.030] | paired by seed | 0, 1, 2 |",
+         "| effnet_lite0_in1k · full_ft minus ft_last | 512 | ft_last 0.673 | full_ft 0.663 | -0.010 [-0.028, +0.007] | paired by seed |"),
+         ("+0.006 [-0.016, +0.028]", "+0.007 [-0.016, +0.030]", "-0.010 [-0.028, +0.007]"), id="ftlast512long"),
+])
+def test_one_folder_table_quotes_the_committed_json(name, lines, quoted):
+    "tables.py renders each one-folder JSON as BENCHMARKS.md quotes it: the lines it prints, and the figures the text quotes."
+    _table_says(name, lines, quoted)
