@@ -12,8 +12,8 @@ import pandas as pd
 import torch
 from torch import nn
 from sklearn.metrics import f1_score, accuracy_score
-with warnings.catch_warnings():  # fastai's own torch.jit.script at import: a FutureWarning from torch that no user can act on
-    warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
+with warnings.catch_warnings():  # fastai's own torch.jit.script at import: torch's deprecation notice (a FutureWarning in 2.14, a DeprecationWarning in 2.11) that no user can act on
+    warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated')   # that message only, whatever its category
     from fastai.data.core import DataLoaders
     from fastai.learner import Learner
     from fastai.callback.core import Callback, CancelFitException

@@ -178,8 +178,32 @@ def test_scratch_cuda_bf16(cells):
     assert fm.predict_proba(va, device='cpu').shape == (len(va), 4)
 
 def test_importing_the_training_module_shows_no_fastai_deprecation_chatter():
-    "fastai calls torch.jit.script at import, which recent torch answers with a FutureWarning; cellnb hides that one only."
+    "fastai calls torch.jit.script at import, which recent torch answers with a deprecation notice; cellnb hides that one only."
     import subprocess, sys
     r = subprocess.run([sys.executable, "-W", "always", "-c", "import cellnb.train"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "torch.jit.script" not in r.stderr, r.stderr
+
+# torch 2.14 (here) raises torch.jit.script's notice as a FutureWarning, torch 2.11 (the GPU image) as a DeprecationWarning
+_REPLAY = """
+import warnings, torch
+real, calls = torch.jit.script, []
+def script(*a, **k):
+    calls.append(1)
+    warnings.warn("`torch.jit.script` is deprecated. Please switch to `torch.compile` or `torch.export`.", {cat}, stacklevel=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore'); return real(*a, **k)
+torch.jit.script = script
+import cellnb.train
+warnings.warn("cellnb hides that notice only", UserWarning)
+print(len(calls))
+"""
+
+@pytest.mark.parametrize("category", ["FutureWarning", "DeprecationWarning"])
+def test_fastais_torch_jit_script_notice_is_hidden_whatever_its_category(category):
+    import subprocess, sys
+    r = subprocess.run([sys.executable, "-W", "always", "-c", _REPLAY.format(cat=category)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout.split()[-1]) > 0, "fastai no longer calls torch.jit.script at import: the test replays nothing"
+    assert "torch.jit.script" not in r.stderr, r.stderr
+    assert "cellnb hides that notice only" in r.stderr, r.stderr
