@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Real-data entries of the GPU CV grid (benchmarks/crchisto_cv_gpu.yaml) in one call of a lent GPU machine.
+#
+# CRCHisto cannot travel as it lies: its 100 BMPs are 75 MB, over the 64 MiB a device call may carry, and its licence
+# (research use only) forbids a copy in the repository. So `prepare` writes a lossless WebP copy (about 31 MB, every
+# pixel checked against the BMP) OUTSIDE the repo, in $CRC_WEBP, and an ignored link .crchisto_webp to it; the call's
+# carry names the path through that link, and on the GPU machine this script decodes it back to BMPs in /tmp/crchisto.
+#
+#   make gpu-wheels && bash tools/gpu_crchisto.sh prepare     # here, once (about 4 min on 2 cores)
+#   run(command="bash tools/gpu_crchisto.sh KEY[,KEY...]", carry=[".whl", ".crchisto_webp/Classification"], timeout_s=550)
+#   bash tools/gpu_crchisto.sh clean                          # here, afterwards: removes the copy and the link
+#
+# KEYs are entry keys of the config (CONFIG=..., default crchisto_cv_gpu.yaml), run one process each, in order, each
+# under what is left of DEADLINE_S (default 480 s from the start). An entry writes its row when both folds are done, so
+# a cut-off entry leaves the finished ones in $OUT/<config>.json. GPU_TESTS="pytest args" runs those tests first.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+CRC_WEBP=${CRC_WEBP:-/tmp/cellnb-crchisto-webp}
+
+if [ "${1:-}" = prepare ]; then
+    PY=${PY:-.venv/bin/python}
+    SRC=${CELLNB_CRCHISTO:-../shared/data/crchisto}
+    [ -d "$SRC/Classification" ] || { echo "gpu_crchisto prepare: no $SRC/Classification; set CELLNB_CRCHISTO to the CRCHisto folder"; exit 2; }
+    case "$(realpath -m "$CRC_WEBP")/" in "$(realpath .)"/*) echo "gpu_crchisto prepare: CRC_WEBP must lie outside the repository (CRCHisto's licence)"; exit 2;; esac
+    $PY - "$SRC/Classification" "$CRC_WEBP/Classification" <<'EOF' || exit 2
+import sys, shutil
+from multiprocessing import Pool
+from pathlib import Path
+import numpy as np
+from PIL import Image
+src, dst = map(Path, sys.argv[1:])
+def one(d):
+    out = dst/d.name; out.mkdir(parents=True, exist_ok=True)
+    for m in d.glob('*.mat'): shutil.copy(m, out)
+    rgb, w = np.asarray(Image.open(d/f'{d.name}.bmp').convert('RGB')), out/f'{d.name}.webp'
+    if not w.exists(): Image.fromarray(rgb).save(w, 'WEBP', lossless=True, quality=100, method=6)
+    if not np.array_equal(np.asarray(Image.open(w).convert('RGB')), rgb): w.unlink(); return f'{w}: not lossless'
+with Pool() as p: bad = [b for b in p.map(one, sorted(x for x in src.iterdir() if x.is_dir())) if b]
+if bad: sys.exit('; '.join(bad))
+EOF
+    grep -qx '/.crchisto_webp' .git/info/exclude 2>/dev/null || echo '/.crchisto_webp' >> .git/info/exclude
+    ln -sfn "$CRC_WEBP" .crchisto_webp
+    echo "lossless copy of $(ls "$CRC_WEBP/Classification" | wc -l) images, $(du -sh "$CRC_WEBP" | cut -f1), behind .crchisto_webp"; exit 0
+fi
+if [ "${1:-}" = clean ]; then rm -rf "$CRC_WEBP" .crchisto_webp; echo "removed $CRC_WEBP and .crchisto_webp"; exit 0; fi
+[ -n "${1:-}" ] || { echo "usage: bash tools/gpu_crchisto.sh prepare | clean | KEY[,KEY...]"; exit 2; }
+
+export OUT=${OUT:-/tmp/gpu_crchisto}; mkdir -p "$OUT"
+exec > >(tee "$OUT/gpu_crchisto.log") 2>&1
+PY=${PY:-python3}; CONFIG=${CONFIG:-benchmarks/crchisto_cv_gpu.yaml}; DEADLINE_S=${DEADLINE_S:-480}
+ls .whl/*.whl >/dev/null 2>&1 || { echo "no wheels in .whl/: run 'make gpu-wheels' here and carry .whl"; exit 2; }
+ls .crchisto_webp/Classification/img1/img1.webp >/dev/null 2>&1 || { echo "no .crchisto_webp/Classification: run 'bash tools/gpu_crchisto.sh prepare' here and carry it"; exit 2; }
+$PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 2
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 CELLNB_RESULTS_DIR="$OUT" CELLNB_CACHE_DIR=/tmp/cellnb-cache CELLNB_CRCHISTO=/tmp/crchisto
+nvidia-smi -L
+$PY - <<'EOF' || exit 2
+from multiprocessing import Pool
+from pathlib import Path
+from PIL import Image
+src, dst = Path('.crchisto_webp/Classification'), Path('/tmp/crchisto/Classification')
+def one(d):
+    out = dst/d.name; out.mkdir(parents=True, exist_ok=True)
+    for m in d.glob('*.mat'): (out/m.name).write_bytes(m.read_bytes())
+    Image.open(d/f'{d.name}.webp').convert('RGB').save(out/f'{d.name}.bmp')
+with Pool() as p: n = len(p.map(one, sorted(x for x in src.iterdir() if x.is_dir())))
+print(f'CRCHisto: {n} images decoded to {dst}')
+EOF
+[ -z "${GPU_TESTS:-}" ] || { echo "=== $(date -u +%H:%M:%S) pytest $GPU_TESTS"; eval timeout 120 $PY -m pytest -q -p no:cacheprovider $GPU_TESTS; }
+for key in ${1//,/ }; do
+    left=$(( DEADLINE_S - SECONDS )); [ $left -gt 30 ] || { echo "=== no time left for $key"; continue; }
+    echo; echo "=== $(date -u +%H:%M:%S) $key (limit ${left}s)"; t0=$SECONDS
+    timeout $left $PY benchmarks/crchisto_cv.py --config "$CONFIG" --only "$key" --resume --device cuda
+    echo "=== rc=$? in $((SECONDS - t0)) s"
+done
+echo; echo "=== done $(date -u +%H:%M:%S); files in $OUT:"; ls -la "$OUT"
