@@ -233,14 +233,19 @@ def _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json):
     # merge with what other processes (--only on other models) wrote meanwhile; this process's entries win
     prev = json.loads(out_json.read_text()) if out_json.exists() else {}
     table = {**prev.get("models", {}), **table}
-    scratch = {k: v for k, v in table.items() if v["protocol"] == "scratch"}
-    best_any = max(table, key=lambda k: table[k]["weighted_f1"])
-    best_s = max(scratch, key=lambda k: scratch[k]["weighted_f1"]) if scratch else None
     write_result(out_json.stem, dict(
-        best_model=best_s or best_any, best_weighted_f1=(scratch or table)[best_s or best_any]["weighted_f1"],
-        best_overall=best_any, target_weighted_f1=0.80, crop=cfg["crop"], folds=cfg["folds"], device=str(device),
+        **best_entries(table), target_weighted_f1=0.80, crop=cfg["crop"], folds=cfg["folds"], device=str(device),
         config=cfg, models=table, **({"comparisons": prev["comparisons"]} if "comparisons" in prev else {})))
     return table
+
+def best_entries(table) -> dict:
+    """The JSON's head: the best task-specific (scratch) entry and its weighted-F1, which the 0.80 target names, and the
+    best entry of any protocol. With no scratch entry yet (a GPU run of backbone entries only) the first two are None:
+    a pretrained backbone is never reported as the task-specific model."""
+    scratch = [k for k, v in table.items() if v["protocol"] == "scratch"]
+    best_s = max(scratch, key=lambda k: table[k]["weighted_f1"]) if scratch else None
+    return dict(best_model=best_s, best_weighted_f1=table[best_s]["weighted_f1"] if best_s else None,
+                best_overall=max(table, key=lambda k: table[k]["weighted_f1"]))
 
 _FOLDS = {}
 def _folds_at(crop, cfg):

@@ -1,6 +1,6 @@
 """Markdown tables for BENCHMARKS.md from the CRCHisto result JSONs (so the text quotes exactly what the runs wrote).
 
-Usage: python benchmarks/tables.py [cv|flaglimit|findings|classmix|shared40|classmix_shared40|ft1024|ft2048|fullft_grid|ftall|fullft512|fullft1024|fullft512long|ftlast512long|curves_shared40]...   (default: the first four)
+Usage: python benchmarks/tables.py [cv|cv_gpu|flaglimit|findings|classmix|shared40|classmix_shared40|ft1024|ft2048|fullft_grid|ftall|fullft512|fullft1024|fullft512long|ftlast512long|curves_shared40]...   (default: the first four)
 """
 import json, sys
 from _common import RESULTS
@@ -15,8 +15,8 @@ def _lab(f): return "all" if int(f) >= 100000 else str(f)   # FlagLimit 100000: 
 
 def _ci(v, ci): return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and ci[0] is not None else f"{v:.3f}"
 
-def cv_table() -> str:
-    d = _load("crchisto_cv")
+def cv_table(name: str = "crchisto_cv") -> str:
+    d = _load(name)
     rows = ["| entry | protocol | crop px | cells/class (train) | epochs (best per fold, counted from 0) | TTA | accuracy [95% CI] | macro-F1 [95% CI] | weighted-F1 [95% CI] | weighted-F1 per fold | train s (both folds) |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     ep = lambda b: "-" if b is None else "+".join(map(str, b)) if isinstance(b, list) else str(b)
@@ -28,7 +28,8 @@ def cv_table() -> str:
                     f"{_ci(r['weighted_f1'], r['weighted_f1_ci'])} | {' / '.join(format(f['weighted_f1'], '.3f') for f in folds)} | "
                     f"{sum(f['train_seconds'] for f in folds):.0f} |")
     head = (f"best task-specific model: **{d['best_model']}**, pooled out-of-fold weighted-F1 **{d['best_weighted_f1']:.3f}** "
-            f"(target 0.80); best overall: {d['best_overall']}")
+            f"(target 0.80); best overall: {d['best_overall']}" if d["best_model"] else
+            f"no task-specific (scratch) entry in {name}.json yet; best overall: {d['best_overall']}")
     return head + "\n\n" + "\n".join(rows) + _cv_comparisons(d.get("comparisons", {}))
 
 def _cv_comparisons(comps) -> str:
@@ -307,7 +308,7 @@ def schedule_table(x: str = "fullft512long") -> str:
             "\n\n(d) blur slopes, per unit log2(1+sigma), mean over seeds [t 95% CI]: " +
             "; ".join(f"{lab(k).rsplit(':', 1)[0]}: {sl(k)}" for k in ("short", "long", "more")))
 
-TABLES = {"cv": cv_table, "flaglimit": flaglimit_table, "findings": findings_table, "classmix": classmix_table,
+TABLES = {"cv": cv_table, "cv_gpu": lambda: cv_table("crchisto_cv_gpu"), "flaglimit": flaglimit_table, "findings": findings_table, "classmix": classmix_table,
           "shared40": shared40_table, "classmix_shared40": lambda: classmix_table("crchisto_flaglimit_shared40"),
           **{x: (lambda name=f"crchisto_flaglimit_shared40_{x}": extension_table(name)) for x in EXTENSIONS},
           **{x: (lambda x=x: schedule_table(x)) for x in SCHEDULE_CONTROLS}, "curves_shared40": stitched_curves}

@@ -343,6 +343,23 @@ def test_cv_table_in_benchmarks_is_what_tables_prints():
     out = _table_says("cv", ("| effnet_lite0_in1k/ft_last/4ep/shared40 | ft_last | 48 | all | 4 (2/2) | no |",))
     assert out.strip() in (ROOT / "BENCHMARKS.md").read_text(), "re-paste the output of `benchmarks/tables.py cv` into BENCHMARKS.md"
 
+def test_cv_gpu_table_in_benchmarks_is_what_tables_prints():
+    "BENCHMARKS.md's H200 CV table is `tables.py cv_gpu` over the committed crchisto_cv_gpu.json (session 37: full_ft on every cell), verbatim."
+    out = _table_says("cv_gpu", ("no task-specific (scratch) entry in crchisto_cv_gpu.json yet; best overall: effnet_lite0_in1k/full_ft",
+                                 "| effnet_lite0_in1k/full_ft | full_ft | 64 | all | 10 (3/7) | no | 0.801 [0.779, 0.824] | 0.750 [0.719, 0.771] | 0.798 [0.775, 0.821] |"))
+    assert out.strip() in (ROOT / "BENCHMARKS.md").read_text(), "re-paste the output of `benchmarks/tables.py cv_gpu` into BENCHMARKS.md"
+
+def test_cv_head_names_a_task_specific_model_only_when_a_scratch_entry_exists():
+    "The 0.80 target names the best task-specific model: a backbone-only JSON (the GPU run) has none, and says so."
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from crchisto_cv import best_entries
+    probe, ft = {"protocol": "linear_probe", "weighted_f1": 0.65}, {"protocol": "full_ft", "weighted_f1": 0.80}
+    assert best_entries({"p": probe, "f": ft}) == dict(best_model=None, best_weighted_f1=None, best_overall="f")
+    cnn = {"protocol": "scratch", "weighted_f1": 0.79}
+    assert best_entries({"p": probe, "f": ft, "c": cnn}) == dict(best_model="c", best_weighted_f1=0.79, best_overall="f")
+    committed = json.loads((ROOT / "benchmarks" / "results" / "crchisto_cv.json").read_text())
+    assert {k: committed[k] for k in ("best_model", "best_weighted_f1", "best_overall")} == best_entries(committed["models"])
+
 def test_ftall_table_quotes_the_committed_json():
     "tables.py ftall renders the session-29/30 JSON (3 seeds) BENCHMARKS.md quotes: (g) from 2048, (f), the scratch references."
     _table_says("ftall", ("6 of 6 runs ok", "| effnet_lite0_in1k · ft_last | all | 0.723 (n=3) | 0: 0.724, 1: 0.717, 2: 0.729 |",

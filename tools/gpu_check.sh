@@ -14,7 +14,8 @@
 # train/foundation/transforms/cost tests), bench_latency (bf16 autocast, batch 1 and 256), bench_flops --bf16, and the
 # training throughput of every scratch architecture and of ft_last through fit_cell_model (bf16 autocast, batch 256).
 # Everything lands in $OUT (default /tmp/gpu_check): gpu_check.log, bench_latency.json, bench_flops.json,
-# gpu_train.json. CRCHisto is not there (../shared does not travel), so no real-data figure comes from this script.
+# gpu_train.json. CRCHisto is not there (../shared does not travel), so no real-data figure comes from this script:
+# tools/gpu_crchisto.sh carries it for the real-data entries.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
