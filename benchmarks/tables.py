@@ -1,6 +1,6 @@
 """Markdown tables for BENCHMARKS.md from the CRCHisto result JSONs (so the text quotes exactly what the runs wrote).
 
-Usage: python benchmarks/tables.py [cv|cv_gpu|flaglimit|findings|classmix|shared40|classmix_shared40|ft1024|ft2048|fullft_grid|ftall|fullft512|fullft1024|fullft512long|ftlast512long|curves_shared40]...   (default: the first four)
+Usage: python benchmarks/tables.py [cv|cv_gpu|flaglimit|findings|classmix|shared40|classmix_shared40|ft1024|ft2048|fullft_grid|ftall|fullft512|fullft1024|fullft512long|ftlast512long|fullft256long|curves_shared40]...   (default: the first four)
 """
 import json, sys
 from _common import RESULTS
@@ -224,7 +224,8 @@ EXTENSIONS = ("ft1024", "ft2048", "fullft_grid", "ftall", "fullft512", "fullft10
 # cells on the shorter schedule, the results JSON with more cells on this schedule's step count).
 SCHEDULE_CONTROLS = {
     "fullft512long": ("effnet_lite0_in1k · full_ft", "crchisto_flaglimit_shared40_fullft512", "crchisto_flaglimit_shared40_fullft1024"),
-    "ftlast512long": ("effnet_lite0_in1k · ft_last", "crchisto_flaglimit_shared40", "crchisto_flaglimit_shared40_ft1024")}
+    "ftlast512long": ("effnet_lite0_in1k · ft_last", "crchisto_flaglimit_shared40", "crchisto_flaglimit_shared40_ft1024"),
+    "fullft256long": ("effnet_lite0_in1k · full_ft", "crchisto_flaglimit_shared40_fullft_grid", "crchisto_flaglimit_shared40_fullft512")}
 CURVE_SOURCES = ("crchisto_flaglimit_shared40", *(f"crchisto_flaglimit_shared40_{x}" for x in EXTENSIONS))
 REFERENCE_SCRATCH = ("cnn", "custom_vit")   # from crchisto_flaglimit.json: the best scratch CNN and the study's small-patch ViT
 

@@ -167,6 +167,15 @@ def test_fullft512long_config_reruns_the_fullft512_cells_on_the_fullft1024_step_
         assert {k for k in a if a[k] != b[k]} == {"epochs", "run_id"} and (a["epochs"], b["epochs"]) == (8, 4)
     assert {_steps(r) for r in expand(c)} == {_steps(r) for r in more} == {256} and {_steps(r) for r in short} == {128}
 
+def test_fullft256long_config_reruns_the_fullft_grid_cells_at_256_on_the_fullft512_step_count():
+    "The schedule control of full_ft's 256 -> 512 step (session 37): full_ft at 256 with only the epochs changed (8, not 4), so the same seeds and cells as session 28's runs at 256 and the 128 steps of session 33's 512 runs."
+    c = _extension_config("fullft256long", ["full_ft"], [256], epochs=8)
+    short = [r for r in expand(ROOT / "benchmarks" / "crchisto_flaglimit_fullft_grid_shared40.yaml") if r["protocol"] == "full_ft" and r["flag_limit"] == 256]
+    more = [r for r in expand(ROOT / "benchmarks" / "crchisto_flaglimit_fullft512_shared40.yaml") if r["protocol"] == "full_ft"]
+    for a, b in zip(expand(c), short, strict=True):
+        assert {k for k in a if a[k] != b[k]} == {"epochs", "run_id"} and (a["epochs"], b["epochs"]) == (8, 4)
+    assert {_steps(r) for r in expand(c)} == {_steps(r) for r in more} == {128} and {_steps(r) for r in short} == {64}
+
 def test_schedule_table_splits_a_step_into_steps_and_cells(tmp_path, monkeypatch):
     "tables.py's schedule control: more steps on the same cells plus more cells on the same steps add up to the curve's step, each paired by seed (arithmetic on hand-made JSONs)."
     sys.path.insert(0, str(ROOT / "benchmarks"))
