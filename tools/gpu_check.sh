@@ -6,15 +6,16 @@
 # minutes, starts included, so everything is prepared here first:
 #
 #   bash tools/gpu_check.sh prepare     # here, with PyPI reachable: the missing wheels into .whl/ (git-ignored)
-#   then one device call:  run(command="bash tools/gpu_check.sh", carry=[".whl"], timeout_s=520)
-#   (each step has its own limit, about 8 minutes in all at worst; it usually needs fewer)
+#   then one device call:  run(command="bash tools/gpu_check.sh", carry=[".whl"], timeout_s=600)
+#   (each step has its own limit, about 10 minutes in all at worst; steps 1-3 took 172 s on the H200 in session 37)
 #
 # On the GPU machine it installs the wheels into /tmp/site (no network), then, each step under its own time limit so
 # one slow step cannot eat the rest: the CUDA tests (tests/test_cuda.py and, with CUDA as the default device, the
-# train/foundation/transforms/cost tests), bench_latency (bf16 autocast, batch 1 and 256), bench_flops --bf16, and the
-# training throughput of every scratch architecture and of ft_last through fit_cell_model (bf16 autocast, batch 256).
+# train/foundation/transforms/cost tests), bench_latency (bf16 autocast, batch 1 and 256), bench_flops --bf16, the
+# training throughput of every scratch architecture and of ft_last through fit_cell_model (bf16 autocast, batch 256),
+# and profile_gpu.py (kernels per pass, GPU busy fraction, CUDA-graph replay, fastai Adam against torch AdamW).
 # Everything lands in $OUT (default /tmp/gpu_check): gpu_check.log, bench_latency.json, bench_flops.json,
-# gpu_train.json. CRCHisto is not there (../shared does not travel), so no real-data figure comes from this script:
+# gpu_train.json, profile_gpu.json. CRCHisto is not there (../shared does not travel), so no real-data figure comes from this script:
 # tools/gpu_crchisto.sh carries it for the real-data entries.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -84,4 +85,8 @@ gpu = torch.cuda.get_device_name(0) if dev == 'cuda' else 'none (dry run)'
 out = dict(device=gpu, torch=torch.__version__, precision='bf16-autocast' if dev == 'cuda' else 'fp32', bs=256, rows=rows)
 json.dump(out, open(os.path.join(os.environ['OUT'], 'gpu_train.json'), 'w'), indent=1)
 EOF
+# 4. where custom_vit's GPU time goes (P2 and P3 missed on the H200 in session 37): kernels, busy fraction, CUDA graphs,
+#    and the training step with fastai's Adam against torch's AdamW (foreach, fused)
+PROF=""; [ "$DRY" = 1 ] && PROF="--batches 1 --train-bs 4"
+step 120 $PY benchmarks/profile_gpu.py --device $DEV $PROF
 echo; echo "=== done $(date -u +%H:%M:%S); files in $OUT:"; ls -la "$OUT"
