@@ -26,6 +26,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'cellnb.core.atomic_write_text': ('core.html#atomic_write_text', 'cellnb/core.py'),
                              'cellnb.core.bf16_autocast': ('core.html#bf16_autocast', 'cellnb/core.py'),
                              'cellnb.core.cache_dir': ('core.html#cache_dir', 'cellnb/core.py'),
+                             'cellnb.core.check_count': ('core.html#check_count', 'cellnb/core.py'),
                              'cellnb.core.check_seed': ('core.html#check_seed', 'cellnb/core.py'),
                              'cellnb.core.crchisto_path': ('core.html#crchisto_path', 'cellnb/core.py'),
                              'cellnb.core.default_device': ('core.html#default_device', 'cellnb/core.py'),

@@ -11,8 +11,8 @@ import torch
 
 # %% auto #0
 __all__ = ['CellnbError', 'crchisto_path', 'require_crchisto', 'default_device', 'get_device', 'bf16_autocast', 'is_positive_int',
-           'check_seed', 'seed_everything', 'cache_dir', 'atomic_write', 'atomic_write_text', 'atomic_write_json',
-           'sha1_file', 'tensor_fingerprint']
+           'check_count', 'check_seed', 'seed_everything', 'cache_dir', 'atomic_write', 'atomic_write_text',
+           'atomic_write_json', 'sha1_file', 'tensor_fingerprint']
 
 # %% ../nbs/00_core.ipynb #d615c7c1
 class CellnbError(ValueError):
@@ -79,13 +79,21 @@ def is_positive_int(x) -> bool:
     "True for an integer >= 1 (python or numpy; not a bool, not a float): every count or batch size a user passes."
     return not isinstance(x, (bool, np.bool_)) and isinstance(x, (int, np.integer)) and x >= 1
 
+def check_count(x, # a count a user passed: cells, steps, resamples, a seed
+                what:str, # its name in the message
+                minimum:int=1, # the smallest value allowed
+                hint:str='', # appended to the message: an example, or what the value means
+               ) -> int:
+    "`x` as an int >= `minimum` (python or numpy integer; not a bool, not a float), else a one-line `CellnbError`."
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)) or x < minimum:
+        raise CellnbError(f"{what}={x!r} is invalid; use an integer >= {minimum}{hint}")
+    return int(x)
+
 def check_seed(seed, # a seed a user passed
                what:str='seed', # its name in the message
               ) -> int:
     "The seed as an int >= 0, else a one-line `CellnbError` (None would be an unseeded, unrepeatable run; numpy refuses negatives)."
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise CellnbError(f"{what}={seed!r} is invalid; use an integer >= 0, e.g. 0")
-    return int(seed)
+    return check_count(seed, what, 0, ', e.g. 0')
 
 def seed_everything(seed:int # the one seed for python, numpy and torch
                    ):

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import (accuracy_score, f1_score, balanced_accuracy_score, precision_recall_fscore_support,
                              confusion_matrix)
-from .core import CellnbError, is_positive_int, check_seed
+from .core import CellnbError, is_positive_int, check_seed, check_count
 
 # %% auto #0
 __all__ = ['RESULT_COLUMNS', 'CONDITIONS', 'PAIRED_METRICS', 'result_row', 'expected_calibration_error', 'check_ci',
@@ -127,7 +127,7 @@ def metrics_from_preds(preds:pd.DataFrame, # per-cell predictions: columns true,
                       ) -> dict:
     "Accuracy, F1s, balanced accuracy, per-class scores, confusion matrix, ECE and bootstrap CIs from predictions."
     check_ci(ci)
-    if isinstance(n_boot, (bool, np.bool_)) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0: raise CellnbError(f"n_boot={n_boot!r} is invalid; use an integer >= 0 (0: no CIs; 1000 is usual)")
+    n_boot = check_count(n_boot, 'n_boot', 0, ' (0: no CIs; 1000 is usual)')
     if not is_positive_int(n_bins): raise CellnbError(f"n_bins={n_bins!r} is invalid; use a positive integer number of ECE bins, e.g. 15")
     seed = check_seed(seed)
     classes = list(classes)

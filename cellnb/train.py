@@ -24,7 +24,7 @@ with warnings.catch_warnings():  # fastai's own torch.jit.script at import: torc
     from fastai.losses import CrossEntropyLossFlat
     from fastai.metrics import AccumMetric
     from fastai.optimizer import Adam
-from .core import CellnbError, get_device, bf16_autocast, seed_everything, atomic_write_json, is_positive_int, check_seed
+from .core import CellnbError, get_device, bf16_autocast, seed_everything, atomic_write_json, is_positive_int, check_seed, check_count
 from .data import CellSet, require_cellset
 from .transforms import CellPipeline, pipeline_for, tune_malloc, augment_options
 
@@ -142,10 +142,8 @@ def train_schedule(n_train:int, # training cells
                    min_steps:int=0, # train at least this many optimizer steps (0: no floor)
                   ) -> tuple:
     "`(epochs, steps_per_epoch)` of a run on `n_train` cells: the epochs asked for, raised until the run takes at least `min_steps` steps."
-    for k, v in dict(n_train=n_train, bs=bs, epochs=epochs).items():
-        if not is_positive_int(v): raise CellnbError(f"train_schedule: {k}={v!r} must be an integer >= 1")
-    if not (is_positive_int(min_steps) or (type(min_steps) is int and min_steps == 0)):
-        raise CellnbError(f"train_schedule: min_steps={min_steps!r} must be an integer >= 0")
+    n_train, bs, epochs = (check_count(v, f"train_schedule: {k}") for k, v in dict(n_train=n_train, bs=bs, epochs=epochs).items())
+    min_steps = check_count(min_steps, "train_schedule: min_steps", 0, " (0: no floor)")
     steps = int(n_train) // int(bs) if _drops_last(n_train, bs) else math.ceil(n_train / bs)
     return max(int(epochs), math.ceil(min_steps / steps)), steps
 
