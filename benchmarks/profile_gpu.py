@@ -10,7 +10,7 @@ step's speed. This script measures, per model and batch, under bf16 autocast:
   the parameters) against torch's AdamW with foreach and with fused kernels.
 --device cpu runs the eager and profiler parts at toy sizes, a check of the script (no graphs, no GPU figures).
 Usage: python benchmarks/profile_gpu.py [--device cuda] [--batches 1,256,1024,4096]
-Writes benchmarks/results/profile_gpu.json (on a lent GPU, $CELLNB_RESULTS_DIR: tools/gpu_check.sh).
+Writes benchmarks/results/profile_gpu.json after every row (on a lent GPU, $CELLNB_RESULTS_DIR: tools/gpu_check.sh).
 """
 import argparse, statistics, time, timm, torch
 from torch.autograd import DeviceType
@@ -53,10 +53,10 @@ def _graph(fn):
     with torch.cuda.graph(g): fn()
     return g.replay
 
-def forward_rows(models, batches, dev, repeats):
+def forward_rows(models, batches, dev, repeats, rows, save):
+    "Fill `rows` with each model's forward passes, calling `save()` after each row (a step cut off at its limit keeps them)."
     on_gpu = dev.type == "cuda"
     sync = torch.cuda.synchronize if on_gpu else (lambda: None)
-    rows = {}
     for name, (m, size, bss) in models.items():
         m = m.to(dev).eval()
         for b in [b for b in batches if b in bss]:
@@ -66,17 +66,18 @@ def forward_rows(models, batches, dev, repeats):
             r = dict(ms=1000 * _median_s(fwd, sync, 3, repeats), **_profile(fwd, sync, 3, on_gpu))
             if on_gpu:
                 r["busy"] = r["kernel_ms"] / r["ms"]
-                r["graph_ms"] = 1000 * _median_s(_graph(fwd), sync, 3, repeats)
+                try: r["graph_ms"] = 1000 * _median_s(_graph(fwd), sync, 3, repeats)
+                except RuntimeError as e: r["graph_ms"], r["graph_error"] = None, str(e).splitlines()[0][:200]
             r["ms_per_patch"] = r["ms"] / b
-            rows[f"{name}/bs{b}"] = r
+            rows[f"{name}/bs{b}"] = r; save()
             print(f"{name:12s} bs{b:<5d} {r['ms']:9.3f} ms  {r['ms_per_patch']:8.4f} ms/patch" +
-                  (f"  kernels {r['kernels']:6.0f}  busy {r['busy']:5.1%}  graph {r['graph_ms']:9.3f} ms" if on_gpu else ""), flush=True)
+                  (f"  kernels {r['kernels']:6.0f}  busy {r['busy']:5.1%}  " + (f"graph {r['graph_ms']:9.3f} ms" if r["graph_ms"] is not None
+                   else f"graph capture failed: {r['graph_error']}") if on_gpu else ""), flush=True)
             del x
         m.cpu()
-    return rows
 
-def train_rows(bs, dev, repeats):
-    "P3's step (custom_vit, cross-entropy, bf16 autocast on CUDA) with each optimizer."
+def train_rows(bs, dev, repeats, rows, save):
+    "P3's step (custom_vit, cross-entropy, bf16 autocast on CUDA) with each optimizer, into `rows`, saved after each."
     on_gpu = dev.type == "cuda"
     sync = torch.cuda.synchronize if on_gpu else (lambda: None)
     torch.manual_seed(0)
@@ -85,7 +86,6 @@ def train_rows(bs, dev, repeats):
     opts = {"fastai Adam (cellnb)": lambda p: Adam(p, lr=1e-3, decouple_wd=True),
             "torch AdamW foreach": lambda p: torch.optim.AdamW(p, 1e-3, foreach=True)}
     if on_gpu: opts["torch AdamW fused"] = lambda p: torch.optim.AdamW(p, 1e-3, fused=True)
-    rows = {}
     for name, make in opts.items():
         opt = make(list(m.parameters()))
         def step():
@@ -96,10 +96,9 @@ def train_rows(bs, dev, repeats):
         r = dict(ms=1000 * _median_s(step, sync, 2, repeats), **_profile(step, sync, 2, on_gpu))
         r["img_per_s"] = bs / r["ms"] * 1000
         if on_gpu: r["busy"] = r["kernel_ms"] / r["ms"]
-        rows[name] = r
+        rows[name] = r; save()
         print(f"train step bs{bs} {name:22s} {r['ms']:9.3f} ms  {r['img_per_s']:9.0f} img/s" +
               (f"  kernels {r['kernels']:6.0f}  busy {r['busy']:5.1%}" if on_gpu else ""), flush=True)
-    return rows
 
 def main():
     ap = argparse.ArgumentParser()
@@ -116,10 +115,11 @@ def main():
     models = {"custom_vit": (create_model("custom_vit", 4), 40, batches),
               "uni" if on_gpu else "vit_tiny": (uni, 224, [b for b in batches if b <= 256])}   # ViT-L at 4096 x 224 px: 1 GB of input, P2 stops at 256
     repeats = 20 if on_gpu else 2
-    fwd = forward_rows(models, batches, dev, repeats)
-    train = train_rows(a.train_bs or (256 if on_gpu else 8), dev, 10 if on_gpu else 2)
-    p = write_result("profile_gpu", dict(device=str(dev), gpu=torch.cuda.get_device_name(dev) if on_gpu else None,
-                                         precision="bf16-autocast" if on_gpu else "fp32", forward=fwd, train_step=train))
-    print(f"wrote {p}")
+    out = dict(device=str(dev), gpu=torch.cuda.get_device_name(dev) if on_gpu else None,
+               precision="bf16-autocast" if on_gpu else "fp32", forward={}, train_step={})
+    save = lambda: write_result("profile_gpu", out)   # after every row: a run cut off at its time limit keeps what it measured
+    forward_rows(models, batches, dev, repeats, out["forward"], save)
+    train_rows(a.train_bs or (256 if on_gpu else 8), dev, 10 if on_gpu else 2, out["train_step"], save)
+    print(f"wrote {save()}")
 
 if __name__ == "__main__": main()

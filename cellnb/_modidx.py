@@ -18,6 +18,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'cellnb.cli.study_config_from_args': ('cli.html#study_config_from_args', 'cellnb/cli.py'),
                             'cellnb.cli.study_main': ('cli.html#study_main', 'cellnb/cli.py')},
             'cellnb.core': { 'cellnb.core.CellnbError': ('core.html#cellnberror', 'cellnb/core.py'),
+                             'cellnb.core._is_count': ('core.html#_is_count', 'cellnb/core.py'),
                              'cellnb.core._json_default': ('core.html#_json_default', 'cellnb/core.py'),
                              'cellnb.core._umask': ('core.html#_umask', 'cellnb/core.py'),
                              'cellnb.core._walk_up': ('core.html#_walk_up', 'cellnb/core.py'),

@@ -75,9 +75,13 @@ def bf16_autocast(device:torch.device # a device from `get_device`
     "bf16 autocast on CUDA, nothing elsewhere: the precision of every forward pass cellnb runs outside fastai's training loop."
     return torch.autocast('cuda', dtype=torch.bfloat16) if device.type == 'cuda' else contextlib.nullcontext()
 
+def _is_count(x, minimum:int) -> bool:
+    "An integer (python or numpy; not a bool, not a float) >= `minimum`: the one rule for every count a user passes."
+    return not isinstance(x, (bool, np.bool_)) and isinstance(x, (int, np.integer)) and x >= minimum
+
 def is_positive_int(x) -> bool:
     "True for an integer >= 1 (python or numpy; not a bool, not a float): every count or batch size a user passes."
-    return not isinstance(x, (bool, np.bool_)) and isinstance(x, (int, np.integer)) and x >= 1
+    return _is_count(x, 1)
 
 def check_count(x, # a count a user passed: cells, steps, resamples, a seed
                 what:str, # its name in the message
@@ -85,8 +89,7 @@ def check_count(x, # a count a user passed: cells, steps, resamples, a seed
                 hint:str='', # appended to the message: an example, or what the value means
                ) -> int:
     "`x` as an int >= `minimum` (python or numpy integer; not a bool, not a float), else a one-line `CellnbError`."
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)) or x < minimum:
-        raise CellnbError(f"{what}={x!r} is invalid; use an integer >= {minimum}{hint}")
+    if not _is_count(x, minimum): raise CellnbError(f"{what}={x!r} is invalid; use an integer >= {minimum}{hint}")
     return int(x)
 
 def check_seed(seed, # a seed a user passed

@@ -8,7 +8,7 @@ import time, threading, statistics, contextlib
 import torch, torch.nn as nn
 import pandas as pd
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count, conv_flop_count, flop_registry
-from .core import CellnbError, get_device, is_positive_int
+from .core import CellnbError, get_device, is_positive_int, _is_count
 
 # %% auto #0
 __all__ = ['FLOP_FORMULAS', 'count_params', 'count_flops', 'model_cost', 'cost_table']
@@ -94,7 +94,7 @@ def model_cost(model:nn.Module, # the model to measure (weights do not matter)
     bss = [batch_sizes] if isinstance(batch_sizes, int) else list(batch_sizes)
     if not bss or not all(map(is_positive_int, bss)):
         raise CellnbError(f"batch_sizes={batch_sizes!r} is invalid; give positive integers, e.g. (1, 256)")
-    if not is_positive_int(repeats) or not isinstance(warmup, int) or warmup < 0:
+    if not is_positive_int(repeats) or not _is_count(warmup, 0):
         raise CellnbError(f"repeats={repeats!r}, warmup={warmup!r}: use repeats >= 1 and warmup >= 0")
     if dtype is not None and not isinstance(dtype, torch.dtype):
         raise CellnbError(f"dtype={dtype!r} is not a torch dtype; use e.g. torch.bfloat16 or None (float32)")

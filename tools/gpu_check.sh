@@ -88,5 +88,5 @@ EOF
 # 4. where custom_vit's GPU time goes (P2 and P3 missed on the H200 in session 37): kernels, busy fraction, CUDA graphs,
 #    and the training step with fastai's Adam against torch's AdamW (foreach, fused)
 PROF=""; [ "$DRY" = 1 ] && PROF="--batches 1 --train-bs 4"
-step 120 $PY benchmarks/profile_gpu.py --device $DEV $PROF
+step 90 $PY benchmarks/profile_gpu.py --device $DEV $PROF   # writes its JSON after every row
 echo; echo "=== done $(date -u +%H:%M:%S); files in $OUT:"; ls -la "$OUT"

@@ -2,7 +2,7 @@
 # Real-data entries of the GPU CV grid (benchmarks/crchisto_cv_gpu.yaml) in one call of a lent GPU machine.
 #
 # CRCHisto cannot travel as it lies: its 100 BMPs are 75 MB, over the 64 MiB a device call may carry, and its licence
-# (research use only) forbids a copy in the repository. So `prepare` writes a lossless WebP copy (about 31 MB, every
+# (research use only) forbids a copy in the repository. So `prepare` writes a lossless WebP copy (about 36 MB, every
 # pixel checked against the BMP) OUTSIDE the repo, in $CRC_WEBP, and an ignored link .crchisto_webp to it; the call's
 # carry names the path through that link, and on the GPU machine this script decodes it back to BMPs in /tmp/crchisto.
 #
@@ -12,7 +12,9 @@
 #
 # KEYs are entry keys of the config (CONFIG=..., default crchisto_cv_gpu.yaml), run one process each, in order, each
 # under what is left of DEADLINE_S (default 480 s from the start). An entry writes its row when both folds are done, so
-# a cut-off entry leaves the finished ones in $OUT/<config>.json. GPU_TESTS="pytest args" runs those tests first.
+# a cut-off entry leaves the finished ones in $OUT/<config>.json, which starts as the committed results JSON so earlier
+# rows stay. The fold probabilities come back too ($OUT/<config>_probs.tgz, predictions only, no image data), for a
+# paired comparison here. GPU_TESTS="pytest args" runs those tests first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 CRC_WEBP=${CRC_WEBP:-/tmp/cellnb-crchisto-webp}
@@ -65,6 +67,8 @@ def one(d):
 with Pool() as p: n = len(p.map(one, sorted(x for x in src.iterdir() if x.is_dir())))
 print(f'CRCHisto: {n} images decoded to {dst}')
 EOF
+stem=$(basename "$CONFIG" .yaml)
+cp "benchmarks/results/$stem.json" "$OUT/" 2>/dev/null && echo "merging into the committed benchmarks/results/$stem.json"
 [ -z "${GPU_TESTS:-}" ] || { echo "=== $(date -u +%H:%M:%S) pytest $GPU_TESTS"; eval timeout 120 $PY -m pytest -q -p no:cacheprovider $GPU_TESTS; }
 for key in ${1//,/ }; do
     left=$(( DEADLINE_S - SECONDS )); [ $left -gt 30 ] || { echo "=== no time left for $key"; continue; }
@@ -72,4 +76,5 @@ for key in ${1//,/ }; do
     timeout $left $PY benchmarks/crchisto_cv.py --config "$CONFIG" --only "$key" --resume --device cuda
     echo "=== rc=$? in $((SECONDS - t0)) s"
 done
+( cd benchmarks/runs && find "$stem" -name "*.npy" | tar czf "$OUT/${stem}_probs.tgz" -T - ) 2>/dev/null
 echo; echo "=== done $(date -u +%H:%M:%S); files in $OUT:"; ls -la "$OUT"
