@@ -468,6 +468,13 @@ def test_cv_compare_is_paired_and_kept_beside_the_rows(tmp_path, monkeypatch):
          "| more cells, same steps | 512 cells, 256 steps: 0.673 | 1024 cells, 256 steps: 0.680 | +0.007 [-0.016, +0.030] | paired by seed | 0, 1, 2 |",
          "| effnet_lite0_in1k · full_ft minus ft_last | 512 | ft_last 0.673 | full_ft 0.663 | -0.010 [-0.028, +0.007] | paired by seed |"),
          ("+0.006 [-0.016, +0.028]", "+0.007 [-0.016, +0.030]", "-0.010 [-0.028, +0.007]"), id="ftlast512long"),
+    # tables.py fullft256long renders the session-37 JSON BENCHMARKS.md quotes: full_ft's 256 -> 512 step split, and full_ft against ft_last at 256 with 128 steps.
+    pytest.param("fullft256long", ("3 of 3 runs ok",
+         "| effnet_lite0_in1k · full_ft | 256 | 0.624 (n=3) | 0: 0.630, 1: 0.615, 2: 0.626 |",
+         "| more steps, same cells | 256 cells, 64 steps: 0.560 | 256 cells, 128 steps: 0.624 | +0.064 [+0.035, +0.094] | paired by seed | 0, 1, 2 |",
+         "| more cells, same steps | 256 cells, 128 steps: 0.624 | 512 cells, 128 steps: 0.610 | -0.014 [-0.043, +0.016] | paired by seed | 0, 1, 2 |",
+         "| effnet_lite0_in1k · full_ft minus ft_last | 256 | full_ft 0.624 | ft_last 0.633 | -0.009 [-0.050, +0.032] | Welch over seed means |"),
+         ("+0.064 [+0.035, +0.094]", "-0.014 [-0.043, +0.016]", "-0.009 [-0.050, +0.032]"), id="fullft256long"),
 ])
 def test_one_folder_table_quotes_the_committed_json(name, lines, quoted):
     "tables.py renders each one-folder JSON as BENCHMARKS.md quotes it: the lines it prints, and the figures the text quotes."
