@@ -12,21 +12,14 @@ step's speed. This script measures, per model and batch, under bf16 autocast:
 Usage: python benchmarks/profile_gpu.py [--device cuda] [--batches 1,256,1024,4096]
 Writes benchmarks/results/profile_gpu.json after every row (on a lent GPU, $CELLNB_RESULTS_DIR: tools/gpu_check.sh).
 """
-import argparse, statistics, time, timm, torch
+import argparse, timm, torch
 from torch.autograd import DeviceType
 from torch.profiler import profile, ProfilerActivity
 from _common import write_result
 from cellnb.models import create_model
+from cellnb.cost import _median_seconds
 import cellnb.train   # noqa: F401  imports fastai with its torch.jit.script notice hidden
 from fastai.optimizer import Adam
-
-def _median_s(fn, sync, warmup, repeats):
-    "Median wall seconds of `fn` (synchronised) after `warmup` untimed calls."
-    for _ in range(warmup): fn()
-    sync(); ts = []
-    for _ in range(repeats):
-        t = time.perf_counter(); fn(); sync(); ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 def _profile(fn, sync, n, on_gpu) -> dict:
     "Per call: kernels launched, summed kernel ms, and the top 5 ops by device (CPU: self CPU) time."
@@ -63,10 +56,10 @@ def forward_rows(models, batches, dev, repeats, rows, save):
             x = torch.randn(b, 3, size, size, device=dev)
             def fwd():
                 with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=on_gpu, cache_enabled=False): m(x)
-            r = dict(ms=1000 * _median_s(fwd, sync, 3, repeats), **_profile(fwd, sync, 3, on_gpu))
+            r = dict(ms=1000 * _median_seconds(fwd, dev, 3, repeats), **_profile(fwd, sync, 3, on_gpu))
             if on_gpu:
                 r["busy"] = r["kernel_ms"] / r["ms"]
-                try: r["graph_ms"] = 1000 * _median_s(_graph(fwd), sync, 3, repeats)
+                try: r["graph_ms"] = 1000 * _median_seconds(_graph(fwd), dev, 3, repeats)
                 except RuntimeError as e: r["graph_ms"], r["graph_error"] = None, str(e).splitlines()[0][:200]
             r["ms_per_patch"] = r["ms"] / b
             rows[f"{name}/bs{b}"] = r; save()
@@ -93,7 +86,7 @@ def train_rows(bs, dev, repeats, rows, save):
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=on_gpu):
                 loss = torch.nn.functional.cross_entropy(m(x).float(), y)
             loss.backward(); opt.step()
-        r = dict(ms=1000 * _median_s(step, sync, 2, repeats), **_profile(step, sync, 2, on_gpu))
+        r = dict(ms=1000 * _median_seconds(step, dev, 2, repeats), **_profile(step, sync, 2, on_gpu))
         r["img_per_s"] = bs / r["ms"] * 1000
         if on_gpu: r["busy"] = r["kernel_ms"] / r["ms"]
         rows[name] = r; save()

@@ -52,16 +52,18 @@ def count_flops(model:nn.Module, # the model (any device)
 def _sync(device):
     if device.type == 'cuda': torch.cuda.synchronize(device)
 
+def _median_seconds(fn, device, warmup, repeats):
+    "Median wall seconds of `fn()` after `warmup` untimed calls, synchronised on `device` (CUDA: the work, not the launches)."
+    for _ in range(warmup): fn()
+    _sync(device); times = []
+    for _ in range(repeats):
+        t = time.perf_counter(); fn(); _sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
 def _time_forward(model, x, warmup, repeats, ctx):
     "Median seconds of one forward pass on `x` after `warmup` passes."
-    dev, times = x.device, []
-    with torch.inference_mode(), ctx():
-        for _ in range(warmup): model(x)
-        _sync(dev)
-        for _ in range(repeats):
-            t = time.perf_counter(); model(x); _sync(dev)
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    with torch.inference_mode(), ctx(): return _median_seconds(lambda: model(x), x.device, warmup, repeats)
 
 class _RSSPeak:
     "Context manager: peak growth of this process's resident memory (MB) while inside, sampled every millisecond."

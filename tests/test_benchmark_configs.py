@@ -149,32 +149,21 @@ def test_fullft1024_config_runs_full_ft_alone_against_the_ft1024_folder():
     for p in ("ft_last", "linear_probe"):
         assert set(prior[f"effnet_lite0_in1k · {p}"]["1024"]["seed_macro_f1"]) == {str(s) for s in c.seeds}, p
 
-def test_ftlast512long_config_reruns_the_ftgrid_cells_at_512_on_the_ft1024_step_count():
-    "The ft_last schedule control (session 36): ft_last at 512 with only the epochs changed (8, not 4), so the same seeds and cells as session 25's runs at 512 and the 256 steps of session 26's 1024 runs."
-    c = _extension_config("ftlast512long", ["ft_last"], [512], epochs=8)
-    short = [r for r in expand(ROOT / "benchmarks" / "crchisto_flaglimit_ftgrid_shared40.yaml") if r["flag_limit"] == 512]
-    more = [r for r in expand(ROOT / "benchmarks" / "crchisto_flaglimit_ft1024_shared40.yaml") if r["protocol"] == "ft_last"]
+@pytest.mark.parametrize("stem,protocol,fl,short_yaml,more_yaml,short_steps,long_steps", [
+    # full_ft at 512 (session 35): the same seeds and cells as session 33's runs, the 256 steps of session 34's 1024 runs
+    pytest.param("fullft512long", "full_ft", 512, "fullft512", "fullft1024", 128, 256, id="fullft512long"),
+    # ft_last at 512 (session 36): the same seeds and cells as session 25's runs at 512, the 256 steps of session 26's 1024 runs
+    pytest.param("ftlast512long", "ft_last", 512, "ftgrid", "ft1024", 128, 256, id="ftlast512long"),
+    # full_ft at 256 (session 37): the same seeds and cells as session 28's runs at 256, the 128 steps of session 33's 512 runs
+    pytest.param("fullft256long", "full_ft", 256, "fullft_grid", "fullft512", 64, 128, id="fullft256long")])
+def test_schedule_control_config_changes_only_the_epochs(stem, protocol, fl, short_yaml, more_yaml, short_steps, long_steps):
+    "A schedule control reruns its short leg's runs with only the epochs changed (8, not 4): the step count of the runs with more cells."
+    c = _extension_config(stem, [protocol], [fl], epochs=8)
+    rows = lambda name: [r for r in expand(ROOT / "benchmarks" / f"crchisto_flaglimit_{name}_shared40.yaml") if r["protocol"] == protocol]
+    short = [r for r in rows(short_yaml) if r["flag_limit"] == fl]
     for a, b in zip(expand(c), short, strict=True):
         assert {k for k in a if a[k] != b[k]} == {"epochs", "run_id"} and (a["epochs"], b["epochs"]) == (8, 4)
-    assert {_steps(r) for r in expand(c)} == {_steps(r) for r in more} == {256} and {_steps(r) for r in short} == {128}
-
-def test_fullft512long_config_reruns_the_fullft512_cells_on_the_fullft1024_step_count():
-    "The schedule control (session 35): full_ft at 512 with only the epochs changed (8, not 4), so the same seeds and cells as session 33's runs and the 256 steps of session 34's 1024 runs."
-    c = _extension_config("fullft512long", ["full_ft"], [512], epochs=8)
-    short = [r for r in expand(ROOT / "benchmarks" / "crchisto_flaglimit_fullft512_shared40.yaml") if r["protocol"] == "full_ft"]
-    more = expand(ROOT / "benchmarks" / "crchisto_flaglimit_fullft1024_shared40.yaml")
-    for a, b in zip(expand(c), short, strict=True):
-        assert {k for k in a if a[k] != b[k]} == {"epochs", "run_id"} and (a["epochs"], b["epochs"]) == (8, 4)
-    assert {_steps(r) for r in expand(c)} == {_steps(r) for r in more} == {256} and {_steps(r) for r in short} == {128}
-
-def test_fullft256long_config_reruns_the_fullft_grid_cells_at_256_on_the_fullft512_step_count():
-    "The schedule control of full_ft's 256 -> 512 step (session 37): full_ft at 256 with only the epochs changed (8, not 4), so the same seeds and cells as session 28's runs at 256 and the 128 steps of session 33's 512 runs."
-    c = _extension_config("fullft256long", ["full_ft"], [256], epochs=8)
-    short = [r for r in expand(ROOT / "benchmarks" / "crchisto_flaglimit_fullft_grid_shared40.yaml") if r["protocol"] == "full_ft" and r["flag_limit"] == 256]
-    more = [r for r in expand(ROOT / "benchmarks" / "crchisto_flaglimit_fullft512_shared40.yaml") if r["protocol"] == "full_ft"]
-    for a, b in zip(expand(c), short, strict=True):
-        assert {k for k in a if a[k] != b[k]} == {"epochs", "run_id"} and (a["epochs"], b["epochs"]) == (8, 4)
-    assert {_steps(r) for r in expand(c)} == {_steps(r) for r in more} == {128} and {_steps(r) for r in short} == {64}
+    assert {_steps(r) for r in expand(c)} == {_steps(r) for r in rows(more_yaml)} == {long_steps} and {_steps(r) for r in short} == {short_steps}
 
 def test_schedule_table_splits_a_step_into_steps_and_cells(tmp_path, monkeypatch):
     "tables.py's schedule control: more steps on the same cells plus more cells on the same steps add up to the curve's step, each paired by seed (arithmetic on hand-made JSONs)."
