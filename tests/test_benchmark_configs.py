@@ -142,12 +142,14 @@ def test_fullft_configs_pair_full_ft_with_the_probe(name, fls):
     "full_ft and the probe at 128 and 256 (session 28) and 512 (session 33), each its own folder: both protocols, the study's policy."
     _extension_config(f"fullft{name}", ["linear_probe", "full_ft"], fls)
 
-def test_fullft1024_config_runs_full_ft_alone_against_the_ft1024_folder():
-    "full_ft at 1024 (session 34): full_ft only, the study's policy; the probe and ft_last it is paired with come from session 26's folder, whose JSON keeps per-seed rows at 1024 for both."
-    c = _extension_config("fullft1024", ["full_ft"], [1024])
-    prior = json.loads((ROOT / "benchmarks" / "results" / "crchisto_flaglimit_shared40_ft1024.json").read_text())["table"]
+@pytest.mark.parametrize("fl", [1024, 2048])
+def test_fullft_config_runs_full_ft_alone_against_the_ft_folder(fl):
+    "full_ft at 1024 (session 34) and 2048 (session 38): full_ft only, the study's policy; the probe and ft_last it is paired with come from the ft folder at the same FlagLimit (sessions 26, 27), whose JSON keeps per-seed rows for both."
+    c = _extension_config(f"fullft{fl}", ["full_ft"], [fl])
+    prior = json.loads((ROOT / "benchmarks" / "results" / f"crchisto_flaglimit_shared40_ft{fl}.json").read_text())["table"]
     for p in ("ft_last", "linear_probe"):
-        assert set(prior[f"effnet_lite0_in1k · {p}"]["1024"]["seed_macro_f1"]) == {str(s) for s in c.seeds}, p
+        assert set(prior[f"effnet_lite0_in1k · {p}"][str(fl)]["seed_macro_f1"]) == {str(s) for s in c.seeds}, p
+    assert {_steps(r) for r in expand(c)} == {fl // 4}   # 4 epochs of fl*4/64 steps: the study's policy, twice the FlagLimit below's
 
 @pytest.mark.parametrize("stem,protocol,fl,short_yaml,more_yaml,short_steps,long_steps", [
     # full_ft at 512 (session 35): the same seeds and cells as session 33's runs, the 256 steps of session 34's 1024 runs
