@@ -8,6 +8,9 @@ so a long run can be stopped and resumed (--resume skips models already in the J
 Usage: python benchmarks/crchisto_cv.py [--config benchmarks/crchisto_cv.yaml] [--only cnn,custom_vit] [--resume] [--device cpu] [--threads 1]
        python benchmarks/crchisto_cv.py --rescore cnn/scratch/16ep --tta   (saved fold models; several keys: an ensemble)
        python benchmarks/crchisto_cv.py --compare A,B   (paired image bootstrap of B - A from the saved fold probabilities)
+       python benchmarks/crchisto_cv.py --compare cnn/scratch/30ep,crchisto_cv_gpu:effnet_lite0_in1k/full_ft
+           (STEM:KEY names an entry of another config with the same folds, e.g. a GPU run's probabilities, unpacked
+           with `tar xzf crchisto_cv_gpu_probs.tgz -C benchmarks/runs`; the comparison is kept in --config's JSON)
        python benchmarks/crchisto_cv.py --config benchmarks/crchisto_cv_gpu.yaml --dry-run   (check a config, list its runs)
 A config writes benchmarks/results/<config name>.json and keeps its fold models in benchmarks/runs/<config name>/.
 Entries may set their own crop (the same cells and folds, cut wider or narrower), augment strengths and label_smoothing.
@@ -48,7 +51,8 @@ def main():
     ap.add_argument("--tta", action="store_true", help="with --rescore: test-time augmentation (8 rotations/flips); with --compare: compare the TTA probabilities")
     ap.add_argument("--fold", type=int, default=None, help="train and save only this fold's model (one process per fold/core); --rescore KEY then pools them")
     ap.add_argument("--compare", default=None, metavar="A,B", help="paired image bootstrap of B - A (weighted-F1, macro-F1, accuracy) on the "
-                    "pooled test cells, from two keys' saved fold probabilities (with --tta: their TTA ones); kept under 'comparisons'")
+                    "pooled test cells, from two keys' saved fold probabilities (with --tta: their TTA ones); kept under 'comparisons'; "
+                    "STEM:KEY reads KEY of the config benchmarks/STEM.yaml (same folds) from benchmarks/runs/STEM/")
     ap.add_argument("--dry-run", action="store_true", help="check the config and list the entries it would run, then stop")
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
@@ -143,15 +147,17 @@ def _rescore(keys, tta, cfg, device, out_json, table):
              **_crop_field(sorted({f.src_size for f in fitted}), cfg))
     _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json)
 
-def _saved_preds(key, k, tta, cfg):
-    "The per-cell predictions of `key`'s fold-k model on its test cells, from the probabilities saved next to it."
-    fold_dir = RUNS / key.replace("/", "_") / f"fold{k}"
+def _saved_preds(key, k, tta, cfg, runs=None):
+    "The per-cell predictions of `key`'s fold-k model on its test cells, from the probabilities saved next to it (in `runs`, default RUNS)."
+    fold_dir = (runs or RUNS) / key.replace("/", "_") / f"fold{k}"
     f = _probs_file(fold_dir, tta)
     if not f.exists():
         raise SystemExit(f"{f}: no saved test probabilities of {key!r} fold {k}; train it (--only {key} --fold {k}) "
                          f"or re-score it (--rescore {key}{' --tta' if tta else ''}) first")
     if _probs_stale(fold_dir, f):
         raise SystemExit(f"{f} is older than the model beside it; re-score it (--rescore {key}{' --tta' if tta else ''}) first")
+    if not (fold_dir / "config.json").exists():
+        raise SystemExit(f"{fold_dir}: test probabilities without the config.json saved beside them; copy the whole fold folder")
     conf = json.loads((fold_dir / "config.json").read_text())
     test, probs = _folds_at(conf["src_size"], cfg)[k][1], np.load(f)
     if len(probs) != len(test): raise SystemExit(f"{f} holds {len(probs)} cells, fold {k} tests {len(test)}; re-score {key!r}")
@@ -160,13 +166,27 @@ def _saved_preds(key, k, tta, cfg):
 _SCORES = dict(weighted_f1=lambda t, p: f1_score(t, p, average="weighted"), macro_f1=lambda t, p: f1_score(t, p, average="macro"),
                accuracy=accuracy_score)   # (true, pred) -> score: the rows' metrics and --compare's
 
+def _compare_source(label, cfg, out_json):
+    """Where --compare reads `label`'s fold probabilities and checks its row: this config's runs folder and JSON, or for
+    STEM:KEY those of the config benchmarks/STEM.yaml, which must split the same folds (then its test cells are these)."""
+    stem, _, key = label.rpartition(":")
+    if not stem: return key, RUNS, out_json
+    other = check_config(Path(__file__).with_name(f"{stem}.yaml"))
+    if (diff := [f for f in ("folds", "split_seed") if other[f] != cfg[f]]):
+        raise SystemExit(f"--compare {label}: {stem}.yaml splits other folds ({', '.join(f'{f} {other[f]} here {cfg[f]}' for f in diff)}); "
+                         "compare entries of configs with the same folds and split_seed")
+    return key, RUNS.parent / stem, out_json.with_name(f"{stem}.json")
+
 def _compare(keys, tta, cfg, out_json, n_boot=2000):
-    "Paired image bootstrap of keys[1] - keys[0] on the pooled out-of-fold test cells (both folds), per metric; written to the JSON."
+    """Paired image bootstrap of keys[1] - keys[0] on the pooled out-of-fold test cells (both folds), per metric; written to
+    the JSON. A key STEM:KEY names an entry of another config with the same folds (see `_compare_source`)."""
     if len(keys) != 2 or keys[0] == keys[1]: raise SystemExit(f"--compare {','.join(keys)}: name two different keys, A,B (B - A is reported)")
+    src = [_compare_source(kk, cfg, out_json) for kk in keys]
+    for label, (key, _, js) in zip(keys, src):
+        if key not in (json.loads(js.read_text()) if js.exists() else {"models": {}})["models"]:
+            raise SystemExit(f"{js.name} has no row {key!r}; --rescore it first so the comparison sits beside its row")
     d = json.loads(out_json.read_text()) if out_json.exists() else {"models": {}}
-    if miss := [kk for kk in keys if kk not in d["models"]]:
-        raise SystemExit(f"{out_json.name} has no row {miss[0]!r}; --rescore it first so the comparison sits beside its row")
-    A, B = ([_saved_preds(kk, k, tta, cfg) for k in range(cfg["folds"])] for kk in keys)
+    A, B = ([_saved_preds(key, k, tta, cfg, runs) for k in range(cfg["folds"])] for key, runs, _ in src)
     PA, PB = pd.concat(A, ignore_index=True), pd.concat(B, ignore_index=True)
     name = f"{keys[1]} - {keys[0]}" + (" (tta)" if tta else "")
     row = dict(a=keys[0], b=keys[1], tta=tta, n_cells=len(PA), n_images=int(PA["group"].nunique()), n_boot=n_boot,

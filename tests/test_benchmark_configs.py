@@ -422,6 +422,17 @@ def test_cv_compare_is_paired_and_kept_beside_the_rows(tmp_path, monkeypatch):
     from tables import _cv_comparisons   # how tables.py cv prints it under the CV table
     line = _cv_comparisons(json.loads(out.read_text())["comparisons"]).splitlines()[-1]
     assert line.startswith(f"| b/y - a/x | no | {want:+.3f} [") and line.endswith(f"| 8 / {len(t)} |")
+    # STEM:KEY, an entry of another config with the same folds (a GPU run's probabilities unpacked into benchmarks/runs/STEM)
+    import shutil
+    gpu = tmp_path / "crchisto_cv_gpu"; shutil.copytree(tmp_path / "runs" / "b_y", gpu / "b_y")
+    (tmp_path / "crchisto_cv_gpu.json").write_text(json.dumps({"models": {"b/y": {}}}))
+    cv._compare(["a/x", "crchisto_cv_gpu:b/y"], False, cfg, out)
+    r2 = json.loads(out.read_text())["comparisons"]["crchisto_cv_gpu:b/y - a/x"]
+    assert r2["weighted_f1"]["diff"] == pytest.approx(want) and r2["n_cells"] == len(t)
+    with pytest.raises(SystemExit, match="crchisto_cv_gpu.json has no row 'a/x'"): cv._compare(["crchisto_cv_gpu:a/x", "b/y"], False, cfg, out)
+    with pytest.raises(SystemExit, match=r"splits other folds \(split_seed 0 here 1\)"): cv._compare(["a/x", "crchisto_cv_gpu:b/y"], False, {**cfg, "split_seed": 1}, out)
+    (gpu / "b_y" / "fold0" / "config.json").unlink()
+    with pytest.raises(SystemExit, match="without the config.json saved beside them"): cv._compare(["a/x", "crchisto_cv_gpu:b/y"], False, cfg, out)
     with pytest.raises(SystemExit, match="two different keys"): cv._compare(["a/x", "a/x"], False, cfg, out)
     with pytest.raises(SystemExit, match="no row 'c/z'"): cv._compare(["a/x", "c/z"], False, cfg, out)
     with pytest.raises(SystemExit, match=r"no saved test probabilities of 'a/x' fold 0; .*--rescore a/x --tta"): cv._compare(["a/x", "b/y"], True, cfg, out)

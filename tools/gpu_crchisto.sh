@@ -13,8 +13,9 @@
 # KEYs are entry keys of the config (CONFIG=..., default crchisto_cv_gpu.yaml), run one process each, in order, each
 # under what is left of DEADLINE_S (default 480 s from the start). An entry writes its row when both folds are done, so
 # a cut-off entry leaves the finished ones in $OUT/<config>.json, which starts as the committed results JSON so earlier
-# rows stay. The fold probabilities come back too ($OUT/<config>_probs.tgz, predictions only, no image data), for a
-# paired comparison here. GPU_TESTS="pytest args" runs those tests first.
+# rows stay. The fold probabilities come back too ($OUT/<config>_probs.tgz: predictions and each fold's config.json, no
+# image data); here `tar xzf <config>_probs.tgz -C benchmarks/runs`, then `crchisto_cv.py --compare A,<config>:KEY` pairs
+# them with a CPU entry on the same test cells. GPU_TESTS="pytest args" runs those tests first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 CRC_WEBP=${CRC_WEBP:-/tmp/cellnb-crchisto-webp}
@@ -76,5 +77,6 @@ for key in ${1//,/ }; do
     timeout $left $PY benchmarks/crchisto_cv.py --config "$CONFIG" --only "$key" --resume --device cuda
     echo "=== rc=$? in $((SECONDS - t0)) s"
 done
-( cd benchmarks/runs && find "$stem" -name "*.npy" | tar czf "$OUT/${stem}_probs.tgz" -T - ) 2>/dev/null
+# the probabilities and the config.json beside each (its classes and crop), for crchisto_cv.py --compare here
+( cd benchmarks/runs && find "$stem" \( -name "*.npy" -o -name config.json \) | tar czf "$OUT/${stem}_probs.tgz" -T - ) 2>/dev/null
 echo; echo "=== done $(date -u +%H:%M:%S); files in $OUT:"; ls -la "$OUT"
