@@ -48,10 +48,7 @@ step() { local limit=$(( $1 * X )); shift; echo; echo "=== $(date -u +%H:%M:%S) 
          timeout "$limit" "$@"; local rc=$?; echo "=== rc=$rc in $((SECONDS - t0)) s"; return 0; }
 
 if [ "$DRY" = 1 ]; then export CELLNB_TEST_DEVICE=cpu PYTHONPATH=$PWD; else
-    ls .whl/*.whl >/dev/null 2>&1 || { echo "no wheels in .whl/: run 'bash tools/gpu_check.sh prepare' here and carry .whl"; exit 2; }
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 2
-    export PYTHONPATH=/tmp/site:$PWD
-    nvidia-smi -L
+    source tools/gpu_site.sh; gpu_site || exit 2
     $PY -c "import torch; assert torch.cuda.is_available(), 'torch sees no GPU'" || exit 2
 fi
 $PY -c "import torch, timm, fastai; print('torch', torch.__version__, 'cuda', torch.version.cuda, '| timm', timm.__version__, '| fastai', fastai.__version__)" || exit 2

@@ -51,11 +51,9 @@ if [ "${1:-}" = clean ]; then rm -rf "$CRC_WEBP" .crchisto_webp; echo "removed $
 export OUT=${OUT:-/tmp/gpu_crchisto}; mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu_crchisto.log") 2>&1
 PY=${PY:-python3}; CONFIG=${CONFIG:-benchmarks/crchisto_cv_gpu.yaml}; DEADLINE_S=${DEADLINE_S:-480}
-ls .whl/*.whl >/dev/null 2>&1 || { echo "no wheels in .whl/: run 'make gpu-wheels' here and carry .whl"; exit 2; }
 ls .crchisto_webp/Classification/img1/img1.webp >/dev/null 2>&1 || { echo "no .crchisto_webp/Classification: run 'bash tools/gpu_crchisto.sh prepare' here and carry it"; exit 2; }
-$PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 2
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 CELLNB_RESULTS_DIR="$OUT" CELLNB_CACHE_DIR=/tmp/cellnb-cache CELLNB_CRCHISTO=/tmp/crchisto
-nvidia-smi -L
+source tools/gpu_site.sh; gpu_site || exit 2
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 CELLNB_RESULTS_DIR="$OUT" CELLNB_CACHE_DIR=/tmp/cellnb-cache CELLNB_CRCHISTO=/tmp/crchisto
 $PY - <<'EOF' || exit 2
 from multiprocessing import Pool
 from pathlib import Path
