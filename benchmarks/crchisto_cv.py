@@ -91,7 +91,7 @@ def main():
             fold_dir = RUNS / key.replace("/", "_") / f"fold{k}"
             fitted.save(fold_dir)   # kept (git-ignored) so a fold can be re-scored later
             preds, met = evaluate(fitted, test, n_boot=50, seed=cfg["seed"], **({"tta": True} if m.get("tta") else {}))
-            _save_probs(fold_dir, preds[[f"prob_{c}" for c in fitted.classes]].to_numpy(), bool(m.get("tta")))   # --rescore reuses them
+            _save_probs(fold_dir, preds[[f"prob_{c}" for c in fitted.classes]].to_numpy(), bool(m.get("tta")), test)   # --rescore reuses them
             preds_all.append(preds.assign(fold=k))
             fold_rows.append(_fold_row(key, k, met, test, [fitted], n_train=len(train)))
         if a.fold is None: table = _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json)
@@ -147,20 +147,25 @@ def _rescore(keys, tta, cfg, device, out_json, table):
              **_crop_field(sorted({f.src_size for f in fitted}), cfg))
     _record(table, key, m, cfg, fold_rows, preds_all, t0, device, out_json)
 
-def _saved_preds(key, k, tta, cfg, runs=None):
-    "The per-cell predictions of `key`'s fold-k model on its test cells, from the probabilities saved next to it (in `runs`, default RUNS)."
+def _saved_preds(key, k, tta, cfg, runs=None, stem=None):
+    """The per-cell predictions of `key`'s fold-k model on its test cells, from the probabilities saved next to it (in
+    `runs`, default RUNS); `stem` names the other config the key belongs to (--compare STEM:KEY), for the hints."""
     fold_dir = (runs or RUNS) / key.replace("/", "_") / f"fold{k}"
-    f = _probs_file(fold_dir, tta)
+    f, opt = _probs_file(fold_dir, tta), (f" --config benchmarks/{stem}.yaml" if stem else "") + (" --tta" if tta else "")
+    unpack = f"unpack its GPU run's probabilities (tar xzf {stem}_probs.tgz -C benchmarks/runs) or " if stem else ""
     if not f.exists():
-        raise SystemExit(f"{f}: no saved test probabilities of {key!r} fold {k}; train it (--only {key} --fold {k}) "
-                         f"or re-score it (--rescore {key}{' --tta' if tta else ''}) first")
+        raise SystemExit(f"{f}: no saved test probabilities of {key!r} fold {k}; {unpack}train it (--only {key} --fold {k}"
+                         f"{opt.replace(' --tta', '')}) or re-score it (--rescore {key}{opt}) first")
     if _probs_stale(fold_dir, f):
-        raise SystemExit(f"{f} is older than the model beside it; re-score it (--rescore {key}{' --tta' if tta else ''}) first")
+        raise SystemExit(f"{f} is older than the model beside it; re-score it (--rescore {key}{opt}) first")
     if not (fold_dir / "config.json").exists():
         raise SystemExit(f"{fold_dir}: test probabilities without the config.json saved beside them; copy the whole fold folder")
     conf = json.loads((fold_dir / "config.json").read_text())
     test, probs = _folds_at(conf["src_size"], cfg)[k][1], np.load(f)
     if len(probs) != len(test): raise SystemExit(f"{f} holds {len(probs)} cells, fold {k} tests {len(test)}; re-score {key!r}")
+    if (c := fold_dir / "test_cells.npy").exists() and not np.array_equal(np.load(c), np.asarray(test.root_idx)):
+        raise SystemExit(f"{c}: {key!r} fold {k} tested other cells than this machine's fold {k} (a different split, e.g. "
+                         "another scikit-learn); its probabilities cannot be paired with these")
     return predictions_frame(probs, test, conf["classes"]).assign(fold=k)
 
 _SCORES = dict(weighted_f1=lambda t, p: f1_score(t, p, average="weighted"), macro_f1=lambda t, p: f1_score(t, p, average="macro"),
@@ -169,24 +174,27 @@ _SCORES = dict(weighted_f1=lambda t, p: f1_score(t, p, average="weighted"), macr
 def _compare_source(label, cfg, out_json):
     """Where --compare reads `label`'s fold probabilities and checks its row: this config's runs folder and JSON, or for
     STEM:KEY those of the config benchmarks/STEM.yaml, which must split the same folds (then its test cells are these)."""
-    stem, _, key = label.rpartition(":")
-    if not stem: return key, RUNS, out_json
-    other = check_config(Path(__file__).with_name(f"{stem}.yaml"))
+    stem, _, key = label.partition(":")
+    if not key: return stem, RUNS, out_json, None
+    if not (y := Path(__file__).with_name(f"{stem}.yaml")).exists():
+        raise SystemExit(f"--compare {label}: no config {y.name} in benchmarks/; STEM:KEY names a CV config by its file stem")
+    other = check_config(y)
     if (diff := [f for f in ("folds", "split_seed") if other[f] != cfg[f]]):
         raise SystemExit(f"--compare {label}: {stem}.yaml splits other folds ({', '.join(f'{f} {other[f]} here {cfg[f]}' for f in diff)}); "
                          "compare entries of configs with the same folds and split_seed")
-    return key, RUNS.parent / stem, out_json.with_name(f"{stem}.json")
+    return key, RUNS.parent / stem, out_json.with_name(f"{stem}.json"), stem
 
 def _compare(keys, tta, cfg, out_json, n_boot=2000):
     """Paired image bootstrap of keys[1] - keys[0] on the pooled out-of-fold test cells (both folds), per metric; written to
     the JSON. A key STEM:KEY names an entry of another config with the same folds (see `_compare_source`)."""
-    if len(keys) != 2 or keys[0] == keys[1]: raise SystemExit(f"--compare {','.join(keys)}: name two different keys, A,B (B - A is reported)")
-    src = [_compare_source(kk, cfg, out_json) for kk in keys]
-    for label, (key, _, js) in zip(keys, src):
+    src = [_compare_source(kk, cfg, out_json) for kk in keys] if len(keys) == 2 else []
+    if not src or src[0][:2] == src[1][:2]: raise SystemExit(f"--compare {','.join(keys)}: name two different keys, A,B (B - A is reported)")
+    for key, _, js, stem in src:
         if key not in (json.loads(js.read_text()) if js.exists() else {"models": {}})["models"]:
-            raise SystemExit(f"{js.name} has no row {key!r}; --rescore it first so the comparison sits beside its row")
+            raise SystemExit(f"{js.name} has no row {key!r}; " + (f"copy its run's {js.name} into benchmarks/results/ (a GPU call returns it in $OUT) "
+                             f"or run it with --config benchmarks/{stem}.yaml" if stem else "--rescore it first so the comparison sits beside its row"))
     d = json.loads(out_json.read_text()) if out_json.exists() else {"models": {}}
-    A, B = ([_saved_preds(key, k, tta, cfg, runs) for k in range(cfg["folds"])] for key, runs, _ in src)
+    A, B = ([_saved_preds(key, k, tta, cfg, runs, stem) for k in range(cfg["folds"])] for key, runs, _, stem in src)
     PA, PB = pd.concat(A, ignore_index=True), pd.concat(B, ignore_index=True)
     name = f"{keys[1]} - {keys[0]}" + (" (tta)" if tta else "")
     row = dict(a=keys[0], b=keys[1], tta=tta, n_cells=len(PA), n_images=int(PA["group"].nunique()), n_boot=n_boot,
@@ -210,7 +218,7 @@ def _fold_probs(fold_dir, fitted, test, tta):
     if f.exists() and not _probs_stale(fold_dir, f):
         probs = np.load(f)
         if len(probs) == len(test): return probs
-    return _save_probs(fold_dir, fitted.predict_proba(test, tta=tta), tta)
+    return _save_probs(fold_dir, fitted.predict_proba(test, tta=tta), tta, test)
 
 def _probs_stale(fold_dir, f) -> bool:
     "Saved probabilities `f` not newer than the fold model's weights beside them (retrained since)."
@@ -219,10 +227,12 @@ def _probs_stale(fold_dir, f) -> bool:
 
 def _probs_file(fold_dir, tta): return fold_dir / ("test_probs_tta.npy" if tta else "test_probs.npy")
 
-def _save_probs(fold_dir, probs, tta):
-    "Keep a fold model's test probabilities next to it (written whole or not at all)."
+def _save_probs(fold_dir, probs, tta, test):
+    """Keep a fold model's test probabilities next to it (written whole or not at all), with the test cells' indices
+    (test_cells.npy): --compare checks them, so probabilities from another machine's split are never paired by row."""
     f = _probs_file(fold_dir, tta)
     tmp = f.with_suffix(".tmp.npy"); np.save(tmp, probs); tmp.replace(f)
+    tmp = fold_dir / "test_cells.tmp.npy"; np.save(tmp, np.asarray(test.root_idx)); tmp.replace(fold_dir / "test_cells.npy")
     return probs
 
 def _fold_row(key, k, met, test, fitted, n_train=None):

@@ -127,9 +127,15 @@ def _extension_config(stem, protocols, fls, **changed):
         assert getattr(c, k) == changed.get(k, getattr(base, k)), k
     return c
 
+# CRCHisto's training part at split_seed 0 holds 1,411 'others' cells (the ft2048 runs' n_train_per_class) and more than
+# 2,048 of each other class: a FlagLimit above 1,411 caps 'others' only
+OTHERS_TRAIN = json.loads((ROOT / "benchmarks" / "results" / "crchisto_flaglimit_shared40_ft2048.json").read_text()
+                          )["table"]["effnet_lite0_in1k · ft_last"]["2048"]["n_train_per_class"]
+
 def _steps(run: dict) -> int:
-    "Optimizer steps of one expanded run, by the runs' own policy (CRCHisto: 4 classes, each with >= 1024 cells)."
-    epochs, steps_per_epoch = train_schedule(4 * run["flag_limit"], run["batch_size"], run["epochs"], run.get("min_steps", 0))
+    "Optimizer steps of one expanded run, by the runs' own policy, on CRCHisto's training cells at FlagLimits up to 2048."
+    fl = run["flag_limit"]; assert fl <= 2048, fl
+    epochs, steps_per_epoch = train_schedule(3 * fl + min(fl, OTHERS_TRAIN), run["batch_size"], run["epochs"], run.get("min_steps", 0))
     return epochs * steps_per_epoch
 
 @pytest.mark.parametrize("name,fl", [("1024", 1024), ("2048", 2048), ("all", 100000)])
@@ -142,14 +148,15 @@ def test_fullft_configs_pair_full_ft_with_the_probe(name, fls):
     "full_ft and the probe at 128 and 256 (session 28) and 512 (session 33), each its own folder: both protocols, the study's policy."
     _extension_config(f"fullft{name}", ["linear_probe", "full_ft"], fls)
 
-@pytest.mark.parametrize("fl", [1024, 2048])
-def test_fullft_config_runs_full_ft_alone_against_the_ft_folder(fl):
+@pytest.mark.parametrize("fl,steps", [(1024, 256), (2048, 476)])
+def test_fullft_config_runs_full_ft_alone_against_the_ft_folder(fl, steps):
     "full_ft at 1024 (session 34) and 2048 (session 38): full_ft only, the study's policy; the probe and ft_last it is paired with come from the ft folder at the same FlagLimit (sessions 26, 27), whose JSON keeps per-seed rows for both."
     c = _extension_config(f"fullft{fl}", ["full_ft"], [fl])
     prior = json.loads((ROOT / "benchmarks" / "results" / f"crchisto_flaglimit_shared40_ft{fl}.json").read_text())["table"]
     for p in ("ft_last", "linear_probe"):
         assert set(prior[f"effnet_lite0_in1k · {p}"][str(fl)]["seed_macro_f1"]) == {str(s) for s in c.seeds}, p
-    assert {_steps(r) for r in expand(c)} == {fl // 4}   # 4 epochs of fl*4/64 steps: the study's policy, twice the FlagLimit below's
+    assert {_steps(r) for r in expand(c)} == {steps}   # 4 epochs of 64 steps at 1024; at 2048 'others' is capped at 1,411: 4 of 119
+    assert OTHERS_TRAIN == 1411
 
 @pytest.mark.parametrize("stem,protocol,fl,short_yaml,more_yaml,short_steps,long_steps", [
     # full_ft at 512 (session 35): the same seeds and cells as session 33's runs, the 256 steps of session 34's 1024 runs
@@ -429,8 +436,21 @@ def test_cv_compare_is_paired_and_kept_beside_the_rows(tmp_path, monkeypatch):
     cv._compare(["a/x", "crchisto_cv_gpu:b/y"], False, cfg, out)
     r2 = json.loads(out.read_text())["comparisons"]["crchisto_cv_gpu:b/y - a/x"]
     assert r2["weighted_f1"]["diff"] == pytest.approx(want) and r2["n_cells"] == len(t)
-    with pytest.raises(SystemExit, match="crchisto_cv_gpu.json has no row 'a/x'"): cv._compare(["crchisto_cv_gpu:a/x", "b/y"], False, cfg, out)
+    with pytest.raises(SystemExit, match=r"crchisto_cv_gpu.json has no row 'a/x'; copy its run's crchisto_cv_gpu.json into benchmarks/results/"):
+        cv._compare(["crchisto_cv_gpu:a/x", "b/y"], False, cfg, out)
     with pytest.raises(SystemExit, match=r"splits other folds \(split_seed 0 here 1\)"): cv._compare(["a/x", "crchisto_cv_gpu:b/y"], False, {**cfg, "split_seed": 1}, out)
+    with pytest.raises(SystemExit, match=r"no config nosuch.yaml in benchmarks/"): cv._compare(["a/x", "nosuch:b/y"], False, cfg, out)
+    with monkeypatch.context() as m:   # run as the GPU config itself: STEM:KEY of its own stem is the same entry
+        m.setattr(cv, "RUNS", gpu)
+        with pytest.raises(SystemExit, match="two different keys"): cv._compare(["b/y", "crchisto_cv_gpu:b/y"], False, cfg, tmp_path / "crchisto_cv_gpu.json")
+    (tmp_path / "crchisto_cv_gpu.json").write_text(json.dumps({"models": {"a/x": {}, "b/y": {}}}))   # a row whose probabilities did not come back
+    with pytest.raises(SystemExit, match=r"no saved test probabilities of 'a/x' fold 0; unpack its GPU run's probabilities \(tar xzf crchisto_cv_gpu_probs.tgz"):
+        cv._compare(["b/y", "crchisto_cv_gpu:a/x"], False, cfg, out)
+    cells = gpu / "b_y" / "fold1" / "test_cells.npy"; np.save(cells, np.arange(len(truth[1])))   # another split's test cells
+    with pytest.raises(SystemExit, match="fold 1 tested other cells than this machine's fold 1"): cv._compare(["a/x", "crchisto_cv_gpu:b/y"], False, cfg, out)
+    cv._save_probs(gpu / "b_y" / "fold1", np.load(gpu / "b_y" / "fold1" / "test_probs.npy"), False, cv._folds_at(48, cfg)[1][1])
+    assert np.array_equal(np.load(cells), cv._folds_at(48, cfg)[1][1].root_idx)   # saved with the probabilities: pairs again
+    cv._compare(["a/x", "crchisto_cv_gpu:b/y"], False, cfg, out)
     (gpu / "b_y" / "fold0" / "config.json").unlink()
     with pytest.raises(SystemExit, match="without the config.json saved beside them"): cv._compare(["a/x", "crchisto_cv_gpu:b/y"], False, cfg, out)
     with pytest.raises(SystemExit, match="two different keys"): cv._compare(["a/x", "a/x"], False, cfg, out)
