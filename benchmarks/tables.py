@@ -1,6 +1,6 @@
 """Markdown tables for BENCHMARKS.md from the CRCHisto result JSONs (so the text quotes exactly what the runs wrote).
 
-Usage: python benchmarks/tables.py [cv|cv_gpu|flaglimit|findings|classmix|shared40|classmix_shared40|ft1024|ft2048|fullft_grid|ftall|fullft512|fullft1024|fullft512long|ftlast512long|fullft256long|curves_shared40]...   (default: the first four)
+Usage: python benchmarks/tables.py [cv|cv_gpu|flaglimit|findings|classmix|shared40|classmix_shared40|ft1024|ft2048|fullft_grid|ftall|fullft512|fullft1024|fullft2048|fullft512long|ftlast512long|fullft256long|curves_shared40]...   (default: the first four)
 """
 import json, sys
 from _common import RESULTS
@@ -218,7 +218,7 @@ def shared40_table() -> str:
             f"\n\n(a) gains with data, paired by seed [t 95% CI]: {rising}\n\n(b) {sat}\n\n(d) blur slopes, per unit log2(1+sigma), mean over seeds [t 95% CI]: {slopes}\n\n"
             "(f) protocols against each other, macro-F1 differences on the clean test set\n\n" + "\n".join(gains))
 
-EXTENSIONS = ("ft1024", "ft2048", "fullft_grid", "ftall", "fullft512", "fullft1024")   # curves extended in their own folders, oldest first
+EXTENSIONS = ("ft1024", "ft2048", "fullft_grid", "ftall", "fullft512", "fullft1024", "fullft2048")   # curves extended in their own folders, oldest first
 # A FlagLimit re-run with a longer schedule, in its own folder: not a point of the curves (its schedule differs), but the
 # control that splits a curve's step into a steps part and a cells part. Folder -> (entry, the results JSON with the same
 # cells on the shorter schedule, the results JSON with more cells on this schedule's step count).
