@@ -151,13 +151,14 @@ def _saved_preds(key, k, tta, cfg, runs=None, stem=None):
     """The per-cell predictions of `key`'s fold-k model on its test cells, from the probabilities saved next to it (in
     `runs`, default RUNS); `stem` names the other config the key belongs to (--compare STEM:KEY), for the hints."""
     fold_dir = (runs or RUNS) / key.replace("/", "_") / f"fold{k}"
-    f, opt = _probs_file(fold_dir, tta), (f" --config benchmarks/{stem}.yaml" if stem else "") + (" --tta" if tta else "")
+    f, config = _probs_file(fold_dir, tta), (f" --config benchmarks/{stem}.yaml" if stem else "")
+    rescore = f"--rescore {key}{config}{' --tta' if tta else ''}"
     unpack = f"unpack its GPU run's probabilities (tar xzf {stem}_probs.tgz -C benchmarks/runs) or " if stem else ""
     if not f.exists():
         raise SystemExit(f"{f}: no saved test probabilities of {key!r} fold {k}; {unpack}train it (--only {key} --fold {k}"
-                         f"{opt.replace(' --tta', '')}) or re-score it (--rescore {key}{opt}) first")
+                         f"{config}) or re-score it ({rescore}) first")
     if _probs_stale(fold_dir, f):
-        raise SystemExit(f"{f} is older than the model beside it; re-score it (--rescore {key}{opt}) first")
+        raise SystemExit(f"{f} is older than the model beside it; re-score it ({rescore}) first")
     if not (fold_dir / "config.json").exists():
         raise SystemExit(f"{fold_dir}: test probabilities without the config.json saved beside them; copy the whole fold folder")
     conf = json.loads((fold_dir / "config.json").read_text())
@@ -230,9 +231,8 @@ def _probs_file(fold_dir, tta): return fold_dir / ("test_probs_tta.npy" if tta e
 def _save_probs(fold_dir, probs, tta, test):
     """Keep a fold model's test probabilities next to it (written whole or not at all), with the test cells' indices
     (test_cells.npy): --compare checks them, so probabilities from another machine's split are never paired by row."""
-    f = _probs_file(fold_dir, tta)
-    tmp = f.with_suffix(".tmp.npy"); np.save(tmp, probs); tmp.replace(f)
-    tmp = fold_dir / "test_cells.tmp.npy"; np.save(tmp, np.asarray(test.root_idx)); tmp.replace(fold_dir / "test_cells.npy")
+    for f, a in ((_probs_file(fold_dir, tta), probs), (fold_dir / "test_cells.npy", np.asarray(test.root_idx))):
+        tmp = f.with_suffix(".tmp.npy"); np.save(tmp, a); tmp.replace(f)
     return probs
 
 def _fold_row(key, k, met, test, fitted, n_train=None):
