@@ -16,7 +16,7 @@ with warnings.catch_warnings():  # fastai's own torch.jit.script at import: torc
     warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated')   # that message only, whatever its category
     from fastai.data.core import DataLoaders
     from fastai.learner import Learner
-    from fastai.callback.core import Callback, CancelFitException
+    from fastai.callback.core import Callback, CancelFitException, CancelEpochException
     from fastai.callback.tracker import TrackerCallback, EarlyStoppingCallback
     from fastai.callback.schedule import fit_one_cycle  # noqa: F401  (patches Learner.fit_one_cycle)
     from fastai.callback.progress import ProgressCallback  # noqa: F401
@@ -24,15 +24,17 @@ with warnings.catch_warnings():  # fastai's own torch.jit.script at import: torc
     from fastai.losses import CrossEntropyLossFlat
     from fastai.metrics import AccumMetric
     from fastai.optimizer import Adam
-from .core import CellnbError, get_device, bf16_autocast, seed_everything, atomic_write_json, is_positive_int, check_seed, check_count
+from fastcore.foundation import L
+from .core import CellnbError, get_device, bf16_autocast, seed_everything, atomic_write, atomic_write_json, is_positive_int, check_seed, check_count
 from .data import CellSet, require_cellset
 from .transforms import CellPipeline, pipeline_for, tune_malloc, augment_options
 
 # %% auto #0
-__all__ = ['PROTOCOLS', 'CONDITIONS', 'DEFAULT_LR', 'PROBE_CS', 'CLASS_WEIGHTS', 'EXTRA_OPTIONS', 'CellDataLoader',
-           'cell_dataloaders', 'train_schedule', 'macro_f1', 'MacroF1', 'KeepBestCallback', 'StopOnNaNCallback',
-           'FrozenBNCallback', 'frozen_bn_modules', 'BackboneClassifier', 'FittedModel', 'dihedral_views',
-           'last_stage_modules', 'check_model', 'balanced_class_weights', 'fit_cell_model']
+__all__ = ['PROTOCOLS', 'CONDITIONS', 'CHECKPOINT_FORMAT', 'DEFAULT_LR', 'PROBE_CS', 'CLASS_WEIGHTS', 'EXTRA_OPTIONS',
+           'CellDataLoader', 'cell_dataloaders', 'train_schedule', 'macro_f1', 'MacroF1', 'KeepBestCallback',
+           'StopOnNaNCallback', 'FrozenBNCallback', 'frozen_bn_modules', 'BackboneClassifier', 'FittedModel',
+           'dihedral_views', 'read_checkpoint', 'CheckpointCallback', 'last_stage_modules', 'check_model',
+           'balanced_class_weights', 'fit_cell_model']
 
 # %% ../nbs/07_train.ipynb #a5f65c56
 class CellDataLoader:
@@ -368,6 +370,90 @@ def _load(path, # folder written by `FittedModel.save`
 
 FittedModel.load = staticmethod(_load)
 
+# %% ../nbs/07_train.ipynb #b8d5f2e3
+CHECKPOINT_FORMAT = 1
+
+def _rng_state(dls) -> dict:
+    "Every random stream a training epoch draws from: torch's (CPU and CUDA), numpy's, Python's, and the loader's own."
+    import random
+    np_st = np.random.get_state()
+    st = dict(torch=torch.get_rng_state(), numpy=[np_st[0], torch.from_numpy(np_st[1].astype(np.int64)), *map(int, np_st[2:4]), float(np_st[4])],
+              python=[random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+              shuffle=dls.train.gen_shuffle.get_state(), aug=dls.train.gen_aug.get_state())
+    if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
+    return st
+
+def _set_rng_state(dls, st:dict):
+    import random
+    torch.set_rng_state(st['torch'])
+    n = st['numpy']; np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
+    p = st['python']; random.setstate((p[0], tuple(p[1]), p[2]))
+    dls.train.gen_shuffle.set_state(st['shuffle']); dls.train.gen_aug.set_state(st['aug'])
+    if 'cuda' in st and torch.cuda.is_available() and len(st['cuda']) == torch.cuda.device_count(): torch.cuda.set_rng_state_all(st['cuda'])
+
+def _plain(d:dict) -> dict:
+    "A dict with numpy scalars as Python numbers (what `torch.load(weights_only=True)` reads back)."
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in d.items()}
+
+def read_checkpoint(path, # a file written by `CheckpointCallback`
+                    device='cpu') -> dict:
+    "A training checkpoint's content; a one-line `CellnbError` when it is not one."
+    path = Path(path)
+    try: st = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        raise CellnbError(f"checkpoint {path} is unreadable ({type(e).__name__}); delete it to train from the start") from None
+    if not isinstance(st, dict) or st.get('format') != CHECKPOINT_FORMAT:
+        raise CellnbError(f"{path} is not a cellnb training checkpoint (format {CHECKPOINT_FORMAT}); delete it or pass another checkpoint file")
+    return st
+
+class CheckpointCallback(Callback):
+    "After every epoch, save the training state to `path` (atomically); a fit that finds it there resumes at the next epoch."
+    order = KeepBestCallback.order + 1   # after Recorder (50) has logged the epoch and KeepBest (60) has kept its weights
+    def __init__(self, path, # the checkpoint file
+                 key:dict, # what the run is (protocol, model, cells, schedule ...): a checkpoint of another run is refused
+                 keep:KeepBestCallback, # the fit's best-epoch keeper (its best weights are part of the state)
+                ):
+        self.path, self.key, self.keep = Path(path), key, keep
+        self.start, self.seconds_before, self.saved = 0, 0., None
+
+    def before_fit(self):
+        self.t0, self.start, self.seconds_before, self.saved = time.perf_counter(), 0, 0., None
+        if not self.path.exists(): return
+        st = read_checkpoint(self.path, self.dls.device)
+        if st['key'] != self.key:
+            diff = ', '.join(f"{k}: {st['key'].get(k)!r} there, {v!r} here" for k, v in self.key.items() if st['key'].get(k) != v)
+            raise CellnbError(f"checkpoint {self.path} belongs to another run ({diff}); delete it or give this run its own checkpoint file")
+        try:
+            self.learn.model.load_state_dict(st['model'])
+            o = st['opt']; self.learn.opt.load_state_dict({'state': o['state'], 'hypers': L(o['hypers'])})
+        except (RuntimeError, KeyError, AssertionError) as e:   # same run, other code (a changed architecture)
+            msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise CellnbError(f"checkpoint {self.path} does not fit this model ({msg}); delete it to train from the start") from None
+        _set_rng_state(self.dls, st['rng'])
+        sm = self.recorder.smooth_loss; sm.count, sm.val = st['smooth_loss']   # the logged train loss runs across epochs
+        self.saved, self.start, self.seconds_before = st, st['epoch'] + 1, float(st['seconds'])
+
+    def before_epoch(self):
+        if self.epoch < self.start:   # done before the interruption: replay its record, not its training
+            self.recorder.log = L(self.epoch, *self.saved['values'][self.epoch])
+            raise CancelEpochException()
+
+    def after_epoch(self):
+        if self.epoch < self.start:   # the replayed record moved KeepBest's choice; its weights come from the checkpoint
+            if self.keep.new_best: self.keep.best_state = self.saved['best_state']
+            return
+        o = self.learn.opt.state_dict()
+        st = dict(format=CHECKPOINT_FORMAT, key=self.key, epoch=int(self.epoch), values=[list(map(float, v)) for v in self.recorder.values],
+                  model=self.learn.model.state_dict(), opt=dict(state=[_plain(s) for s in o['state']], hypers=[_plain(h) for h in o['hypers']]),
+                  best_state=self.keep.best_state, rng=_rng_state(self.dls), smooth_loss=[self.recorder.smooth_loss.count, torch.as_tensor(self.recorder.smooth_loss.val).as_subclass(torch.Tensor).detach().cpu()],
+                  seconds=self.seconds_before + time.perf_counter() - self.t0)
+        with atomic_write(self.path) as f: torch.save(st, f)
+
+    @property
+    def seconds(self) -> float:
+        "Training seconds of the whole run, the interrupted part included."
+        return self.seconds_before + time.perf_counter() - self.t0
+
 # %% ../nbs/07_train.ipynb #c1ed82a0
 @contextlib.contextmanager
 def _deterministic(on:bool=True):
@@ -386,11 +472,12 @@ def _history(learn) -> pd.DataFrame:
 
 def _fit_learner(model:nn.Module, train:CellSet, valid:CellSet, epochs:int, lr, seed:int, device, bs:int,
                  label_smoothing:float, patience:int|None, augment:bool, progress:bool, splitter=None, cbs=(), wd:float=0.01,
-                 class_weight=None):
-    "Train `model` with a fastai Learner; returns (model with best weights, best_epoch, history)."
+                 class_weight=None, checkpoint=None, key=None):
+    "Train `model` with a fastai Learner; returns (learner, model with best weights, best_epoch, history). With `checkpoint`, saves after each epoch and resumes."
     dls = cell_dataloaders(train, valid, model=model, bs=bs, augment=augment, device=device, seed=seed)
     keep, nan = KeepBestCallback('macro_f1'), StopOnNaNCallback()
-    cbs = [keep, nan, *cbs]
+    ckpt = [] if checkpoint is None else [CheckpointCallback(checkpoint, key, keep)]
+    cbs = [keep, nan, *cbs, *ckpt]
     if patience: cbs.append(EarlyStoppingCallback(monitor='macro_f1', comp=np.greater, patience=int(patience)))
     w = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32, device=device)
     learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(weight=w, label_smoothing=float(label_smoothing)),
@@ -406,7 +493,8 @@ def _fit_learner(model:nn.Module, train:CellSet, valid:CellSet, epochs:int, lr, 
         e, b, v = nan.bad
         lrs = lr if not isinstance(lr, slice) else f"slice({lr.start:g}, {lr.stop:g})"
         raise CellnbError(f"training diverged: loss is {v} at epoch {e} batch {b}; lower lr (was {lrs}) or check the images for NaN/constant values")
-    learn.remove_cbs([keep, nan])
+    learn.resumed_at, learn.train_seconds = (ckpt[0].start, ckpt[0].seconds) if ckpt else (0, None)
+    learn.remove_cbs([keep, nan, *ckpt])
     return learn, model.eval(), keep.best_epoch, _history(learn)
 
 # %% ../nbs/07_train.ipynb #f78cc73a
@@ -441,14 +529,16 @@ def last_stage_modules(backbone:nn.Module # a backbone from `load_backbone`
 DEFAULT_LR = dict(scratch=2e-3, ft_last=1e-3, full_ft=1e-3)
 PROBE_CS = (0.001, 0.01, 0.1, 1.0, 10.0)
 
+def _ckpt_args(kw) -> dict: return {k: kw[k] for k in ('checkpoint', 'key') if kw.get(k) is not None}
+
 def _fit_scratch(model_name, train, valid, epochs, lr, seed, device, bs, label_smoothing, patience, augment, progress,
                  class_weight=None, **kw):
     from cellnb.models import create_model
     seed_everything(seed)
     model = create_model(model_name, train.n_classes, **kw.get('model_kwargs', {}))
     learn, model, best, hist = _fit_learner(model, train, valid, epochs, lr, seed, device, bs, label_smoothing, patience,
-                                            augment, progress, wd=kw.get('wd', 0.01), class_weight=class_weight)
-    return dict(model=model, best_epoch=best, history=hist)
+                                            augment, progress, wd=kw.get('wd', 0.01), class_weight=class_weight, **_ckpt_args(kw))
+    return dict(model=model, best_epoch=best, history=hist, resumed_at=learn.resumed_at, train_seconds=learn.train_seconds)
 
 def _fit_finetune(protocol, model_name, train, valid, epochs, lr, seed, device, bs, label_smoothing, patience, augment,
                   progress, weights=None, class_weight=None, **kw):
@@ -471,8 +561,8 @@ def _fit_finetune(protocol, model_name, train, valid, epochs, lr, seed, device, 
         cbs, lr_ = [], slice(lr / 10, lr)   # discriminative: backbone lr/10, head lr
     learn, net, best, hist = _fit_learner(net, train, valid, epochs, lr_, seed, device, bs, label_smoothing, patience,
                                           augment, progress, splitter=splitter, cbs=cbs, wd=kw.get('wd', 0.01),
-                                          class_weight=class_weight)
-    return dict(model=net, best_epoch=best, history=hist)
+                                          class_weight=class_weight, **_ckpt_args(kw))
+    return dict(model=net, best_epoch=best, history=hist, resumed_at=learn.resumed_at, train_seconds=learn.train_seconds)
 
 # %% ../nbs/07_train.ipynb #e1a5a60d
 _PROBE_BACKBONE = {}
@@ -554,12 +644,16 @@ def _real(x) -> bool:
     import numbers
     return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
 
-def _check_options(protocol, extra, label_smoothing, weights, lr, patience):
+def _check_options(protocol, extra, label_smoothing, weights, lr, patience, checkpoint=None):
     "Options a protocol does not use are refused, not dropped: a misspelt `epoch=` would otherwise train with the default."
     unknown = [k for k in extra if k not in EXTRA_OPTIONS[protocol]]
     if unknown: raise CellnbError(f"fit_cell_model got {', '.join(map(repr, unknown))}, which protocol {protocol!r} does not take; "
                                   f"check the spelling (its own options: {', '.join(EXTRA_OPTIONS[protocol])}, and the named ones)")
     if protocol == 'scratch' and weights is not None: raise CellnbError(f"weights={weights!r} is for the foundation protocols; a scratch model starts from random weights: drop it")
+    if checkpoint is not None:
+        if protocol == 'linear_probe': raise CellnbError("checkpoint= is for the trained protocols (scratch, ft_last, full_ft); the linear probe has no epochs to resume: drop it")
+        if not isinstance(checkpoint, (str, os.PathLike)) or Path(checkpoint).is_dir():
+            raise CellnbError(f"checkpoint={checkpoint!r} is invalid; give a file path (created after the first epoch), e.g. 'run/checkpoint.pth'")
     if lr is not None and not (_real(lr) and lr > 0): raise CellnbError(f"lr={lr!r} is invalid; use a positive learning rate such as {DEFAULT_LR.get(protocol) or 1e-3}, or None for the protocol's default")
     if patience is not None and not is_positive_int(patience):
         raise CellnbError(f"patience={patience!r} is invalid; use an integer >= 1 (epochs without a better valid macro-F1 before stopping) or None (no early stopping)")
@@ -605,16 +699,21 @@ def fit_cell_model(protocol:str, # 'scratch' | 'linear_probe' | 'ft_last' | 'ful
                    progress:bool=True, # show fastprogress bars
                    cache:bool=True, # linear_probe: use the on-disk embedding cache
                    class_weight:str|None=None, # 'balanced': weight each class's loss by n / (k * n_class) (imbalanced training sets)
+                   checkpoint=None, # file: save the training state after each epoch and resume from it (scratch, ft_last, full_ft)
                    **kwargs, # wd (weight decay, 0.01), model_kwargs (scratch: create_model overrides), Cs (probe C grid)
                   ) -> FittedModel:
     "Train a cell classifier with one of the study's protocols; returns a `FittedModel` (with train time and history)."
     _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment, class_weight, kwargs,
-                     label_smoothing=label_smoothing, weights=weights, lr=lr, patience=patience)
+                     label_smoothing=label_smoothing, weights=weights, lr=lr, patience=patience, checkpoint=checkpoint)
     seed = check_seed(seed)
     device = get_device(device)
     lr = DEFAULT_LR.get(protocol) if lr is None else float(lr)
     cw = balanced_class_weights(train) if class_weight == 'balanced' else None
     common = dict(train=train, valid=valid, seed=seed, device=device, bs=int(bs), class_weight=cw)
+    if checkpoint is not None:
+        kwargs = dict(kwargs, checkpoint=Path(checkpoint), key=dict(protocol=protocol, model=model_name, train=train.fingerprint(), valid=valid.fingerprint(),
+            epochs=int(epochs), lr=lr, seed=seed, bs=int(bs), label_smoothing=float(label_smoothing), patience=patience, augment=augment,
+            class_weight=class_weight, weights=None if weights is None else str(weights), options=repr(sorted(kwargs.items()))))
     t0 = time.perf_counter()
     if protocol == 'scratch':
         out = _fit_scratch(model_name, epochs=int(epochs), lr=lr, label_smoothing=label_smoothing, patience=patience,
@@ -624,11 +723,12 @@ def fit_cell_model(protocol:str, # 'scratch' | 'linear_probe' | 'ft_last' | 'ful
     else:
         out = _fit_finetune(protocol, model_name, epochs=int(epochs), lr=lr, label_smoothing=label_smoothing, patience=patience,
                             augment=augment, progress=progress, weights=weights, **common, **kwargs)
-    secs = time.perf_counter() - t0
+    secs = out.get('train_seconds') or time.perf_counter() - t0   # a resumed fit counts its interrupted part too
     cfg = dict(lr=lr, epochs=None if protocol == 'linear_probe' else int(epochs), seed=int(seed), bs=int(bs), cache=bool(cache),
                label_smoothing=float(label_smoothing), augment=augment if isinstance(augment, dict) else bool(augment), model_kwargs=kwargs.get('model_kwargs', {}))
     if class_weight is not None: cfg['class_weight'] = class_weight
     if protocol == 'linear_probe': cfg['C'] = float(out['C'])
+    if out.get('resumed_at'): cfg['resumed_at_epoch'] = int(out['resumed_at'])
     fm = FittedModel(protocol, model_name, train.classes, train.size, model=out.get('model'), probe=out.get('probe'),
                      weights=weights, train_seconds=secs, best_epoch=out['best_epoch'], history=out['history'],
                      device=device, config=cfg)

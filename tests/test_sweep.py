@@ -177,6 +177,39 @@ def test_tiny_study_end_to_end(tmp_path):
     df2 = run_study(StudyConfig.tiny(), study, progress=False)
     assert (rd/'result.json').stat().st_mtime_ns == mt and len(df2) == len(df)
 
+def test_a_run_killed_mid_training_resumes_at_its_next_epoch(tmp_path):
+    "kill -9 a study while its run trains: the rerun resumes the run from its checkpoint and scores as an uninterrupted run."
+    from cellnb.train import read_checkpoint
+    cfg, epochs = tmp_path/'s.yaml', 60
+    StudyConfig.tiny(epochs=epochs).to_yaml(cfg)
+    cmd = lambda out: [str(BIN/'cellnb-study'), '--config', str(cfg), '--out', str(out), '--no-report', '--quiet']
+    ref = subprocess.run(cmd(tmp_path/'ref'), capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr
+    study = tmp_path/'study'
+    p = subprocess.Popen(cmd(study), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0, ck = time.time(), None
+    while time.time() - t0 < 300 and p.poll() is None:
+        ck = next(iter(study.glob('runs/*/checkpoint.pth')), None)
+        if ck is not None and read_checkpoint(ck)['epoch'] >= 2: break
+        time.sleep(0.02)
+    import psutil
+    procs = [psutil.Process(p.pid), *psutil.Process(p.pid).children(recursive=True)]   # the study and its kernel (own session)
+    for q in procs: q.send_signal(signal.SIGKILL)
+    psutil.wait_procs(procs, timeout=30)   # the run dies mid-training, as at the end of a session
+    assert ck is not None and not (ck.parent/'result.json').exists(), "the run finished before it could be killed"
+    done = read_checkpoint(ck)['epoch']
+    assert 2 <= done < epochs - 1
+    r = subprocess.run(cmd(study), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    out = (ck.parent/'output.ipynb').read_text()
+    assert "resumed at epoch" in out and not ck.exists()   # resumed; the recorded run needs no checkpoint
+    a, b = pd.read_parquet(tmp_path/'ref'/'results.parquet'), pd.read_parquet(study/'results.parquet')
+    assert (b.status == 'ok').all() and a.run_id.tolist() == b.run_id.tolist()
+    for c in ('accuracy', 'macro_f1', 'weighted_f1', 'macro_f1_ci_low'): assert a[c].tolist() == b[c].tolist(), c
+    pa, pb = load_predictions(tmp_path/'ref'), load_predictions(study)
+    assert pa.drop(columns='run_id').equals(pb.drop(columns='run_id'))
+    assert json.loads((ck.parent/'model'/'config.json').read_text())['resumed_at_epoch'] == done + 1
+
 def test_ray_executor(tmp_path):
     pytest.importorskip('ray')
     study = tmp_path/'study'
