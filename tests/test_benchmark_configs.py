@@ -2,7 +2,7 @@
 line before anything trains, and the GPU FlagLimit grid is a valid study config over all eight architectures."""
 import json, subprocess, sys
 from pathlib import Path
-import pytest
+import numpy as np, pytest
 from cellnb.sweep import StudyConfig, expand
 from cellnb.train import train_schedule
 from cellnb.models import ARCHS
@@ -132,10 +132,15 @@ def _extension_config(stem, protocols, fls, **changed):
 OTHERS_TRAIN = json.loads((ROOT / "benchmarks" / "results" / "crchisto_flaglimit_shared40_ft2048.json").read_text()
                           )["table"]["effnet_lite0_in1k · ft_last"]["2048"]["n_train_per_class"]
 
+# every training cell at split_seed 0 (epithelial, fibroblast, inflammatory, others), checked on the data below
+ALL_TRAIN = (5523, 3975, 4785, 1411)
+
 def _steps(run: dict) -> int:
-    "Optimizer steps of one expanded run, by the runs' own policy, on CRCHisto's training cells at FlagLimits up to 2048."
-    fl = run["flag_limit"]; assert fl <= 2048, fl
-    epochs, steps_per_epoch = train_schedule(3 * fl + min(fl, OTHERS_TRAIN), run["batch_size"], run["epochs"], run.get("min_steps", 0))
+    "Optimizer steps of one expanded run, by the runs' own policy, on CRCHisto's training cells (FlagLimits up to 2048, or every cell)."
+    fl = run["flag_limit"]
+    n = sum(ALL_TRAIN) if fl >= max(ALL_TRAIN) else 3 * fl + min(fl, OTHERS_TRAIN)
+    assert fl <= 2048 or fl >= max(ALL_TRAIN), fl
+    epochs, steps_per_epoch = train_schedule(n, run["batch_size"], run["epochs"], run.get("min_steps", 0))
     return epochs * steps_per_epoch
 
 @pytest.mark.parametrize("name,fl", [("1024", 1024), ("2048", 2048), ("all", 100000)])
@@ -148,15 +153,23 @@ def test_fullft_configs_pair_full_ft_with_the_probe(name, fls):
     "full_ft and the probe at 128 and 256 (session 28) and 512 (session 33), each its own folder: both protocols, the study's policy."
     _extension_config(f"fullft{name}", ["linear_probe", "full_ft"], fls)
 
-@pytest.mark.parametrize("fl,steps", [(1024, 256), (2048, 476)])
-def test_fullft_config_runs_full_ft_alone_against_the_ft_folder(fl, steps):
-    "full_ft at 1024 (session 34) and 2048 (session 38): full_ft only, the study's policy; the probe and ft_last it is paired with come from the ft folder at the same FlagLimit (sessions 26, 27), whose JSON keeps per-seed rows for both."
-    c = _extension_config(f"fullft{fl}", ["full_ft"], [fl])
-    prior = json.loads((ROOT / "benchmarks" / "results" / f"crchisto_flaglimit_shared40_ft{fl}.json").read_text())["table"]
+@pytest.mark.parametrize("name,fl,steps", [("1024", 1024, 256), ("2048", 2048, 476), ("all", 100000, 984)])
+def test_fullft_config_runs_full_ft_alone_against_the_ft_folder(name, fl, steps):
+    "full_ft at 1024 (session 34), 2048 (session 38) and on every cell (session 39): full_ft only, the study's policy; the probe and ft_last it is paired with come from the ft folder at the same FlagLimit (sessions 26, 27, 29), whose JSON keeps per-seed rows for both."
+    c = _extension_config(f"fullft{name}", ["full_ft"], [fl])
+    prior = json.loads((ROOT / "benchmarks" / "results" / f"crchisto_flaglimit_shared40_ft{name}.json").read_text())["table"]
     for p in ("ft_last", "linear_probe"):
         assert set(prior[f"effnet_lite0_in1k · {p}"][str(fl)]["seed_macro_f1"]) == {str(s) for s in c.seeds}, p
-    assert {_steps(r) for r in expand(c)} == {steps}   # 4 epochs of 64 steps at 1024; at 2048 'others' is capped at 1,411: 4 of 119
-    assert OTHERS_TRAIN == 1411
+    assert {_steps(r) for r in expand(c)} == {steps}   # 4 epochs of 64 steps at 1024; at 2048 'others' is capped at 1,411: 4 of 119; all: 4 of 246
+    assert OTHERS_TRAIN == 1411 == ALL_TRAIN[-1]
+
+def test_crchisto_training_part_holds_the_counts_the_step_checks_use():
+    "ALL_TRAIN is what group_split(seed 0) gives on the real data at the configs' 48-px cut."
+    from cellnb.core import require_crchisto
+    from cellnb.data import group_split
+    from cellnb.datasets import load_crchisto
+    train = group_split(load_crchisto(require_crchisto(), crop=48), seed=0)[0]
+    assert tuple(np.bincount(train.labels.numpy(), minlength=4)) == ALL_TRAIN and train.classes == ["epithelial", "fibroblast", "inflammatory", "others"]
 
 @pytest.mark.parametrize("stem,protocol,fl,short_yaml,more_yaml,short_steps,long_steps", [
     # full_ft at 512 (session 35): the same seeds and cells as session 33's runs, the 256 steps of session 34's 1024 runs
