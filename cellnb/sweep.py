@@ -17,9 +17,9 @@ try: import fcntl
 except ImportError: fcntl = None  # not POSIX: the study lock is skipped
 
 # %% auto #0
-__all__ = ['BACKBONE_PROTOCOLS', 'EXECUTORS', 'DATA_KINDS', 'EXEC_KEYS', 'PENDING', 'KERNEL_START_TRIES', 'StudyConfig', 'run_id',
-           'expand', 'study_lock', 'failed_row', 'execute_run', 'launch_run', 'write_samples', 'experiment_notebook',
-           'collect', 'load_predictions', 'preflight', 'run_study', 'study_summary']
+__all__ = ['BACKBONE_PROTOCOLS', 'EXECUTORS', 'DATA_KINDS', 'EXEC_KEYS', 'PENDING', 'RUN_CHECKPOINT', 'KERNEL_START_TRIES',
+           'StudyConfig', 'run_id', 'expand', 'study_lock', 'failed_row', 'execute_run', 'launch_run', 'write_samples',
+           'experiment_notebook', 'collect', 'load_predictions', 'preflight', 'run_study', 'study_summary']
 
 # %% ../nbs/11_sweep.ipynb #b7c5f47b
 BACKBONE_PROTOCOLS = ('linear_probe', 'ft_last', 'full_ft')  # scratch models always use protocol 'scratch'
@@ -294,6 +294,7 @@ def study_lock(out_dir # the study's output folder
 
 # %% ../nbs/11_sweep.ipynb #4f69192d
 PENDING = '.result.pending.json'
+RUN_CHECKPOINT = 'checkpoint.pth'   # a trained run's state after its last saved epoch (resumed by a rerun)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 def _describe(e:BaseException) -> tuple:
@@ -367,7 +368,9 @@ def execute_run(run_dir, # the run folder, holding params.json
         pending.unlink(missing_ok=True)
         atomic_write_text(run_dir/'error.txt', (tb or err) + "\n")
         atomic_write_json(run_dir/'result.json', [failed_row(params, err)])
-    else: os.replace(pending, run_dir/'result.json')
+    else:
+        os.replace(pending, run_dir/'result.json')
+        (run_dir/RUN_CHECKPOINT).unlink(missing_ok=True)   # the run is final: its training state is no longer needed
     return dict(run_id=params.get('run_id', run_dir.name), status='failed' if err else 'ok', error=err, seconds=time.time() - t0)
 
 # %% ../nbs/11_sweep.ipynb #24600725

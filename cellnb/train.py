@@ -372,15 +372,15 @@ FittedModel.load = staticmethod(_load)
 
 # %% ../nbs/07_train.ipynb #b8d5f2e3
 CHECKPOINT_FORMAT = 1
+_CHECKPOINT_KEYS = ('key', 'epoch', 'values', 'model', 'opt', 'best_state', 'rng', 'smooth_loss', 'seconds')
 
 def _rng_state(dls) -> dict:
-    "Every random stream a training epoch draws from: torch's (CPU and CUDA), numpy's, Python's, and the loader's own."
+    "Every random stream a training epoch draws from: torch's (CPU, and the training GPU's), numpy's, Python's, and the loader's own."
     import random
-    np_st = np.random.get_state()
+    np_st, py_st = np.random.get_state(), random.getstate()
     st = dict(torch=torch.get_rng_state(), numpy=[np_st[0], torch.from_numpy(np_st[1].astype(np.int64)), *map(int, np_st[2:4]), float(np_st[4])],
-              python=[random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-              shuffle=dls.train.gen_shuffle.get_state(), aug=dls.train.gen_aug.get_state())
-    if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
+              python=[py_st[0], list(py_st[1]), py_st[2]], shuffle=dls.train.gen_shuffle.get_state(), aug=dls.train.gen_aug.get_state())
+    if dls.device.type == 'cuda': st['cuda'] = torch.cuda.get_rng_state(dls.device)   # only a GPU run touches CUDA
     return st
 
 def _set_rng_state(dls, st:dict):
@@ -389,48 +389,59 @@ def _set_rng_state(dls, st:dict):
     n = st['numpy']; np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
     p = st['python']; random.setstate((p[0], tuple(p[1]), p[2]))
     dls.train.gen_shuffle.set_state(st['shuffle']); dls.train.gen_aug.set_state(st['aug'])
-    if 'cuda' in st and torch.cuda.is_available() and len(st['cuda']) == torch.cuda.device_count(): torch.cuda.set_rng_state_all(st['cuda'])
+    if 'cuda' in st and dls.device.type == 'cuda': torch.cuda.set_rng_state(st['cuda'], dls.device)
 
 def _plain(d:dict) -> dict:
     "A dict with numpy scalars as Python numbers (what `torch.load(weights_only=True)` reads back)."
     return {k: v.item() if isinstance(v, np.generic) else v for k, v in d.items()}
 
 def read_checkpoint(path, # a file written by `CheckpointCallback`
-                    device='cpu') -> dict:
-    "A training checkpoint's content; a one-line `CellnbError` when it is not one."
+                   ) -> dict:
+    "A training checkpoint's content, on the CPU; a one-line `CellnbError` when it is not one."
     path = Path(path)
-    try: st = torch.load(path, map_location=device, weights_only=True)
+    try: st = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
         raise CellnbError(f"checkpoint {path} is unreadable ({type(e).__name__}); delete it to train from the start") from None
-    if not isinstance(st, dict) or st.get('format') != CHECKPOINT_FORMAT:
+    if not isinstance(st, dict) or st.get('format') != CHECKPOINT_FORMAT or any(k not in st for k in _CHECKPOINT_KEYS):
         raise CellnbError(f"{path} is not a cellnb training checkpoint (format {CHECKPOINT_FORMAT}); delete it or pass another checkpoint file")
     return st
 
 class CheckpointCallback(Callback):
-    "After every epoch, save the training state to `path` (atomically); a fit that finds it there resumes at the next epoch."
+    "After each epoch, save the training state to `path` (atomically); a fit that finds it there resumes at the next epoch."
     order = KeepBestCallback.order + 1   # after Recorder (50) has logged the epoch and KeepBest (60) has kept its weights
+    max_overhead = 0.05
     def __init__(self, path, # the checkpoint file
-                 key:dict, # what the run is (protocol, model, cells, schedule ...): a checkpoint of another run is refused
+                 key:dict, # what the run is (protocol, model, cells, schedule, device ...): a checkpoint of another run is refused
                  keep:KeepBestCallback, # the fit's best-epoch keeper (its best weights are part of the state)
+                 started:float|None=None, # `time.perf_counter()` when the run started (default: now)
+                 max_overhead:float|None=None, # skip an epoch's save when saving would take more than this share of the time (default 0.05; the last epoch is always saved)
                 ):
         self.path, self.key, self.keep = Path(path), key, keep
-        self.start, self.seconds_before, self.saved = 0, 0., None
+        if max_overhead is not None: self.max_overhead = max_overhead
+        self.started = time.perf_counter() if started is None else started
+        self.start, self.seconds_before, self.saving, self.saved = 0, 0., 0., None
 
     def before_fit(self):
-        self.t0, self.start, self.seconds_before, self.saved = time.perf_counter(), 0, 0., None
+        for t in self.path.parent.glob(f".{self.path.name}.*.tmp"): t.unlink(missing_ok=True)   # a save cut short by a kill
+        self.start, self.seconds_before, self.saving, self.saved = 0, 0., 0., None
+        self.last_save, self.save_cost = time.perf_counter(), 0.
         if not self.path.exists(): return
-        st = read_checkpoint(self.path, self.dls.device)
+        st = read_checkpoint(self.path)
         if st['key'] != self.key:
             diff = ', '.join(f"{k}: {st['key'].get(k)!r} there, {v!r} here" for k, v in self.key.items() if st['key'].get(k) != v)
             raise CellnbError(f"checkpoint {self.path} belongs to another run ({diff}); delete it or give this run its own checkpoint file")
         try:
             self.learn.model.load_state_dict(st['model'])
-            o = st['opt']; self.learn.opt.load_state_dict({'state': o['state'], 'hypers': L(o['hypers'])})
+            params, o = self.learn.opt.all_params().itemgot(0), st['opt']
+            if len(o['state']) != len(params): raise RuntimeError(f"{len(o['state'])} parameters saved, {len(params)} here")
+            state = [{k: v.to(p.device) if torch.is_tensor(v) else v for k, v in s.items()} for p, s in zip(params, o['state'])]
+            self.learn.opt.load_state_dict({'state': state, 'hypers': L(o['hypers'])})
         except (RuntimeError, KeyError, AssertionError) as e:   # same run, other code (a changed architecture)
             msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise CellnbError(f"checkpoint {self.path} does not fit this model ({msg}); delete it to train from the start") from None
         _set_rng_state(self.dls, st['rng'])
-        sm = self.recorder.smooth_loss; sm.count, sm.val = st['smooth_loss']   # the logged train loss runs across epochs
+        sm = self.recorder.smooth_loss   # the logged train loss is a running average across epochs
+        sm.count, sm.val = st['smooth_loss'][0], st['smooth_loss'][1].to(self.dls.device)
         self.saved, self.start, self.seconds_before = st, st['epoch'] + 1, float(st['seconds'])
 
     def before_epoch(self):
@@ -442,17 +453,20 @@ class CheckpointCallback(Callback):
         if self.epoch < self.start:   # the replayed record moved KeepBest's choice; its weights come from the checkpoint
             if self.keep.new_best: self.keep.best_state = self.saved['best_state']
             return
-        o = self.learn.opt.state_dict()
+        t = time.perf_counter()
+        if self.epoch < self.n_epoch - 1 and self.save_cost > self.max_overhead * (t - self.last_save): return   # a big model, short epochs
+        o, sm = self.learn.opt.state_dict(), self.recorder.smooth_loss
         st = dict(format=CHECKPOINT_FORMAT, key=self.key, epoch=int(self.epoch), values=[list(map(float, v)) for v in self.recorder.values],
                   model=self.learn.model.state_dict(), opt=dict(state=[_plain(s) for s in o['state']], hypers=[_plain(h) for h in o['hypers']]),
-                  best_state=self.keep.best_state, rng=_rng_state(self.dls), smooth_loss=[self.recorder.smooth_loss.count, torch.as_tensor(self.recorder.smooth_loss.val).as_subclass(torch.Tensor).detach().cpu()],
-                  seconds=self.seconds_before + time.perf_counter() - self.t0)
+                  best_state=self.keep.best_state, rng=_rng_state(self.dls), seconds=self.seconds,
+                  smooth_loss=[int(sm.count), torch.as_tensor(sm.val).as_subclass(torch.Tensor).detach().cpu()])
         with atomic_write(self.path) as f: torch.save(st, f)
+        self.last_save = time.perf_counter(); self.save_cost = self.last_save - t; self.saving += self.save_cost
 
     @property
     def seconds(self) -> float:
-        "Training seconds of the whole run, the interrupted part included."
-        return self.seconds_before + time.perf_counter() - self.t0
+        "Training seconds of the whole run (from `started`), the interrupted part included and the saves left out."
+        return self.seconds_before + time.perf_counter() - self.started - self.saving
 
 # %% ../nbs/07_train.ipynb #c1ed82a0
 @contextlib.contextmanager
@@ -472,11 +486,11 @@ def _history(learn) -> pd.DataFrame:
 
 def _fit_learner(model:nn.Module, train:CellSet, valid:CellSet, epochs:int, lr, seed:int, device, bs:int,
                  label_smoothing:float, patience:int|None, augment:bool, progress:bool, splitter=None, cbs=(), wd:float=0.01,
-                 class_weight=None, checkpoint=None, key=None):
+                 class_weight=None, checkpoint=None, key=None, started=None):
     "Train `model` with a fastai Learner; returns (learner, model with best weights, best_epoch, history). With `checkpoint`, saves after each epoch and resumes."
     dls = cell_dataloaders(train, valid, model=model, bs=bs, augment=augment, device=device, seed=seed)
     keep, nan = KeepBestCallback('macro_f1'), StopOnNaNCallback()
-    ckpt = [] if checkpoint is None else [CheckpointCallback(checkpoint, key, keep)]
+    ckpt = [] if checkpoint is None else [CheckpointCallback(checkpoint, key, keep, started)]
     cbs = [keep, nan, *cbs, *ckpt]
     if patience: cbs.append(EarlyStoppingCallback(monitor='macro_f1', comp=np.greater, patience=int(patience)))
     w = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32, device=device)
@@ -529,7 +543,7 @@ def last_stage_modules(backbone:nn.Module # a backbone from `load_backbone`
 DEFAULT_LR = dict(scratch=2e-3, ft_last=1e-3, full_ft=1e-3)
 PROBE_CS = (0.001, 0.01, 0.1, 1.0, 10.0)
 
-def _ckpt_args(kw) -> dict: return {k: kw[k] for k in ('checkpoint', 'key') if kw.get(k) is not None}
+def _ckpt_args(kw) -> dict: return {k: kw[k] for k in ('checkpoint', 'key', 'started') if kw.get(k) is not None}
 
 def _fit_scratch(model_name, train, valid, epochs, lr, seed, device, bs, label_smoothing, patience, augment, progress,
                  class_weight=None, **kw):
@@ -710,11 +724,12 @@ def fit_cell_model(protocol:str, # 'scratch' | 'linear_probe' | 'ft_last' | 'ful
     lr = DEFAULT_LR.get(protocol) if lr is None else float(lr)
     cw = balanced_class_weights(train) if class_weight == 'balanced' else None
     common = dict(train=train, valid=valid, seed=seed, device=device, bs=int(bs), class_weight=cw)
-    if checkpoint is not None:
-        kwargs = dict(kwargs, checkpoint=Path(checkpoint), key=dict(protocol=protocol, model=model_name, train=train.fingerprint(), valid=valid.fingerprint(),
-            epochs=int(epochs), lr=lr, seed=seed, bs=int(bs), label_smoothing=float(label_smoothing), patience=patience, augment=augment,
-            class_weight=class_weight, weights=None if weights is None else str(weights), options=repr(sorted(kwargs.items()))))
     t0 = time.perf_counter()
+    if checkpoint is not None:   # plain values only: the key is compared with the one read back from the file
+        kwargs = dict(kwargs, checkpoint=Path(checkpoint), started=t0, key=dict(protocol=protocol, model=model_name, train=train.fingerprint(),
+            valid=valid.fingerprint(), epochs=int(epochs), lr=float(lr), seed=int(seed), bs=int(bs), label_smoothing=float(label_smoothing),
+            patience=None if patience is None else int(patience), augment=json.dumps(augment, sort_keys=True), class_weight=class_weight,
+            weights=None if weights is None else str(weights), options=json.dumps(kwargs, sort_keys=True, default=str), device=device.type))
     if protocol == 'scratch':
         out = _fit_scratch(model_name, epochs=int(epochs), lr=lr, label_smoothing=label_smoothing, patience=patience,
                            augment=augment, progress=progress, **common, **kwargs)

@@ -177,6 +177,57 @@ def test_scratch_cuda_bf16(cells):
     assert acc(fm, va) > 0.4
     assert fm.predict_proba(va, device='cpu').shape == (len(va), 4)
 
+class _Killed(Exception): "Stands in for a kill right after an epoch's checkpoint is written."
+
+def _fit_killed_then_resumed(monkeypatch, ckpt, die_after, *args, **kw):
+    "Fit with `checkpoint=ckpt`, stopped after epoch `die_after` is saved; then the same call again, resumed."
+    import cellnb.train as T
+    class Dies(T.CheckpointCallback):
+        max_overhead = float('inf')   # save after every epoch, however short
+        def after_epoch(self):
+            super().after_epoch()
+            if self.epoch == die_after: raise _Killed(f"killed after epoch {die_after}")
+    with monkeypatch.context() as m:
+        m.setattr(T, 'CheckpointCallback', Dies)
+        with pytest.raises(_Killed): fit_cell_model(*args, checkpoint=ckpt, **kw)
+    return fit_cell_model(*args, checkpoint=ckpt, **kw)
+
+@pytest.mark.parametrize("protocol", ["ft_last", "full_ft"])
+def test_fine_tuning_resumes_as_if_never_stopped(cells, tiny_backbone, tmp_path, monkeypatch, protocol):
+    "ft_last (frozen parameters in the optimiser) and full_ft (two parameter groups), with early stopping: a run resumed after epoch 1 ends as the uninterrupted one."
+    cs, tr, va = cells
+    name, w = tiny_backbone
+    kw = dict(weights=w, epochs=5, bs=16, lr=3e-3, device='cpu', progress=False, patience=2, seed=3)
+    ref = fit_cell_model(protocol, name, tr, va, **kw)
+    res = _fit_killed_then_resumed(monkeypatch, tmp_path/'ck.pth', 1, protocol, name, tr, va, **kw)
+    assert res.config['resumed_at_epoch'] == 2
+    pd_eq = lambda a, b: a.drop(columns='time', errors='ignore').equals(b.drop(columns='time', errors='ignore'))
+    assert pd_eq(res.history, ref.history) and res.best_epoch == ref.best_epoch
+    assert np.array_equal(res.predict_proba(va), ref.predict_proba(va))
+
+def test_checkpoint_is_read_on_the_cpu_and_checked(cells, tmp_path, monkeypatch):
+    "Whatever device trained it, a checkpoint is read to the CPU (RNG states must be CPU tensors); a file lacking a part is refused in one line."
+    from cellnb.train import read_checkpoint
+    cs, tr, va = cells
+    ck = tmp_path/'ck.pth'
+    fit_cell_model('scratch', 'cnn', tr, va, epochs=2, bs=16, device='cpu', progress=False, checkpoint=ck, **TINY)
+    st = read_checkpoint(ck)
+    assert st['epoch'] == 1 and st['key']['device'] == 'cpu' and 'cuda' not in st['rng']   # a CPU run never touches CUDA
+    assert all(t.device.type == 'cpu' for t in [st['rng']['torch'], st['smooth_loss'][1], *st['model'].values()])
+    del st['rng']; torch.save(st, ck)
+    with pytest.raises(CellnbError, match="is not a cellnb training checkpoint"): read_checkpoint(ck)
+    (tmp_path/'.ck.pth.123.tmp').write_bytes(b'half a save')   # a save cut short by a kill is swept away by the next fit
+    ck.unlink(); fit_cell_model('scratch', 'cnn', tr, va, epochs=1, bs=16, device='cpu', progress=False, checkpoint=ck, **TINY)
+    assert not list(tmp_path.glob('.ck.pth.*.tmp'))
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_scratch_cuda_resumes(cells, tmp_path, monkeypatch):
+    "On the GPU (bf16) a killed run resumes from its checkpoint, with the GPU's random stream restored."
+    cs, tr, va = cells
+    kw = dict(epochs=3, bs=8, lr=1e-2, device='cuda', progress=False, **TINY)
+    res = _fit_killed_then_resumed(monkeypatch, tmp_path/'ck.pth', 0, 'scratch', 'cnn', tr, va, **kw)
+    assert res.config['resumed_at_epoch'] == 1 and len(res.history) == 3 and acc(res, va) > 0.4
+
 def test_importing_the_training_module_shows_no_fastai_deprecation_chatter():
     "fastai calls torch.jit.script at import, which recent torch answers with a deprecation notice; cellnb hides that one only."
     import subprocess, sys
