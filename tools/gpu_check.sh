@@ -54,7 +54,7 @@ fi
 $PY -c "import torch, timm, fastai; print('torch', torch.__version__, 'cuda', torch.version.cuda, '| timm', timm.__version__, '| fastai', fastai.__version__)" || exit 2
 
 # 1. the CUDA path: the device tests, then the module tests with CUDA as the default device
-step 120 $PY -m pytest -q -p no:cacheprovider -x tests/test_cuda.py tests/test_train.py::test_scratch_cuda_bf16 tests/test_transforms.py::test_cuda_matches_cpu \
+step 120 $PY -m pytest -q -p no:cacheprovider -x tests/test_cuda.py tests/test_train.py::test_scratch_cuda_bf16 tests/test_train.py::test_scratch_cuda_resumes tests/test_transforms.py::test_cuda_matches_cpu \
     $([ "$DRY" = 1 ] && echo "-k model_cost")   # dry: tests/test_cuda.py passes on CPU with CELLNB_TEST_DEVICE=cpu (5 min here)
 [ "$DRY" = 1 ] || step 150 $PY -m pytest -q -p no:cacheprovider tests/test_train.py tests/test_foundation.py tests/test_transforms.py tests/test_cost.py
 # 2. inference cost and FLOP efficiency in bf16
