@@ -510,13 +510,13 @@ def test_cv_compare_is_paired_and_kept_beside_the_rows(tmp_path, monkeypatch):
          "| more cells, same steps | 256 cells, 128 steps: 0.624 | 512 cells, 128 steps: 0.610 | -0.014 [-0.043, +0.016] | paired by seed | 0, 1, 2 |",
          "| effnet_lite0_in1k · full_ft minus ft_last | 256 | full_ft 0.624 | ft_last 0.633 | -0.009 [-0.050, +0.032] | Welch over seed means |"),
          ("+0.064 [+0.035, +0.094]", "-0.014 [-0.043, +0.016]", "-0.009 [-0.050, +0.032]"), id="fullft256long"),
-    # tables.py fullft2048 renders the session-38 JSON BENCHMARKS.md quotes (2 of the declared 3 seeds): (g) from 1024, (f) against ft_last and the probe of session 27's folder.
-    pytest.param("fullft2048", ("2 of 2 runs ok",
-         "| effnet_lite0_in1k · full_ft | 2048 | 0.695 (n=2) | 0: 0.696, 1: 0.695 |",
-         "| effnet_lite0_in1k · full_ft | 1024 -> 2048 | 0.695 | 0.674 | +0.018 [-0.017, +0.053] | paired by seed |",
-         "| effnet_lite0_in1k · full_ft minus ft_last | 2048 | full_ft 0.695 | ft_last 0.703 | -0.014 [-0.065, +0.037] | paired by seed |",
-         "| effnet_lite0_in1k · full_ft minus linear_probe | 2048 | full_ft 0.695 | linear_probe 0.642 | +0.054 [+0.025, +0.082] | paired by seed |"),
-         ("-0.014 [-0.065, +0.037]", "+0.018 [-0.017, +0.053]", "+0.054 [+0.025, +0.082]"), id="fullft2048"),
+    # tables.py fullft2048 renders the JSON BENCHMARKS.md quotes (seeds 0 and 1 in session 38, seed 2 in session 39): (g) from 1024, (f) against ft_last and the probe of session 27's folder.
+    pytest.param("fullft2048", ("3 of 3 runs ok",
+         "| effnet_lite0_in1k · full_ft | 2048 | 0.702 (n=3) | 0: 0.696, 1: 0.695, 2: 0.715 |",
+         "| effnet_lite0_in1k · full_ft | 1024 -> 2048 | 0.702 | 0.674 | +0.028 [-0.014, +0.070] | paired by seed |",
+         "| effnet_lite0_in1k · full_ft minus ft_last | 2048 | full_ft 0.702 | ft_last 0.703 | -0.001 [-0.055, +0.052] | paired by seed |",
+         "| effnet_lite0_in1k · full_ft minus linear_probe | 2048 | full_ft 0.702 | linear_probe 0.642 | +0.059 [+0.035, +0.084] | paired by seed |"),
+         ("-0.001 [-0.055, +0.052]", "+0.028 [-0.014, +0.070]", "+0.059 [+0.035, +0.084]"), id="fullft2048"),
 ])
 def test_one_folder_table_quotes_the_committed_json(name, lines, quoted):
     "tables.py renders each one-folder JSON as BENCHMARKS.md quotes it: the lines it prints, and the figures the text quotes."
