@@ -124,12 +124,20 @@ def test_ft_last_trains_only_the_tail(cells, tiny_backbone):
     sd = fm.model.backbone.state_dict()
     changed = {k for k in ref if not torch.equal(ref[k], sd[k])}
     assert changed and all(k.startswith(tail) for k in changed)   # frozen weights AND frozen BN statistics unchanged
+    assert nhwc(fm.model)
 
 def test_full_ft_learns(cells, tiny_backbone):
     cs, tr, va = cells
     name, w = tiny_backbone
     fm = fit_cell_model('full_ft', name, tr, va, weights=w, epochs=2, bs=16, lr=3e-3, device='cpu', progress=False)
     assert acc(fm, va) > 0.4 and fm.protocol == 'full_ft'
+    assert nhwc(fm.model)
+
+def nhwc(model):
+    "Every convolution weight of `model` in channels-last memory format (fine-tuning trains in NHWC, like `embed`)."
+    ws = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    # 1x1 and depthwise kernels are contiguous in both formats; a full 3x3 kernel (the stem) tells them apart
+    return all(w.is_contiguous(memory_format=torch.channels_last) for w in ws) and any(not w.is_contiguous() for w in ws)
 
 def test_bad_inputs(cells):
     cs, tr, va = cells
