@@ -1,0 +1,50 @@
+"""A full_ft training step of EfficientNet-Lite0 at 224 px, NCHW (torch's default) against NHWC (channels-last, what
+`fit_cell_model` uses for fine-tuning since session 40), side by side in this one process.
+
+The step is the study's: `BackboneClassifier` over the packaged ImageNet weights, a batch of cells resized to 224 px,
+cross-entropy, backward, AdamW with the backbone at a tenth of the head's lr. Median of repeats after one warm-up step;
+the two layouts alternate so that machine load hits both alike. Prints NCHW time / NHWC time last (bigger is better).
+Usage: python benchmarks/bench_finetune_step.py [--batch 64] [--repeats 3] [--threads N] [--device cpu|cuda]
+"""
+import argparse, statistics, time, torch
+import torch.nn.functional as F
+from _common import write_result
+from cellnb.foundation import load_backbone
+from cellnb.train import BackboneClassifier
+
+def make_step(memory_format, x, y, device):
+    torch.manual_seed(0)
+    net = BackboneClassifier(load_backbone("effnet_lite0_in1k"), 4).to(device).train()
+    net = net.to(memory_format=memory_format)
+    opt = torch.optim.AdamW([dict(params=net.backbone.parameters(), lr=1e-4), dict(params=net.head.parameters(), lr=1e-3)])
+    def step():
+        loss = F.cross_entropy(net(x), y)
+        opt.zero_grad(); loss.backward(); opt.step()
+        if device.type == "cuda": torch.cuda.synchronize()
+    return step
+
+def main():
+    ap = argparse.ArgumentParser(); ap.add_argument("--batch", type=int, default=64); ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None); ap.add_argument("--device", default="cpu"); a = ap.parse_args()
+    if a.threads: torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
+    g = torch.Generator().manual_seed(0)
+    cells = torch.rand(a.batch, 3, 40, 40, generator=g)   # 40-px cells, resized as the study resizes them for the backbone
+    x = F.interpolate(cells, size=224, mode="bilinear", antialias=True, align_corners=False).to(device)
+    y = torch.randint(0, 4, (a.batch,), generator=g).to(device)
+    layouts = {"NCHW": torch.contiguous_format, "NHWC": torch.channels_last}
+    steps = {k: make_step(mf, x, y, device) for k, mf in layouts.items()}
+    for s in steps.values(): s()   # warm-up
+    times = {k: [] for k in layouts}
+    for _ in range(a.repeats):
+        for k, s in steps.items():
+            t = time.perf_counter(); s(); times[k].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for k in layouts: print(f"{k}: {med[k]:.2f} s/step, {a.batch / med[k]:.1f} img/s (steps: {', '.join(f'{t:.2f}' for t in times[k])})", flush=True)
+    ratio = med["NCHW"] / med["NHWC"]
+    p = write_result("bench_finetune_step", dict(ratio=ratio, target=1.0, batch=a.batch, repeats=a.repeats, device=a.device,
+                                                 seconds_per_step=med, steps=times))
+    print(f"wrote {p}")
+    print(f"ratio {ratio:.2f} (NCHW step time / NHWC step time; target >= 1.0: fine-tuning in NHWC is no slower)")
+
+if __name__ == "__main__": main()
