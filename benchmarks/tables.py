@@ -1,6 +1,6 @@
 """Markdown tables for BENCHMARKS.md from the CRCHisto result JSONs (so the text quotes exactly what the runs wrote).
 
-Usage: python benchmarks/tables.py [cv|cv_gpu|flaglimit|findings|classmix|shared40|classmix_shared40|ft1024|ft2048|fullft_grid|ftall|fullft512|fullft1024|fullft2048|fullft512long|ftlast512long|fullft256long|curves_shared40]...   (default: the first four)
+Usage: python benchmarks/tables.py [cv|cv_gpu|flaglimit|findings|classmix|shared40|classmix_shared40|ft1024|ft2048|fullft_grid|ftall|fullft512|fullft1024|fullft2048|fullftall|fullft512long|ftlast512long|fullft256long|curves_shared40]...   (default: the first four)
 """
 import json, sys
 from _common import RESULTS
@@ -59,7 +59,8 @@ def flaglimit_table() -> str:
             "macro-F1 on the clean test set, mean over the n seeds run [mean of the per-run image-bootstrap 95% CIs]\n\n" + "\n".join(rows))
 
 def _diff(g) -> str:
-    "A gain dict as mean [95% CI], signed, without the seed count (table cells that name the method beside it)."
+    "A gain dict as mean [95% CI], signed, without the seed count (table cells that name the method beside it); one seed has no CI."
+    if g["ci"][0] is None: return f"{g['mean']:+.3f} [no CI: n={g['n']}]"
     return f"{g['mean']:+.3f} [{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}]"
 
 def _g(g, nd=3):
@@ -218,7 +219,7 @@ def shared40_table() -> str:
             f"\n\n(a) gains with data, paired by seed [t 95% CI]: {rising}\n\n(b) {sat}\n\n(d) blur slopes, per unit log2(1+sigma), mean over seeds [t 95% CI]: {slopes}\n\n"
             "(f) protocols against each other, macro-F1 differences on the clean test set\n\n" + "\n".join(gains))
 
-EXTENSIONS = ("ft1024", "ft2048", "fullft_grid", "ftall", "fullft512", "fullft1024", "fullft2048")   # curves extended in their own folders, oldest first
+EXTENSIONS = ("ft1024", "ft2048", "fullft_grid", "ftall", "fullft512", "fullft1024", "fullft2048", "fullftall")   # curves extended in their own folders, oldest first
 # A FlagLimit re-run with a longer schedule, in its own folder: not a point of the curves (its schedule differs), but the
 # control that splits a curve's step into a steps part and a cells part. Folder -> (entry, the results JSON with the same
 # cells on the shorter schedule, the results JSON with more cells on this schedule's step count).
@@ -264,7 +265,7 @@ def stitched_curves(fig=FIG_DIR / "crchisto_shared40_backbone_curves.png") -> st
     tab = ["| model | " + " | ".join(_lab(f) for f in fls) + " |", "|---|" + "---|" * len(fls)]
     for e, g in d.groupby("entry"):
         by = g.set_index("flag_limit")
-        tab.append(f"| {e} | " + " | ".join("" if f not in by.index else f"{by.macro_f1[f]:.3f} [{by.lo[f]:.3f}, {by.hi[f]:.3f}]" + ("" if by.n[f] == 3 else f" (n={by.n[f]})") for f in fls) + " |")
+        tab.append(f"| {e} | " + " | ".join("" if f not in by.index else f"{by.macro_f1[f]:.3f}" + (f" [{by.lo[f]:.3f}, {by.hi[f]:.3f}]" if by.n[f] > 1 else "") + ("" if by.n[f] == 3 else f" (n={by.n[f]})") for f in fls) + " |")
     return (f"clean macro-F1, mean over 3 seeds unless marked [t 95% CI from the seed sd]; figure: benchmarks/figures/{fig.name}; sources: "
             + ", ".join(sorted(set(d.source))) + "\n\n" + "\n".join(tab))
 
