@@ -2,13 +2,15 @@
 `fit_cell_model` uses for fine-tuning since session 40), side by side in this one process.
 
 The step is the study's: `BackboneClassifier` over the packaged ImageNet weights, a batch of cells resized to 224 px,
-cross-entropy, backward, AdamW with the backbone at a tenth of the head's lr. Median of repeats after one warm-up step;
+cross-entropy, backward, AdamW with the backbone at a tenth of the head's lr; on CUDA under bf16 autocast, as
+`fit_cell_model` trains there. Median of repeats after one warm-up step;
 the two layouts alternate so that machine load hits both alike. Prints NCHW time / NHWC time last (bigger is better).
 Usage: python benchmarks/bench_finetune_step.py [--batch 64] [--repeats 3] [--threads N] [--device cpu|cuda]
 """
 import argparse, statistics, time, torch
 import torch.nn.functional as F
 from _common import write_result
+from cellnb.core import bf16_autocast
 from cellnb.foundation import load_backbone
 from cellnb.train import BackboneClassifier
 
@@ -18,7 +20,7 @@ def make_step(memory_format, x, y, device):
     net = net.to(memory_format=memory_format)
     opt = torch.optim.AdamW([dict(params=net.backbone.parameters(), lr=1e-4), dict(params=net.head.parameters(), lr=1e-3)])
     def step():
-        loss = F.cross_entropy(net(x), y)
+        with bf16_autocast(device): loss = F.cross_entropy(net(x).float(), y)
         opt.zero_grad(); loss.backward(); opt.step()
         if device.type == "cuda": torch.cuda.synchronize()
     return step
@@ -26,6 +28,8 @@ def make_step(memory_format, x, y, device):
 def main():
     ap = argparse.ArgumentParser(); ap.add_argument("--batch", type=int, default=64); ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None); ap.add_argument("--device", default="cpu"); a = ap.parse_args()
+    if a.batch < 1 or a.repeats < 1: raise SystemExit(f"--batch and --repeats must be at least 1 (got {a.batch}, {a.repeats})")
+    if a.device.startswith("cuda") and not torch.cuda.is_available(): raise SystemExit("--device cuda: torch sees no GPU here; use --device cpu")
     if a.threads: torch.set_num_threads(a.threads)
     device = torch.device(a.device)
     g = torch.Generator().manual_seed(0)
