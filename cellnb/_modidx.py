@@ -348,6 +348,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                 'cellnb/train.py'),
                               'cellnb.train.CheckpointCallback.before_fit': ('train.html#checkpointcallback.before_fit', 'cellnb/train.py'),
                               'cellnb.train.CheckpointCallback.seconds': ('train.html#checkpointcallback.seconds', 'cellnb/train.py'),
+                              'cellnb.train.CheckpointCallback.seconds_at': ('train.html#checkpointcallback.seconds_at', 'cellnb/train.py'),
                               'cellnb.train.FittedModel': ('train.html#fittedmodel', 'cellnb/train.py'),
                               'cellnb.train.FittedModel.__init__': ('train.html#fittedmodel.__init__', 'cellnb/train.py'),
                               'cellnb.train.FittedModel.__repr__': ('train.html#fittedmodel.__repr__', 'cellnb/train.py'),

@@ -455,18 +455,24 @@ class CheckpointCallback(Callback):
             return
         t = time.perf_counter()
         if self.epoch < self.n_epoch - 1 and self.save_cost > self.max_overhead * (t - self.last_save): return   # a big model, short epochs
+        # the seconds saved are those at `t`, from which the save's own cost is counted: a checkpoint never records more
+        # training time than the fit reports at its end
         o, sm = self.learn.opt.state_dict(), self.recorder.smooth_loss
         st = dict(format=CHECKPOINT_FORMAT, key=self.key, epoch=int(self.epoch), values=[list(map(float, v)) for v in self.recorder.values],
                   model=self.learn.model.state_dict(), opt=dict(state=[_plain(s) for s in o['state']], hypers=[_plain(h) for h in o['hypers']]),
-                  best_state=self.keep.best_state, rng=_rng_state(self.dls), seconds=self.seconds,
+                  best_state=self.keep.best_state, rng=_rng_state(self.dls), seconds=self.seconds_at(t),
                   smooth_loss=[int(sm.count), torch.as_tensor(sm.val).as_subclass(torch.Tensor).detach().cpu()])
         with atomic_write(self.path) as f: torch.save(st, f)
         self.last_save = time.perf_counter(); self.save_cost = self.last_save - t; self.saving += self.save_cost
 
+    def seconds_at(self, t:float) -> float:
+        "Training seconds of the whole run at `perf_counter()` time `t`, the interrupted part included and the saves left out."
+        return self.seconds_before + t - self.started - self.saving
+
     @property
     def seconds(self) -> float:
-        "Training seconds of the whole run (from `started`), the interrupted part included and the saves left out."
-        return self.seconds_before + time.perf_counter() - self.started - self.saving
+        "Training seconds of the whole run until now."
+        return self.seconds_at(time.perf_counter())
 
 # %% ../nbs/07_train.ipynb #c1ed82a0
 @contextlib.contextmanager
