@@ -1,8 +1,8 @@
 """A full_ft training step of EfficientNet-Lite0 at 224 px, NCHW (torch's default) against NHWC (channels-last, what
 `fit_cell_model` uses for fine-tuning since session 40), side by side in this one process.
 
-The step is the study's: `BackboneClassifier` over the packaged ImageNet weights, a batch of cells resized to 224 px,
-cross-entropy, backward, AdamW with the backbone at a tenth of the head's lr; on CUDA under bf16 autocast, as
+The step is the study's: `BackboneClassifier` over the packaged ImageNet weights, a batch of CRCHisto cells (48-px crops)
+brought to the backbone's input by cellnb's own `pipeline_for` (48 -> 40 -> 224 px, ImageNet normalisation), cross-entropy, backward, AdamW with the backbone at a tenth of the head's lr; on CUDA under bf16 autocast, as
 `fit_cell_model` trains there. Median of repeats after one warm-up step;
 the two layouts alternate so that machine load hits both alike. Prints NCHW time / NHWC time last (bigger is better).
 Usage: python benchmarks/bench_finetune_step.py [--batch 64] [--repeats 3] [--threads N] [--device cpu|cuda]
@@ -10,13 +10,15 @@ Usage: python benchmarks/bench_finetune_step.py [--batch 64] [--repeats 3] [--th
 import argparse, statistics, time, torch
 import torch.nn.functional as F
 from _common import write_result
-from cellnb.core import bf16_autocast
+from cellnb.core import bf16_autocast, crchisto_path
+from cellnb.datasets import load_crchisto
 from cellnb.foundation import load_backbone
+from cellnb.transforms import pipeline_for
 from cellnb.train import BackboneClassifier
 
-def make_step(memory_format, x, y, device):
+def make_step(memory_format, x, y, n_classes, device):
     torch.manual_seed(0)
-    net = BackboneClassifier(load_backbone("effnet_lite0_in1k"), 4).to(device).train()
+    net = BackboneClassifier(load_backbone("effnet_lite0_in1k"), n_classes).to(device).train()
     net = net.to(memory_format=memory_format)
     opt = torch.optim.AdamW([dict(params=net.backbone.parameters(), lr=1e-4), dict(params=net.head.parameters(), lr=1e-3)])
     def step():
@@ -31,13 +33,15 @@ def main():
     if a.batch < 1 or a.repeats < 1: raise SystemExit(f"--batch and --repeats must be at least 1 (got {a.batch}, {a.repeats})")
     if a.device.startswith("cuda") and not torch.cuda.is_available(): raise SystemExit("--device cuda: torch sees no GPU here; use --device cpu")
     if a.threads: torch.set_num_threads(a.threads)
+    if crchisto_path() is None: raise SystemExit("CRCHisto not found: set CELLNB_CRCHISTO to its folder (the step trains on its cells)")
     device = torch.device(a.device)
-    g = torch.Generator().manual_seed(0)
-    cells = torch.rand(a.batch, 3, 40, 40, generator=g)   # 40-px cells, resized as the study resizes them for the backbone
-    x = F.interpolate(cells, size=224, mode="bilinear", antialias=True, align_corners=False).to(device)
-    y = torch.randint(0, 4, (a.batch,), generator=g).to(device)
+    cs = load_crchisto(crop=48)   # the study's crop
+    if a.batch > len(cs): raise SystemExit(f"--batch {a.batch} is more than CRCHisto's {len(cs)} cells; give a smaller batch")
+    idx = torch.randperm(len(cs), generator=torch.Generator().manual_seed(0))[:a.batch]
+    pipe = pipeline_for(load_backbone("effnet_lite0_in1k"), src_size=cs.images.shape[-1])
+    x, y = pipe(cs.images[idx].to(device)), cs.labels[idx].to(device)
     layouts = {"NCHW": torch.contiguous_format, "NHWC": torch.channels_last}
-    steps = {k: make_step(mf, x, y, device) for k, mf in layouts.items()}
+    steps = {k: make_step(mf, x, y, len(cs.classes), device) for k, mf in layouts.items()}
     for s in steps.values(): s()   # warm-up
     times = {k: [] for k in layouts}
     for _ in range(a.repeats):

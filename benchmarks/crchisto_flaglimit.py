@@ -25,6 +25,7 @@ the GPU grid (crchisto_flaglimit_gpu.yaml, --out benchmarks/runs/crchisto_flagli
 Usage: python benchmarks/crchisto_flaglimit.py [--config a.yaml [b.yaml ...]] [--out DIR] [--workers 2] [--summarise-only]
        [--seeds 0] [--flag-limits 64,128] [--no-backbones | --no-scratch]   (run part of the grid now; later calls add the rest)
        [--prior benchmarks/results/<earlier study>.json ...]   (finding (g): this folder's FlagLimits against those curves)
+       [--records benchmarks/results/run_records/<study>]   (finished runs kept in git: restored into --out, and added to)
 """
 import argparse, json, shutil, time
 from pathlib import Path
@@ -281,6 +282,44 @@ def class_mix(res, out, bal_out, minority="others", n_boot=1000) -> dict:
                            prior_corrected_minus_plain=_t_ci([x["prior_corrected"] - x["plain"] for x in rows]))
     return outd
 
+RECORD_FILES = ("params.json", "predictions.parquet", "output.ipynb", "result.json")   # result.json last: it marks a copy complete
+
+def _run_ok(rd: Path) -> bool:
+    try: rows = json.loads((rd / "result.json").read_text())
+    except (OSError, ValueError): return False
+    return bool(rows) and all(r.get("status") == "ok" for r in rows)
+
+def _copy_run(src: Path, dst: Path):
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in RECORD_FILES:   # a copy cut short lacks result.json, so it is neither collected nor taken for done
+        if (src / f).is_file(): shutil.copy2(src / f, dst / f)
+
+def _records_dir(p) -> Path:
+    "The --records folder, or a one-line error when it cannot be one."
+    d = Path(p)
+    if d.exists() and not d.is_dir(): raise SystemExit(f"--records {d}: is a file, not a folder; give a folder (e.g. benchmarks/results/run_records/<study>)")
+    return d
+
+def restore_records(records: Path, out: Path) -> list:
+    """Copy each kept run record (`records/<run id>/`) whose run is missing from `out/runs/` into it, so that `run_study`
+    takes the run for done and `collect` counts it: a run folder lost with a checkout is rebuilt from git. Returns the
+    run ids restored."""
+    got = []
+    for rd in sorted(records.glob("*/")) if records.is_dir() else []:
+        if not _run_ok(rd) or _run_ok(out / "runs" / rd.name): continue
+        _copy_run(rd, out / "runs" / rd.name); got.append(rd.name)
+    return got
+
+def keep_records(out: Path, records: Path) -> list:
+    """Copy each finished run of `out/runs/` (status ok) that `records` lacks into `records/<run id>/`: its params,
+    result rows, predictions and executed notebook, not its weights (a few hundred KB a run, small enough for git).
+    Returns the run ids newly kept."""
+    got = []
+    for rd in sorted((out / "runs").glob("*/")):
+        if not _run_ok(rd) or _run_ok(records / rd.name): continue
+        _copy_run(rd, records / rd.name); got.append(rd.name)
+    return got
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", nargs="+", default=[str(HERE / "crchisto_flaglimit.yaml")])
@@ -292,9 +331,13 @@ def main():
     ap.add_argument("--no-scratch", action="store_true", help="run only the backbones of each config now")
     ap.add_argument("--no-figures", action="store_true", help="do not copy the figures to benchmarks/figures (a side study)")
     ap.add_argument("--prior", nargs="+", default=None, help="earlier results JSONs whose curves this folder extends: finding (g)")
+    ap.add_argument("--records", default=None, help="a folder kept in git (benchmarks/results/run_records/<study>): finished runs "
+                    "missing from --out are restored from it first, and each finished run is kept in it (no weights)")
     a = ap.parse_args()
     priors = {Path(p).name: _read_prior(p) for p in a.prior or []}   # read before hours of runs, not after
     out, t0, walls = Path(a.out), time.perf_counter(), {}
+    records = _records_dir(a.records) if a.records else None
+    if records and (got := restore_records(records, out)): print(f"restored {len(got)} finished runs from {records}: {', '.join(got)}", flush=True)
     if not a.summarise_only:
         for c in a.config:
             t = time.perf_counter()
@@ -307,6 +350,7 @@ def main():
             run_study(cfg, out, workers=a.workers)  # run ids hash each run's own parameters: phases add up to the grid
             walls[Path(c).name] = time.perf_counter() - t
             print(f"{c}: {walls[Path(c).name]:.0f} s", flush=True)
+    if records and (got := keep_records(out, records)): print(f"kept {len(got)} finished runs in {records}: {', '.join(got)}", flush=True)
     res = collect(out)
     page = report(out)
     FIG_DIR.mkdir(exist_ok=True)

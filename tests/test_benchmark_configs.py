@@ -312,6 +312,46 @@ def test_a_bad_prior_json_is_one_line_before_any_run(tmp_path):
         assert r.returncode != 0 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert not (tmp_path / "runs").exists()
 
+RECORDS = ROOT / "benchmarks" / "results" / "run_records" / "crchisto_flaglimit_shared40_fullftall"
+
+def test_run_records_rebuild_a_lost_run_folder_and_take_new_runs(tmp_path):
+    """--records: the finished runs kept in git rebuild a run folder a fresh checkout lacks (collect then scores them as the
+    committed JSON does), a copy cut short is redone, a folder's finished runs are added to the records and failed ones not."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from crchisto_flaglimit import restore_records, keep_records
+    from cellnb.sweep import collect
+    kept = sorted(p.name for p in RECORDS.glob("*/"))
+    assert len(kept) >= 2
+    out = tmp_path / "study"
+    assert restore_records(RECORDS, out) == kept and restore_records(RECORDS, out) == []   # the second call finds them there
+    df = collect(out, write=False)
+    clean = df[(df.condition == "clean") & (df.status == "ok")].groupby("seed").macro_f1.first()
+    table = json.loads((ROOT / "benchmarks" / "results" / "crchisto_flaglimit_shared40_fullftall.json").read_text())["table"]
+    seeds = next(iter(next(iter(table.values())).values()))["seed_macro_f1"]   # its one entry at its one FlagLimit (all cells)
+    assert {str(k): round(v, 6) for k, v in clean.items()} == {k: round(v, 6) for k, v in seeds.items()}
+    (out / "runs" / kept[0] / "result.json").unlink()                # a restore cut short before its last file
+    assert restore_records(RECORDS, out) == [kept[0]]
+    for f in ("params.json", "predictions.parquet", "output.ipynb", "result.json"):
+        assert (out / "runs" / kept[0] / f).read_bytes() == (RECORDS / kept[0] / f).read_bytes()
+    # keeping: a new finished run is added (no weights), a failed one is not, and the kept ones are not copied again
+    new = out / "runs" / "0123456789ab"; new.mkdir()
+    rows = json.loads((RECORDS / kept[0] / "result.json").read_text())
+    (new / "result.json").write_text(json.dumps([dict(r, run_id=new.name) for r in rows]))
+    (new / "model").mkdir(); (new / "model" / "weights.pth").write_bytes(b"w")
+    bad = out / "runs" / "ba0000000000"; bad.mkdir()
+    (bad / "result.json").write_text(json.dumps([dict(rows[0], run_id=bad.name, status="failed")]))
+    rec = tmp_path / "records"
+    assert keep_records(out, rec) == sorted([*kept, new.name]) and keep_records(out, rec) == []
+    assert not (rec / new.name / "model").exists() and not (rec / bad.name).exists()
+
+def test_records_that_is_a_file_is_one_line(tmp_path):
+    f = tmp_path / "records.txt"; f.write_text("x")
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "crchisto_flaglimit.py"), "--config",
+                        str(ROOT / "benchmarks" / "crchisto_flaglimit_fullftall_shared40.yaml"), "--out", str(tmp_path / "runs"),
+                        "--records", str(f)], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "is a file, not a folder" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "runs").exists()
+
 def test_tables_quote_the_committed_shared_patch_results():
     "benchmarks/tables.py renders the shared-40-px-patch JSONs that BENCHMARKS.md quotes: curves, (a), (b), (d), (e), (f)."
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), "shared40", "classmix_shared40"],
@@ -529,3 +569,19 @@ def test_cv_compare_is_paired_and_kept_beside_the_rows(tmp_path, monkeypatch):
 def test_one_folder_table_quotes_the_committed_json(name, lines, quoted):
     "tables.py renders each one-folder JSON as BENCHMARKS.md quotes it: the lines it prints, and the figures the text quotes."
     _table_says(name, lines, quoted)
+
+def test_finetune_step_bench_times_both_layouts_on_crchisto_cells(tmp_path):
+    "bench_finetune_step.py: one step per layout on real cells, its JSON where CELLNB_RESULTS_DIR says; bad input in one line."
+    import os
+    from cellnb.core import require_crchisto
+    data = require_crchisto()
+    bench = [sys.executable, str(ROOT / "benchmarks" / "bench_finetune_step.py")]
+    env = dict(os.environ, CELLNB_RESULTS_DIR=str(tmp_path), CELLNB_CRCHISTO=str(data))
+    r = subprocess.run(bench + ["--batch", "2", "--repeats", "1", "--threads", "1"], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((tmp_path / "bench_finetune_step.json").read_text())
+    assert set(res["seconds_per_step"]) == {"NCHW", "NHWC"} and res["ratio"] > 0 and res["batch"] == 2
+    for args, env2, says in ((["--batch", "0"], env, "must be at least 1"), (["--batch", "100000"], env, "more than CRCHisto's"),
+                             ([], dict(env, CELLNB_CRCHISTO=str(tmp_path)), "CRCHisto not found")):
+        r = subprocess.run(bench + args, capture_output=True, text=True, timeout=300, env=env2)
+        assert r.returncode != 0 and says in r.stderr and "Traceback" not in r.stderr, r.stderr

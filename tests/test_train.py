@@ -44,6 +44,12 @@ TINY = dict(model_kwargs=dict(dims=(8, 16, 16, 16)))   # a narrow 'cnn': the sam
 
 def acc(fm, cs, **kw): return float((fm.predict_proba(cs, **kw).argmax(1) == cs.labels.numpy()).mean())
 
+def nhwc(model):
+    "Every convolution weight of `model` in channels-last memory format (fine-tuning trains in NHWC, like `embed`)."
+    ws = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    # 1x1 and depthwise kernels are contiguous in both formats; a full 3x3 kernel (the stem) tells them apart
+    return all(w.is_contiguous(memory_format=torch.channels_last) for w in ws) and any(not w.is_contiguous() for w in ws)
+
 def test_loader_plugs_into_fastai(cells):
     cs, tr, va = cells
     dls = cell_dataloaders(tr, va, bs=16, device='cpu')
@@ -132,12 +138,6 @@ def test_full_ft_learns(cells, tiny_backbone):
     fm = fit_cell_model('full_ft', name, tr, va, weights=w, epochs=2, bs=16, lr=3e-3, device='cpu', progress=False)
     assert acc(fm, va) > 0.4 and fm.protocol == 'full_ft'
     assert nhwc(fm.model)
-
-def nhwc(model):
-    "Every convolution weight of `model` in channels-last memory format (fine-tuning trains in NHWC, like `embed`)."
-    ws = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    # 1x1 and depthwise kernels are contiguous in both formats; a full 3x3 kernel (the stem) tells them apart
-    return all(w.is_contiguous(memory_format=torch.channels_last) for w in ws) and any(not w.is_contiguous() for w in ws)
 
 def test_bad_inputs(cells):
     cs, tr, va = cells
