@@ -440,7 +440,7 @@ def test_stitched_curves_join_the_shared_patch_folders(tmp_path):
     assert ft[1].startswith("0.596 [") and ft[5].startswith("0.680 [") and ft[6].startswith("0.703 [")   # sessions 24, 26, 27
     assert ft[7] == "0.723 [0.708, 0.738] |"                                                              # sessions 29-30, 3 seeds
     assert row("effnet_lite0_in1k · linear_probe")[7] == "0.631 [0.631, 0.631] |"   # both folders: 3 seeds, the same 0.631
-    assert row("effnet_lite0_in1k · full_ft")[7].startswith("0.735 [") and row("effnet_lite0_in1k · full_ft")[7].endswith("(n=2) |")   # session 40: seeds 0 and 1
+    assert row("effnet_lite0_in1k · full_ft")[7] == "0.737 [0.724, 0.751] |"                             # sessions 40-41, 3 seeds
     assert row("cnn (scratch)")[-1].startswith("0.679 [") and "crchisto_flaglimit_shared40_ft2048" in out
 
 def test_cv_compare_is_paired_and_kept_beside_the_rows(tmp_path, monkeypatch):
@@ -558,13 +558,13 @@ def test_cv_compare_is_paired_and_kept_beside_the_rows(tmp_path, monkeypatch):
          "| effnet_lite0_in1k · full_ft minus ft_last | 2048 | full_ft 0.702 | ft_last 0.703 | -0.001 [-0.055, +0.052] | paired by seed |",
          "| effnet_lite0_in1k · full_ft minus linear_probe | 2048 | full_ft 0.702 | linear_probe 0.642 | +0.059 [+0.035, +0.084] | paired by seed |"),
          ("-0.001 [-0.055, +0.052]", "+0.028 [-0.014, +0.070]", "+0.059 [+0.035, +0.084]"), id="fullft2048"),
-    # tables.py fullftall renders the JSON BENCHMARKS.md quotes (seed 0 in session 40, then seed 1 in the same session).
-    pytest.param("fullftall", ("2 of 2 runs ok",
-         '| effnet_lite0_in1k · full_ft | all | 0.735 (n=2) | 0: 0.731, 1: 0.739 | 0.796 | 4341 |',
-         '| effnet_lite0_in1k · full_ft | 2048 -> all | 0.735 | 0.702 | +0.040 [-0.017, +0.097] | paired by seed | crchisto_flaglimit_shared40_fullft2048.json |',
-         '| effnet_lite0_in1k · full_ft minus ft_last | all | full_ft 0.735 | ft_last 0.723 | +0.015 [-0.081, +0.110] | paired by seed | crchisto_flaglimit_shared40_ftall.json |',
-         '| effnet_lite0_in1k · full_ft minus linear_probe | all | full_ft 0.735 | linear_probe 0.631 | +0.104 [+0.053, +0.155] | paired by seed | crchisto_flaglimit_shared40_ftall.json |',
-         ), ('+0.015 [-0.081, +0.110]', '+0.040 [-0.017, +0.097]', '+0.104 [+0.053, +0.155]'), id="fullftall"),
+    # tables.py fullftall renders the JSON BENCHMARKS.md quotes (seeds 0 and 1 in session 40, seed 2 in session 41).
+    pytest.param("fullftall", ("3 of 3 runs ok",
+         '| effnet_lite0_in1k · full_ft | all | 0.737 (n=3) | 0: 0.731, 1: 0.739, 2: 0.741 | 0.797 | 4209 |',
+         '| effnet_lite0_in1k · full_ft | 2048 -> all | 0.737 | 0.702 | +0.035 [+0.013, +0.058] | paired by seed | crchisto_flaglimit_shared40_fullft2048.json |',
+         '| effnet_lite0_in1k · full_ft minus ft_last | all | full_ft 0.737 | ft_last 0.723 | +0.014 [-0.005, +0.033] | paired by seed | crchisto_flaglimit_shared40_ftall.json |',
+         '| effnet_lite0_in1k · full_ft minus linear_probe | all | full_ft 0.737 | linear_probe 0.631 | +0.106 [+0.093, +0.120] | paired by seed | crchisto_flaglimit_shared40_ftall.json |',
+         ), ('+0.014 [-0.005, +0.033]', '+0.035 [+0.013, +0.058]', '+0.106 [+0.093, +0.120]', '0.737 [0.724, 0.751]'), id="fullftall"),
 ])
 def test_one_folder_table_quotes_the_committed_json(name, lines, quoted):
     "tables.py renders each one-folder JSON as BENCHMARKS.md quotes it: the lines it prints, and the figures the text quotes."
