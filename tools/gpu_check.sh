@@ -14,9 +14,9 @@
 # train/foundation/transforms/cost tests), bench_latency (bf16 autocast, batch 1 and 256), bench_flops --bf16, the
 # training throughput of every scratch architecture and of ft_last through fit_cell_model (bf16 autocast, batch 256),
 # and profile_gpu.py (kernels per pass, GPU busy fraction, CUDA-graph replay, fastai Adam against torch AdamW).
-# Everything lands in $OUT (default /tmp/gpu_check): gpu_check.log, bench_latency.json, bench_flops.json, bench_finetune_step.json,
+# Everything lands in $OUT (default /tmp/gpu_check): gpu_check.log, bench_latency.json, bench_flops.json,
 # gpu_train.json, profile_gpu.json. CRCHisto is not there (../shared does not travel), so no real-data figure comes from this script:
-# tools/gpu_crchisto.sh carries it for the real-data entries.
+# tools/gpu_crchisto.sh carries it for the real-data entries, and runs the NHWC fine-tuning step (FT_STEP=1), which trains on its cells.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,8 +61,6 @@ step 120 $PY -m pytest -q -p no:cacheprovider -x tests/test_cuda.py tests/test_t
 [ "$DRY" = 1 ] || step 60 $PY benchmarks/bench_latency.py --device cuda --big-batch 256
 FLOPS="--bf16 --bs 256 --steps 20"; [ "$DRY" = 1 ] && FLOPS="--bs 32 --steps 1"   # a CPU bf16 matmul takes minutes
 step 45 $PY benchmarks/bench_flops.py --device $DEV $FLOPS
-FT="--batch 256 --repeats 10"; [ "$DRY" = 1 ] && FT="--batch 8 --repeats 1"   # NHWC against NCHW for a full_ft step (1.82x on the CPU)
-step 60 $PY benchmarks/bench_finetune_step.py --device $DEV $FT
 # 3. training throughput through cellnb's own loop: sizes the GPU grid (crchisto_cv_gpu.yaml, crchisto_flaglimit_gpu.yaml)
 step 90 $PY - <<'EOF'
 import json, os, time, torch

@@ -15,7 +15,9 @@
 # a cut-off entry leaves the finished ones in $OUT/<config>.json, which starts as the committed results JSON so earlier
 # rows stay. The fold probabilities come back too ($OUT/<config>_probs.tgz: predictions and each fold's config.json, no
 # image data); here `tar xzf <config>_probs.tgz -C benchmarks/runs`, then `crchisto_cv.py --compare A,<config>:KEY` pairs
-# them with a CPU entry on the same test cells. GPU_TESTS="pytest args" runs those tests first.
+# them with a CPU entry on the same test cells. GPU_TESTS="pytest args" runs those tests first. FT_STEP=1 first times the
+# full_ft step of EfficientNet-Lite0 in NCHW against NHWC on CRCHisto cells (bench_finetune_step.py, batch 256; 1.98x on
+# the CPU), its JSON in $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 CRC_WEBP=${CRC_WEBP:-/tmp/cellnb-crchisto-webp}
@@ -69,6 +71,10 @@ EOF
 stem=$(basename "$CONFIG" .yaml)
 cp "benchmarks/results/$stem.json" "$OUT/" 2>/dev/null && echo "merging into the committed benchmarks/results/$stem.json"
 [ -z "${GPU_TESTS:-}" ] || { echo "=== $(date -u +%H:%M:%S) pytest $GPU_TESTS"; eval timeout 120 $PY -m pytest -q -p no:cacheprovider $GPU_TESTS; }
+if [ "${FT_STEP:-0}" = 1 ]; then
+    echo "=== $(date -u +%H:%M:%S) bench_finetune_step (limit 60s)"; t0=$SECONDS
+    timeout 60 $PY benchmarks/bench_finetune_step.py --device cuda --batch 256 --repeats 10; echo "=== rc=$? in $((SECONDS - t0)) s"
+fi
 for key in ${1//,/ }; do
     left=$(( DEADLINE_S - SECONDS )); [ $left -gt 30 ] || { echo "=== no time left for $key"; continue; }
     echo; echo "=== $(date -u +%H:%M:%S) $key (limit ${left}s)"; t0=$SECONDS
