@@ -338,19 +338,21 @@ def main():
     out, t0, walls = Path(a.out), time.perf_counter(), {}
     records = _records_dir(a.records) if a.records else None
     if records and (got := restore_records(records, out)): print(f"restored {len(got)} finished runs from {records}: {', '.join(got)}", flush=True)
-    if not a.summarise_only:
-        for c in a.config:
-            t = time.perf_counter()
-            cfg = StudyConfig.from_yaml(c)
-            if a.seeds: cfg.seeds = [int(v) for v in a.seeds.split(",")]
-            if a.flag_limits: cfg.flag_limits = [v for v in cfg.flag_limits if str(v) in a.flag_limits.split(",")]
-            if a.no_backbones: cfg.backbones = []
-            if a.no_scratch: cfg.models = []
-            if not cfg.flag_limits or not (cfg.models or cfg.backbones): continue
-            run_study(cfg, out, workers=a.workers)  # run ids hash each run's own parameters: phases add up to the grid
-            walls[Path(c).name] = time.perf_counter() - t
-            print(f"{c}: {walls[Path(c).name]:.0f} s", flush=True)
-    if records and (got := keep_records(out, records)): print(f"kept {len(got)} finished runs in {records}: {', '.join(got)}", flush=True)
+    try:
+        if not a.summarise_only:
+            for c in a.config:
+                t = time.perf_counter()
+                cfg = StudyConfig.from_yaml(c)
+                if a.seeds: cfg.seeds = [int(v) for v in a.seeds.split(",")]
+                if a.flag_limits: cfg.flag_limits = [v for v in cfg.flag_limits if str(v) in a.flag_limits.split(",")]
+                if a.no_backbones: cfg.backbones = []
+                if a.no_scratch: cfg.models = []
+                if not cfg.flag_limits or not (cfg.models or cfg.backbones): continue
+                run_study(cfg, out, workers=a.workers)  # run ids hash each run's own parameters: phases add up to the grid
+                walls[Path(c).name] = time.perf_counter() - t
+                print(f"{c}: {walls[Path(c).name]:.0f} s", flush=True)
+    finally:   # also when the runs stop early (Ctrl-C, a config that fails): what finished is kept
+        if records and (got := keep_records(out, records)): print(f"kept {len(got)} finished runs in {records}: {', '.join(got)}", flush=True)
     res = collect(out)
     page = report(out)
     FIG_DIR.mkdir(exist_ok=True)

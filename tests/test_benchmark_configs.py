@@ -333,6 +333,10 @@ def test_run_records_rebuild_a_lost_run_folder_and_take_new_runs(tmp_path):
     assert restore_records(RECORDS, out) == [kept[0]]
     for f in ("params.json", "predictions.parquet", "output.ipynb", "result.json"):
         assert (out / "runs" / kept[0] / f).read_bytes() == (RECORDS / kept[0] / f).read_bytes()
+    failed = [dict(r, status="failed") for r in json.loads((RECORDS / kept[1] / "result.json").read_text())]
+    (out / "runs" / kept[1] / "result.json").write_text(json.dumps(failed))    # the run failed in this folder: the record replaces it
+    assert restore_records(RECORDS, out) == [kept[1]]
+    assert (out / "runs" / kept[1] / "result.json").read_bytes() == (RECORDS / kept[1] / "result.json").read_bytes()
     # keeping: a new finished run is added (no weights), a failed one is not, and the kept ones are not copied again
     new = out / "runs" / "0123456789ab"; new.mkdir()
     rows = json.loads((RECORDS / kept[0] / "result.json").read_text())
@@ -570,18 +574,27 @@ def test_one_folder_table_quotes_the_committed_json(name, lines, quoted):
     "tables.py renders each one-folder JSON as BENCHMARKS.md quotes it: the lines it prints, and the figures the text quotes."
     _table_says(name, lines, quoted)
 
+BENCH_STEP = [sys.executable, str(ROOT / "benchmarks" / "bench_finetune_step.py")]
+
+def test_finetune_step_bench_refuses_bad_input_in_one_line(tmp_path):
+    "No data needed: a zero batch and a CRCHisto that is not there are refused before anything loads."
+    import os
+    env = dict(os.environ, CELLNB_RESULTS_DIR=str(tmp_path), CELLNB_CRCHISTO=str(tmp_path))
+    for args, says in ((["--batch", "0"], "must be at least 1"), ([], "CRCHisto not found")):
+        r = subprocess.run(BENCH_STEP + args, capture_output=True, text=True, timeout=300, env=env)
+        assert r.returncode != 0 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not list(tmp_path.glob("*.json"))
+
 def test_finetune_step_bench_times_both_layouts_on_crchisto_cells(tmp_path):
-    "bench_finetune_step.py: one step per layout on real cells, its JSON where CELLNB_RESULTS_DIR says; bad input in one line."
+    "bench_finetune_step.py: one step per layout on real cells, its JSON where CELLNB_RESULTS_DIR says; a batch over the dataset is one line."
     import os
     from cellnb.core import require_crchisto
     data = require_crchisto()
-    bench = [sys.executable, str(ROOT / "benchmarks" / "bench_finetune_step.py")]
+    bench = BENCH_STEP
     env = dict(os.environ, CELLNB_RESULTS_DIR=str(tmp_path), CELLNB_CRCHISTO=str(data))
     r = subprocess.run(bench + ["--batch", "2", "--repeats", "1", "--threads", "1"], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((tmp_path / "bench_finetune_step.json").read_text())
     assert set(res["seconds_per_step"]) == {"NCHW", "NHWC"} and res["ratio"] > 0 and res["batch"] == 2
-    for args, env2, says in ((["--batch", "0"], env, "must be at least 1"), (["--batch", "100000"], env, "more than CRCHisto's"),
-                             ([], dict(env, CELLNB_CRCHISTO=str(tmp_path)), "CRCHisto not found")):
-        r = subprocess.run(bench + args, capture_output=True, text=True, timeout=300, env=env2)
-        assert r.returncode != 0 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = subprocess.run(bench + ["--batch", "100000"], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode != 0 and "more than CRCHisto's" in r.stderr and "Traceback" not in r.stderr, r.stderr

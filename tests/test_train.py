@@ -228,6 +228,16 @@ def test_checkpoint_is_read_on_the_cpu_and_checked(cells, tmp_path, monkeypatch)
     ck.unlink(); fit_cell_model('scratch', 'cnn', tr, va, epochs=1, bs=16, device='cpu', progress=False, checkpoint=ck, **TINY)
     assert not list(tmp_path.glob('.ck.pth.*.tmp'))
 
+def test_checkpoint_never_records_more_seconds_than_the_fit(cells, tmp_path, monkeypatch):
+    "A slow save (here: copying the RNG state takes 0.3 s) is left out of both figures alike: the fit's train_seconds is at least its last checkpoint's."
+    import time, cellnb.train as T
+    cs, tr, va = cells
+    rng_state = T._rng_state
+    monkeypatch.setattr(T, '_rng_state', lambda dls: (time.sleep(.3), rng_state(dls))[1])
+    ck = tmp_path/'ck.pth'
+    res = fit_cell_model('scratch', 'cnn', tr, va, epochs=1, bs=16, device='cpu', progress=False, checkpoint=ck, **TINY)
+    assert res.train_seconds >= T.read_checkpoint(ck)['seconds'] > 0   # before the fix: short by about the 0.3 s
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 def test_scratch_cuda_resumes(cells, tmp_path, monkeypatch):
     "On the GPU (bf16) a killed run resumes from its checkpoint, with the GPU's random stream restored."
