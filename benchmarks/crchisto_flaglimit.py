@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from scipy import stats
 from _common import write_result
-from cellnb.sweep import StudyConfig, run_study, collect, load_predictions
+from cellnb.sweep import StudyConfig, run_study, collect, load_predictions, _run_status
 from cellnb.evaluate import paired_compare
 from cellnb.figures import report, run_slopes, entry_names
 
@@ -285,9 +285,8 @@ def class_mix(res, out, bal_out, minority="others", n_boot=1000) -> dict:
 RECORD_FILES = ("params.json", "predictions.parquet", "output.ipynb", "result.json")   # result.json last: it marks a copy complete
 
 def _run_ok(rd: Path) -> bool:
-    try: rows = json.loads((rd / "result.json").read_text())
-    except (OSError, ValueError): return False
-    return bool(rows) and all(r.get("status") == "ok" for r in rows)
+    "Done as `run_study` judges it (the runner's own test), so a restored run is never run again."
+    return _run_status(rd) == "ok"
 
 def _copy_run(src: Path, dst: Path):
     dst.mkdir(parents=True, exist_ok=True)
