@@ -6,7 +6,7 @@ MIN_FREE_GB ?= 7
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.cellnb-installed
 
-.PHONY: install test test-slow export check-export nbtest pytest readme study clean-nbs gpu-wheels
+.PHONY: install test test-slow export check-export nbtest pytest readme study clean-nbs gpu-wheels figures lab
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,16 @@ clean-nbs: install
 
 study: install
 	$(BIN)/cellnb-study --quick --out study/
+
+# The study's tidy results tables from the experiments' JSONs, then every figure of BENCHMARKS.md redrawn from them
+# (nbs/20_crchisto_study.ipynb with CELLNB_FIGURES=1 writes benchmarks/figures/*.png).
+figures: install
+	$(BIN)/python benchmarks/results_tables.py
+	CELLNB_FIGURES=1 $(BIN)/nbdev-test nbs/20_crchisto_study.ipynb
+
+# Open the notebooks in JupyterLab (a dev extra).
+lab: install
+	$(BIN)/jupyter lab nbs/
 
 # The wheels a lent GPU machine lacks (tools/gpu_check.sh runs the CUDA checks there in one call).
 gpu-wheels: install

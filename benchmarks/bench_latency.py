@@ -2,18 +2,35 @@
 
 Random weights (cost does not depend on them). Batch 1 and a large batch, median of repeats after warm-up, all
 measured side by side in this one process. Prints the custom_vit/UNI and custom_vit/ResNet-RS50 speed ratios last.
-Usage: python benchmarks/bench_latency.py [--device cpu|cuda] [--big-batch 256]
+With --study it times instead the nine models of the CRCHisto study (the eight 40-px architectures and EfficientNet-Lite0
+at 224 px, whose probe and fine-tuned variants cost the same per patch) on a fixed thread count, and writes
+bench_latency_study.json: the latencies of the study's speed-accuracy figure.
+Usage: python benchmarks/bench_latency.py [--device cpu|cuda] [--big-batch 256] [--study --threads 1 --repeats 20]
 """
 import argparse, timm, torch
 from _common import write_result
-from cellnb.models import create_model
+from cellnb.models import create_model, ARCHS
 from cellnb.cost import model_cost
+
+def study(a, big):
+    "The study's nine models, side by side on `a.threads` threads: median of `a.repeats` timed passes per batch size."
+    from cellnb.foundation import build_effnet_lite0
+    torch.manual_seed(0)
+    models = {m: (create_model(m, 4), 40) for m in ARCHS} | {"effnet_lite0_in1k": (build_effnet_lite0(), 224)}
+    rows = {}
+    for name, (m, size) in models.items():
+        c = model_cost(m, size, batch_sizes=(1, big), device=a.device, warmup=3, repeats=a.repeats, threads=a.threads)
+        rows[name] = {**{k: c[k] for k in c if not isinstance(c[k], dict)}, "input_px": size}
+        print(f"{name:20s} {size:4d}px  bs1 {c['latency_ms_per_patch']:8.3f} ms/patch  bs{big} {c[f'latency_ms_per_patch_bs{big}']:8.3f} ms/patch", flush=True)
+    print(f"wrote {write_result('bench_latency_study', dict(device=a.device, threads=a.threads, repeats=a.repeats, big_batch=big, models=rows))}")
 
 def main():
     ap = argparse.ArgumentParser(); ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--big-batch", type=int, default=None); a = ap.parse_args()
+    ap.add_argument("--big-batch", type=int, default=None); ap.add_argument("--study", action="store_true")
+    ap.add_argument("--threads", type=int, default=None); ap.add_argument("--repeats", type=int, default=20); a = ap.parse_args()
     on_gpu = a.device.startswith("cuda")
     big = a.big_batch or (256 if on_gpu else 32)
+    if a.study: return study(a, big)
     models = {"custom_vit": (create_model("custom_vit", 4), 40),
               "resnetrs50": (timm.create_model("resnetrs50", pretrained=False, num_classes=0), 224),
               "ctranspath (swin_tiny)": (timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=0), 224),
