@@ -12,15 +12,15 @@ from sklearn.metrics import (accuracy_score, f1_score, balanced_accuracy_score, 
 from .core import CellnbError, is_positive_int, check_seed, check_count
 
 # %% auto #0
-__all__ = ['RESULT_COLUMNS', 'CONDITIONS', 'PAIRED_METRICS', 'result_row', 'expected_calibration_error', 'check_ci',
-           'metrics_from_preds', 'check_condition', 'predictions_frame', 'evaluate', 'row_from_metrics',
-           'paired_compare']
+__all__ = ['RESULT_COLUMNS', 'PER_CLASS_SCORES', 'CONDITIONS', 'PAIRED_METRICS', 'result_row', 'expected_calibration_error',
+           'check_ci', 'metrics_from_preds', 'per_class_metrics', 'check_condition', 'predictions_frame', 'evaluate',
+           'row_from_metrics', 'paired_compare']
 
 # %% ../nbs/08_evaluate.ipynb #3ce67567
 RESULT_COLUMNS = ['run_id', 'dataset', 'model', 'family', 'protocol', 'flag_limit', 'n_train_per_class', 'seed',
                   'condition', 'sigma', 'accuracy', 'macro_f1', 'weighted_f1', 'macro_f1_ci_low', 'macro_f1_ci_high',
                   'accuracy_ci_low', 'accuracy_ci_high', 'balanced_accuracy', 'ece', 'params', 'gflops',
-                  'latency_ms_per_patch', 'train_seconds', 'status', 'error']
+                  'latency_ms_per_patch', 'train_seconds', 'status', 'error', 'warning']
 _NUMERIC = {'flag_limit', 'seed', 'sigma', 'accuracy', 'macro_f1', 'weighted_f1', 'macro_f1_ci_low',
             'macro_f1_ci_high', 'accuracy_ci_low', 'accuracy_ci_high', 'balanced_accuracy', 'ece', 'params',
             'gflops', 'latency_ms_per_patch', 'train_seconds'}
@@ -112,6 +112,19 @@ def _prob_matrix(preds:pd.DataFrame, classes:list):
     if not all(c in preds.columns for c in cols): return None
     return preds[cols].to_numpy(dtype=float)
 
+PER_CLASS_SCORES = ('precision', 'recall', 'f1')
+
+def _per_class_scores(cm:np.ndarray) -> tuple:
+    "Precision, recall and F1 per class for a stack of confusion matrices (B, C, C): three (B, C) arrays, NaN where undefined."
+    tp = np.diagonal(cm, axis1=1, axis2=2).astype(float)
+    n_pred, n_true = cm.sum(1).astype(float), cm.sum(2).astype(float)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        # never predicted but present: precision 0, as sklearn's zero_division=0; absent from the resample: no recall
+        prec = np.where(n_pred > 0, tp / n_pred, np.where(n_true > 0, 0.0, np.nan))
+        rec = np.where(n_true > 0, tp / n_true, np.nan)
+        f1 = np.where(n_pred + n_true > 0, 2 * tp / (n_pred + n_true), np.nan)
+    return prec, rec, f1
+
 def check_ci(ci:float):
     "Refuse a confidence level outside (0, 1), such as 95 for 0.95."
     if isinstance(ci, bool) or not isinstance(ci, (int, float, np.floating)) or not 0 < ci < 1:
@@ -148,7 +161,7 @@ def metrics_from_preds(preds:pd.DataFrame, # per-cell predictions: columns true,
         warnings.simplefilter('ignore')   # "y_pred contains classes not in y_true" is expected on small test sets
         m['balanced_accuracy'] = float(balanced_accuracy_score(t, p))
     m['per_class'] = {c: dict(precision=float(prec[i]), recall=float(rec[i]), f1=float(f1[i]), support=int(sup[i]))
-                      for i, c in enumerate(classes)}
+                      for i, c in enumerate(classes)}   # + <score>_ci_low/_ci_high below
     m['confusion'] = confusion_matrix(t, p, labels=list(range(C))).tolist()
     probs = _prob_matrix(preds, classes)
     m['ece'] = expected_calibration_error(probs.max(1), t == p, n_bins) if probs is not None else math.nan
@@ -164,9 +177,29 @@ def metrics_from_preds(preds:pd.DataFrame, # per-cell predictions: columns true,
         acc, mf1, _ = _cm_scores(cms, labels)
         m['accuracy_ci_low'], m['accuracy_ci_high'] = (float(x) for x in np.quantile(acc, [lo_q, hi_q]))
         m['macro_f1_ci_low'], m['macro_f1_ci_high'] = (float(x) for x in np.quantile(mf1, [lo_q, hi_q]))
+        for name, v in zip(PER_CLASS_SCORES, _per_class_scores(cms)):   # the same resamples, per class
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore')   # all-NaN: a class with no cell in any resample has no interval
+                q = np.nanquantile(v, [lo_q, hi_q], axis=0)
+            for i, c in enumerate(classes):
+                m['per_class'][c][f'{name}_ci_low'], m['per_class'][c][f'{name}_ci_high'] = float(q[0, i]), float(q[1, i])
     else:
         for k in ('accuracy_ci_low', 'accuracy_ci_high', 'macro_f1_ci_low', 'macro_f1_ci_high'): m[k] = math.nan
+        for c in classes: m['per_class'][c].update({f'{name}_ci_{e}': math.nan for name in PER_CLASS_SCORES for e in ('low', 'high')})
     return m
+
+def per_class_metrics(preds:pd.DataFrame, # per-cell predictions of one condition: true, pred, [group]
+                      classes:list, # class names in model order
+                      n_boot:int=1000, # bootstrap resamples (0: no CIs)
+                      group_bootstrap:bool=False, # resample groups (preds['group']) instead of cells
+                      seed:int=0, # bootstrap seed
+                      ci:float=0.95, # confidence level
+                     ) -> pd.DataFrame:
+    "One row per class: support, precision, recall and F1 (sklearn) with bootstrap CIs, from `metrics_from_preds`."
+    m = metrics_from_preds(preds, classes, n_boot=n_boot, group_bootstrap=group_bootstrap, seed=seed, ci=ci)
+    cols = ['support'] + [f'{s}{e}' for s in PER_CLASS_SCORES for e in ('', '_ci_low', '_ci_high')]
+    df = pd.DataFrame([{'class': c, **{k: m['per_class'][c][k] for k in cols}} for c in m['classes']])
+    return df.assign(n=m['n'], n_groups=m['n_groups'], bootstrap=m['bootstrap'], n_boot=m['n_boot'])
 
 # %% ../nbs/08_evaluate.ipynb #bf230f71
 CONDITIONS = ('clean', 'pre', 'post')

@@ -12,10 +12,12 @@ import altair as alt
 from .core import CellnbError, atomic_write, atomic_write_text
 
 # %% auto #0
-__all__ = ['BLUR_ORDER', 'FIGURES', 'check_results', 'load_results', 'entry_names', 'summarise', 'speed_accuracy',
-           'flag_limit_labels', 'scaling_curves', 'blur_bars', 'run_slopes', 'degradation_slopes', 'best_runs',
-           'confusion_counts', 'confusion_matrices', 'contact_sheet', 'load_samples', 'study_figures', 'summary_table',
-           'failed_table', 'environment', 'report', 'report_check']
+__all__ = ['BLUR_ORDER', 'PER_CLASS_FILE', 'PER_CLASS_KEYS', 'MIN_TEST_CELLS', 'FIGURES', 'check_results', 'load_results',
+           'run_warnings', 'entry_names', 'summarise', 'speed_accuracy', 'flag_limit_labels', 'scaling_curves',
+           'blur_bars', 'run_slopes', 'degradation_slopes', 'best_runs', 'confusion_counts', 'confusion_matrices',
+           'positive_class', 'per_class_table', 'per_class_f1', 'per_class_summary', 'contact_sheet', 'load_samples',
+           'findings', 'study_figures', 'summary_table', 'failed_table', 'flagged_table', 'environment', 'report',
+           'report_check']
 
 # %% ../nbs/12_figures.ipynb #4a242098
 _NEEDED = ["run_id", "model", "family", "protocol", "flag_limit", "seed", "condition", "sigma", "macro_f1", "status"]
@@ -46,6 +48,15 @@ def _ok(results):
     "Completed rows with a score."
     r = check_results(results)
     return r[(r["status"].astype(str) != "failed") & r["macro_f1"].notna()].copy()
+
+def run_warnings(results:pd.DataFrame, # the results table (a `warning` column where the runs wrote one)
+                ) -> dict:
+    "The warning of each completed run, {run_id: text}; runs without one (or tables without the column) are left out."
+    ok = _ok(results)
+    if "warning" not in ok: return {}
+    w = ok[["run_id", "warning"]].dropna()
+    w = w[w["warning"].astype(str).str.strip() != ""]
+    return {str(r): str(t).strip() for r, t in w.drop_duplicates("run_id").itertuples(index=False)}
 
 def entry_names(df):
     "One display name per model x protocol: `cnn` for scratch models, `uni · linear_probe` for backbones."
@@ -230,22 +241,28 @@ def _classes_of(preds):
 
 def best_runs(results:pd.DataFrame, # the results table
              ) -> pd.DataFrame:
-    "The run with the highest clean macro-F1 for each model x protocol."
+    "The run with the highest clean macro-F1 for each model x protocol; a flagged run only where every run of the model is flagged."
     ok = _ok(results)
     clean = _entries(_need(ok[ok["condition"] == "clean"], "clean evaluations", "run cellnb-study first"))
-    return clean.sort_values(["macro_f1", "run_id"], ascending=[False, True]).groupby("entry", sort=True).head(1).sort_values("entry")
+    flagged = run_warnings(results)
+    clean["_flagged"] = clean["run_id"].astype(str).isin(list(flagged))
+    best = clean.sort_values(["_flagged", "macro_f1", "run_id"], ascending=[True, False, True]).groupby("entry", sort=True).head(1)
+    return best.drop(columns="_flagged").sort_values("entry")
 
 def _best_preds(out_dir):
     out_dir = Path(out_dir)
     frames, damaged = [], []
-    for _, r in best_runs(load_results(out_dir)).iterrows():
+    results = load_results(out_dir)
+    flagged, labels = run_warnings(results), flag_limit_labels(_ok(results))
+    for _, r in best_runs(results).iterrows():
         p = out_dir/"runs"/str(r["run_id"])/"predictions.parquet"
         if not p.exists(): continue
         try: preds = pd.read_parquet(p)
         except (OSError, ValueError) as e:   # pyarrow's errors are of these kinds
             warnings.warn(f"{p} is damaged ({type(e).__name__}); its run is left out of the confusion matrices (rerun the study to redo it)")
             damaged.append(str(r["run_id"])); continue
-        frames.append(preds.assign(entry=f"{r['entry']} (FL {r['flag_limit']}, seed {r['seed']})"))
+        flag = ", FLAGGED" if str(r["run_id"]) in flagged else ""
+        frames.append(preds.assign(entry=f"{r['entry']} (FlagLimit {labels.get(int(r['flag_limit']), r['flag_limit'])}, seed {r['seed']}{flag})"))
     if not frames:
         what = f"is damaged in run(s) {', '.join(damaged)}" if damaged else "is missing"
         raise CellnbError(f"predictions.parquet of the best runs under {out_dir} {what}; rerun cellnb-study --out {out_dir}")
@@ -275,20 +292,132 @@ def confusion_matrices(source, # a study folder (best run per model) or a predic
                        classes:list|None=None, # class order (default: from the predictions)
                        columns:int=3, # matrices per row
                       ) -> alt.FacetChart:
-    "Clean-test-set confusion matrices (counts, coloured by row fraction), one per model."
+    "Clean-test-set confusion matrices (counts, coloured by row fraction), one per model, each titled with its run."
     preds = source if isinstance(source, pd.DataFrame) else _best_preds(source)
     classes = list(classes or _classes_of(preds)) or None
     c = confusion_counts(preds, classes)
     order = list(dict.fromkeys(c["true"]))
-    x = alt.X("pred:N", sort=order, title="predicted")
-    y = alt.Y("true:N", sort=order, title="true")
-    heat = alt.Chart().mark_rect().encode(x=x, y=y, color=alt.Color("frac:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), title="row fraction"),
+    side = max(160, 42 * len(order))   # room for a 4-digit count in every cell
+    x = alt.X("pred:N", sort=order, title="predicted", axis=alt.Axis(labelAngle=-35, labelLimit=120))
+    y = alt.Y("true:N", sort=order, title="true", axis=alt.Axis(labelLimit=120))
+    heat = alt.Chart().mark_rect().encode(x=x, y=y, color=alt.Color("frac:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), title="row fraction (recall)"),
                                           tooltip=["entry:N", "true:N", "pred:N", "count:Q", alt.Tooltip("frac:Q", format=".2f")])
     txt = alt.Chart().mark_text(fontSize=11).encode(x=x, y=y, text="count:Q",
                                                      color=alt.condition("datum.frac > 0.5", alt.value("white"), alt.value("black")))
-    return (alt.layer(heat, txt, data=c).properties(width=180, height=180)
-            .facet(facet=alt.Facet("entry:N", title=None), columns=columns)
-            .properties(title="Confusion matrices, clean test set (best run per model)"))
+    return (alt.layer(heat, txt, data=c).properties(width=side, height=side)
+            .facet(facet=alt.Facet("entry:N", title=None, header=alt.Header(labelLimit=0, labelFontSize=12)), columns=columns)
+            .properties(title="Confusion matrices, clean test set (per model: its best unflagged run)"))
+
+# %% ../nbs/12_figures.ipynb #pc1b2c3d
+PER_CLASS_FILE = "per_class.parquet"
+PER_CLASS_KEYS = ["run_id", "model", "family", "protocol", "flag_limit", "seed", "condition", "sigma", "class"]
+
+def positive_class(counts:dict, # {class: test cells}, in the model's class order
+                  ) -> str|None:
+    "The positive class of a two-class task: the one with fewer test cells (the rarer finding), the second on a tie; None otherwise."
+    if len(counts) != 2: return None
+    (a, na), (b, nb) = counts.items()
+    return a if na < nb else b
+
+def _grouped(preds) -> bool:
+    "Whether the cells carry real groups: at least two, and fewer groups than cells (not one group per cell)."
+    return "group" in preds and 2 <= preds["group"].nunique() < len(preds)
+
+def _run_meta(results):
+    "One row per completed run: model, family, protocol, FlagLimit, seed, [training counts] and its warning ('' for none)."
+    ok = _ok(results)
+    cols = ["model", "family", "protocol", "flag_limit", "seed"] + (["n_train_counts"] if "n_train_counts" in ok else [])
+    meta = ok.drop_duplicates("run_id").set_index("run_id")[cols]
+    return meta.assign(warning=pd.Series(run_warnings(results), dtype=object).reindex(meta.index).fillna(""))
+
+def _read_cached(path, files, n_boot, seed):
+    "The per-class table at `path` when it is newer than every predictions file and was made from the same runs and bootstrap."
+    try:
+        if not path.exists() or any(p.stat().st_mtime > path.stat().st_mtime for p in files.values()): return None
+        df = pd.read_parquet(path)
+    except (OSError, ValueError): return None
+    same = (set(df["run_id"].astype(str)) == set(files) and set(df["n_boot"]) == {n_boot}
+            and "boot_seed" in df and set(df["boot_seed"]) == {seed})
+    return df if same else None
+
+def per_class_table(out_dir, # a study folder (results.parquet, runs/<id>/predictions.parquet)
+                    results:pd.DataFrame|None=None, # its results table (default: read results.parquet)
+                    n_boot:int=1000, # bootstrap resamples for the CIs
+                    seed:int=0, # bootstrap seed
+                    write:bool=True, # write out_dir/per_class.parquet
+                   ) -> pd.DataFrame:
+    "Per-class precision, recall and F1 with bootstrap 95% CIs, one row per run x condition x sigma x class, from the runs' predictions."
+    from cellnb.evaluate import per_class_metrics
+    out_dir = Path(out_dir)
+    results = load_results(out_dir) if results is None else check_results(results)
+    meta = _run_meta(results)
+    files = {str(r): out_dir/"runs"/str(r)/"predictions.parquet" for r in meta.index}
+    files = {r: p for r, p in files.items() if p.exists()}
+    path = out_dir/PER_CLASS_FILE
+    df = _read_cached(path, files, n_boot, seed)
+    if df is None:
+        frames = []
+        for rid, p in files.items():
+            try: preds = pd.read_parquet(p)
+            except (OSError, ValueError) as e:
+                warnings.warn(f"{p} is damaged ({type(e).__name__}); run {rid} is left out of the per-class results (rerun the study to redo it)")
+                continue
+            if "condition" not in preds: preds = preds.assign(condition="clean", sigma=0.0)
+            classes = _classes_of(preds) or sorted(set(preds["true"].astype(str)) | set(preds["pred"].astype(str)))
+            parts = [(c, float(s), per_class_metrics(g, classes, n_boot=n_boot, group_bootstrap=_grouped(g), seed=seed))
+                     for (c, s), g in preds.groupby(["condition", "sigma"], sort=False)]
+            clean = next((t for c, _, t in parts if c == "clean"), parts[0][2])
+            pos = positive_class(dict(zip(clean["class"], clean["support"])))
+            frames += [t.assign(run_id=rid, condition=c, sigma=s, positive=t["class"] == pos) for c, s, t in parts]
+        if not frames: return pd.DataFrame(columns=PER_CLASS_KEYS + ["f1", "f1_ci_low", "f1_ci_high", "positive", "warning"])
+        df = pd.concat(frames, ignore_index=True).assign(boot_seed=seed)
+        if write:
+            with atomic_write(path) as f: df.to_parquet(f, index=False)
+    df = df.drop(columns=[c for c in meta.columns if c in df]).join(meta, on="run_id")   # labels and warnings from today's results
+    return df[PER_CLASS_KEYS + [c for c in df.columns if c not in PER_CLASS_KEYS]]
+
+def _per_class_means(per_class, flag_limit=None):
+    "Clean per-class rows at one FlagLimit (default: the largest), averaged over seeds per model x class."
+    d = per_class[per_class["condition"] == "clean"]
+    _need(d, "per-class results (clean condition)", "the runs' predictions.parquet are needed; rerun cellnb-study")
+    fl = _pick(d["flag_limit"], flag_limit, "flag_limit")
+    d = _entries(d[d["flag_limit"] == fl])
+    order = list(dict.fromkeys(d["class"]))
+    agg = {k: (k, "mean") for s in ("precision", "recall", "f1") for k in (s, f"{s}_ci_low", f"{s}_ci_high")}
+    s = d.groupby(["entry", "class"], sort=False).agg(**agg, support=("support", "first"), positive=("positive", "any"),
+                                                      n_runs=("run_id", "nunique"), bootstrap=("bootstrap", "first"),
+                                                      flagged=("warning", lambda w: int((w.astype(str) != "").sum()))).reset_index()
+    s["class"] = pd.Categorical(s["class"], order)
+    return s.sort_values(["entry", "class"]).reset_index(drop=True), fl
+
+def per_class_f1(per_class:pd.DataFrame, # per_class_table's rows
+                 flag_limit:int|None=None, # FlagLimit to show (default: the largest)
+                ) -> alt.Chart:
+    "F1 of each class per model on the clean test set at one FlagLimit: mean over seeds with the mean bootstrap 95% CI."
+    s, fl = _per_class_means(per_class, flag_limit)
+    s["label"] = s["class"].astype(str) + np.where(s["positive"], " (positive)", "")
+    order = list(dict.fromkeys(s.sort_values("class")["label"]))
+    lab = flag_limit_labels(per_class[per_class["condition"] == "clean"]).get(int(fl), str(fl))
+    col = alt.Color("entry:N", scale=_colour(s["entry"]), title="model")
+    base = alt.Chart(s).encode(y=alt.Y("label:N", sort=order, title=None), yOffset=alt.YOffset("entry:N"), color=col)
+    tip = ["entry:N", "label:N", alt.Tooltip("f1:Q", format=".3f", title="F1"), alt.Tooltip("f1_ci_low:Q", format=".3f"),
+           alt.Tooltip("f1_ci_high:Q", format=".3f"), alt.Tooltip("precision:Q", format=".3f"), alt.Tooltip("recall:Q", format=".3f"),
+           "support:Q", "n_runs:Q"]
+    err = base.mark_rule().encode(x="f1_ci_low:Q", x2="f1_ci_high:Q")
+    pts = base.mark_point(filled=True, size=70).encode(x=alt.X("f1:Q", scale=alt.Scale(domain=[0, 1]), title="F1 (clean test set)"), tooltip=tip)
+    return (err + pts).properties(width=420, height=alt.Step(12), title=f"Per-class F1 at FlagLimit {lab} (mean over seeds, 95% CI)")
+
+def per_class_summary(per_class:pd.DataFrame, # per_class_table's rows
+                      flag_limit:int|None=None, # FlagLimit to show (default: the largest)
+                     ) -> pd.DataFrame:
+    "Per model x class at one FlagLimit: F1, precision and recall as `mean [CI]` (clean, mean over seeds), test cells and runs."
+    s, fl = _per_class_means(per_class, flag_limit)
+    fmt = lambda k: [f"{m:.3f} [{a:.3f}, {b:.3f}]" for m, a, b in zip(s[k], s[f"{k}_ci_low"], s[f"{k}_ci_high"])]
+    t = pd.DataFrame({"model": s["entry"], "class": s["class"].astype(str) + np.where(s["positive"], " (positive)", ""),
+                      "F1": fmt("f1"), "precision": fmt("precision"), "recall": fmt("recall"),
+                      "test cells": s["support"].astype(int), "runs": s["n_runs"]})
+    if s["flagged"].any(): t["flagged runs"] = s["flagged"]
+    return t
 
 # %% ../nbs/12_figures.ipynb #3c4b68da
 def _png_data_url(arr:np.ndarray) -> str:
@@ -338,6 +467,280 @@ def load_samples(out_dir): # a study folder with samples.npz
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise CellnbError(f"{p} is damaged ({type(e).__name__}); rerun cellnb-study --out {out_dir} to write it again") from None
 
+# %% ../nbs/12_figures.ipynb #fd1b2c3d
+MIN_TEST_CELLS = 30   # per class: below this one cell moves a class's recall by more than 0.03
+
+def _t_ci(x, ci=0.95):
+    "Mean and t-based CI of a few numbers (one per seed); NaN bounds for fewer than two."
+    from scipy import stats
+    x = np.asarray(x, float); x = x[np.isfinite(x)]
+    if len(x) < 2: return (float(x.mean()) if len(x) else np.nan), np.nan, np.nan
+    h = float(stats.t.ppf(0.5 + ci/2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+    return float(x.mean()), float(x.mean() - h), float(x.mean() + h)
+
+def _ci(lo, hi, signed=False):
+    f = "{:+.3f}" if signed else "{:.3f}"
+    return f"[{f.format(lo)}, {f.format(hi)}]"
+
+def _plural(n, word): return f"{n} {word}{'' if n == 1 else 's'}"
+
+def _preds_getter(preds, classes_cache=None):
+    "run_id -> that run's clean predictions (or None), from a predictions DataFrame with run_id or a study folder."
+    cache = {}
+    def get(rid):
+        rid = str(rid)
+        if rid in cache: return cache[rid]
+        p = None
+        if isinstance(preds, pd.DataFrame):
+            if "run_id" not in preds: raise CellnbError("preds has no run_id column; pass cellnb.sweep.load_predictions(out_dir) or the study folder")
+            p = preds[preds["run_id"].astype(str) == rid]
+        elif preds is not None:
+            f = Path(preds)/"runs"/rid/"predictions.parquet"
+            try: p = pd.read_parquet(f) if f.exists() else None
+            except (OSError, ValueError): p = None
+        if p is not None and "condition" in p: p = p[p["condition"] == "clean"]
+        cache[rid] = p if p is not None and len(p) else None
+        return cache[rid]
+    return get
+
+def _test_facts(get, run_ids):
+    "Size, class counts and groups of the test set, from the first run with predictions (every run of a study shares it)."
+    for rid in run_ids:
+        p = get(rid)
+        if p is None: continue
+        cls = _classes_of(p) or sorted(set(p["true"].astype(str)))
+        t = p["true"].map(dict(enumerate(cls))) if pd.api.types.is_integer_dtype(p["true"]) else p["true"].astype(str)
+        counts = {c: int((t == c).sum()) for c in cls}
+        return dict(n=len(p), counts=counts, n_groups=int(p["group"].nunique()) if "group" in p else 0, grouped=_grouped(p))
+    return None
+
+class _Finder:
+    "The numbers behind the findings: seed means, paired differences, and which flagged runs a sentence rests on."
+    def __init__(self, results, preds, min_cells, n_boot, seed):
+        self.results, self.ok = results, _ok(results)
+        self.clean = _entries(self.ok[self.ok["condition"] == "clean"])
+        self.warn = run_warnings(results)
+        self.labels = flag_limit_labels(self.clean) if len(self.clean) else {}
+        self.get = _preds_getter(preds)
+        self.facts = _test_facts(self.get, self.clean["run_id"].unique()) if preds is not None else None
+        self.small = self.facts is not None and min(self.facts["counts"].values()) < min_cells
+        self.min_cells, self.n_boot, self.seed = min_cells, n_boot, seed
+    def lab(self, f): return self.labels.get(int(f), str(int(f)))
+    def rows(self, e, f): return self.clean[(self.clean["entry"] == e) & (self.clean["flag_limit"] == f)]
+    def mean(self, e, f):
+        r = self.rows(e, f)
+        lo, hi = (r[c].mean() if c in r else np.nan for c in ("macro_f1_ci_low", "macro_f1_ci_high"))
+        return r["macro_f1"].mean(), lo, hi, r["seed"].nunique()
+    def paired(self, a, b):
+        "macro-F1 of (entry, FlagLimit) a minus b: by seed where two or more seeds match, else a paired bootstrap of one seed's test cells."
+        from cellnb.evaluate import paired_compare
+        ra, rb = (self.rows(*x).drop_duplicates("seed").set_index("seed") for x in (a, b))
+        common = sorted(ra.index.intersection(rb.index))
+        if len(common) >= 2:
+            m, lo, hi = _t_ci(ra.loc[common, "macro_f1"].to_numpy() - rb.loc[common, "macro_f1"].to_numpy())
+            return m, lo, hi, f"paired by seed, n={len(common)}"
+        if len(common) == 1:
+            pa, pb = self.get(ra.loc[common[0], "run_id"]), self.get(rb.loc[common[0], "run_id"])
+            if pa is not None and pb is not None:
+                g = _grouped(pa)
+                try: r = paired_compare(pa, pb, n_boot=self.n_boot, seed=self.seed, group_bootstrap=g)
+                except CellnbError: pass   # not the same test cells
+                else:
+                    how = (f"one seed: paired bootstrap of {pa['group'].nunique()} test groups ({r['n']} cells)" if g else
+                           f"one seed: paired bootstrap of {r['n']} test cells, no groups")
+                    return r["diff"], r["ci_low"], r["ci_high"], how + "; seed-to-seed spread not measured"
+        why = "no seed in common" if not common else "one seed and no per-cell predictions to pair"
+        return ra["macro_f1"].mean() - rb["macro_f1"].mean(), np.nan, np.nan, why
+    def flag_note(self, run_ids):
+        "' Caution: ...' naming the flagged runs among `run_ids`."
+        ids = [r for r in dict.fromkeys(str(r) for r in run_ids) if r in self.warn]
+        if not ids: return ""
+        rows = self.clean.assign(run_id=self.clean["run_id"].astype(str)).drop_duplicates("run_id").set_index("run_id")
+        desc = "; ".join(f"{rows.loc[r, 'entry']} at FlagLimit {self.lab(rows.loc[r, 'flag_limit'])}, seed {rows.loc[r, 'seed']}: {self.warn[r]}" for r in ids[:3])
+        more = f"; and {len(ids) - 3} more" if len(ids) > 3 else ""
+        return f" Caution: this rests on {_plural(len(ids), 'flagged run')} ({desc}{more})."
+    def runs_of(self, mask): return self.clean.loc[mask, "run_id"]
+
+# %% ../nbs/12_figures.ipynb #fd2c3d4e
+def _runs_sentence(F):
+    r = F.results
+    status = r.groupby("run_id")["status"].agg(lambda s: "failed" if (s.astype(str) == "failed").any() else "ok")
+    n, n_failed, n_ok = len(status), int((status == "failed").sum()), F.clean["run_id"].nunique()
+    s = f"{_plural(n, 'run')}: {n_ok} completed, {n_failed} failed"
+    if not F.warn: return s + ", none flagged."
+    return (s + f"; {len(F.warn)} of the {n_ok} completed runs {'is' if len(F.warn) == 1 else 'are'} flagged (see Flagged runs) "
+            "and should not be trusted: the sentences below say where they use one.")
+
+def _test_sentence(F):
+    f = F.facts
+    if f is None:
+        return ("No per-cell predictions were read: the size of the test set and its groups are unknown, "
+                "and a difference between single runs has no CI.")
+    c = min(f["counts"], key=f["counts"].get)
+    s = f"The test set holds {f['n']:,} cells of {len(f['counts'])} classes (smallest: '{c}', {f['counts'][c]:,} cells)"
+    s += (f" from {f['n_groups']} groups; the per-class and one-seed intervals resample groups." if f["grouped"] else
+          " with no groups (each cell its own, or a single group): intervals resample cells, which understates the "
+          "uncertainty where cells of one specimen or image resemble each other.")
+    if F.small: s += (f" That is too few to support claims about single classes or differences between models "
+                      f"(fewer than {F.min_cells} cells in a class).")
+    return s
+
+def _diff_text(F, d, lo, hi, how, up, down, flat, noci):
+    "A paired difference with its CI and the verdict on it (up / down / flat), or why no verdict can be given."
+    if not np.isfinite(lo): return f"{d:+.3f} with no CI ({how}): {noci}"
+    num = f"{d:+.3f} {_ci(lo, hi, True)} ({how})"
+    if F.small: return f"{num}, but the test set is too small to tell (fewer than {F.min_cells} cells in a class)"
+    return f"{num}: {up if lo > 0 else down if hi < 0 else flat}"
+
+def _best_sentence(F):
+    top = F.clean["flag_limit"].max()
+    at = F.clean[F.clean["flag_limit"] == top]
+    means = at.groupby("entry")["macro_f1"].mean().sort_values(ascending=False, kind="stable")
+    b = means.index[0]
+    m, lo, hi, n = F.mean(b, top)
+    head = f"{b}: {m:.3f} {_ci(lo, hi)} clean macro-F1 ({_plural(n, 'seed')})"
+    if len(means) < 2:
+        return (f"Only one model ran at FlagLimit {F.lab(top)}, the largest: {head}; it cannot be compared with another model there."
+                + F.flag_note(at.loc[at["entry"] == b, "run_id"]))
+    s = means.index[1]
+    m2, lo2, hi2, n2 = F.mean(s, top)
+    d, dlo, dhi, how = F.paired((b, top), (s, top))
+    verdict = _diff_text(F, d, dlo, dhi, how, up=f"{b} leads", down=f"{b} trails", flat="the two cannot be told apart (the CI includes 0)",
+                         noci="this cannot support a ranking")
+    sel = (F.clean["flag_limit"] == top) & F.clean["entry"].isin([b, s])
+    return (f"At FlagLimit {F.lab(top)} (the largest) the best model is {head}; the runner-up is {s}: {m2:.3f} {_ci(lo2, hi2)} "
+            f"({_plural(n2, 'seed')}); the difference is {verdict}." + F.flag_note(F.runs_of(sel)))
+
+def _per_class_sentence(F, per_class):
+    from cellnb.evaluate import per_class_metrics
+    top = F.clean["flag_limit"].max()
+    at = F.clean[F.clean["flag_limit"] == top]
+    b = at.groupby("entry")["macro_f1"].mean().idxmax()
+    runs = at.loc[at["entry"] == b, "run_id"].astype(str).unique()
+    if per_class is not None:
+        pc = per_class[(per_class["condition"] == "clean") & per_class["run_id"].astype(str).isin(runs)]
+    else:
+        parts = [(r, F.get(r)) for r in runs]
+        pc = pd.concat([per_class_metrics(p, _classes_of(p) or sorted(set(p["true"].astype(str))), n_boot=F.n_boot,
+                                          group_bootstrap=_grouped(p), seed=F.seed).assign(run_id=r) for r, p in parts if p is not None]
+                       or [pd.DataFrame()], ignore_index=True)
+        if len(pc):
+            sup = pc.drop_duplicates("class").set_index("class")["support"]
+            pos = positive_class(sup.to_dict())
+            pc["positive"] = pc["class"] == pos
+    if not len(pc): return f"Per-class results need the runs' predictions, which were not read: {b}'s classes are not assessed."
+    order = list(dict.fromkeys(pc["class"]))
+    s = pc.groupby("class", sort=False).agg(f1=("f1", "mean"), lo=("f1_ci_low", "mean"), hi=("f1_ci_high", "mean"),
+                                            precision=("precision", "mean"), recall=("recall", "mean"),
+                                            support=("support", "first"), positive=("positive", "any")).reindex(order)
+    note = F.flag_note(at.loc[at["entry"] == b, "run_id"])
+    if len(s) == 2 and s["positive"].any():
+        c = s.index[s["positive"]][0]; r = s.loc[c]
+        few = f" ({int(r.support)} test cells: too few to pin down)" if r.support < F.min_cells else ""
+        return (f"Two classes: the positive class is '{c}', the one with fewer test cells ({int(r.support):,} of {int(s['support'].sum()):,}; "
+                f"on a tie it would be the second class). {b}'s F1 on it is {r.f1:.3f} {_ci(r.lo, r.hi)} "
+                f"(precision {r.precision:.3f}, recall {r.recall:.3f}){few}." + note)
+    w, g = s["f1"].idxmin(), s["f1"].idxmax()
+    few = f", too few test cells to pin down" if s.loc[w, "support"] < F.min_cells else ""
+    return (f"Per class, {b} at FlagLimit {F.lab(top)} is weakest on '{w}': F1 {s.loc[w, 'f1']:.3f} {_ci(s.loc[w, 'lo'], s.loc[w, 'hi'])} "
+            f"({int(s.loc[w, 'support']):,} test cells{few}), and strongest on '{g}': {s.loc[g, 'f1']:.3f} {_ci(s.loc[g, 'lo'], s.loc[g, 'hi'])}." + note)
+
+def _rise_sentences(F):
+    out = []
+    for e, g in F.clean.groupby("entry", sort=True):
+        means = g.groupby("flag_limit")["macro_f1"].mean().sort_index()
+        fls = list(means.index)
+        best_fl = means.idxmax()
+        reach = means.index[means >= 0.95 * means.max()][0]
+        sat = (f"; it reaches 95% of its best ({means.max():.3f} at FlagLimit {F.lab(best_fl)}) at FlagLimit {F.lab(reach)}")
+        if len(fls) == 1:
+            out.append(f"{e} ran at one FlagLimit only ({F.lab(fls[0])}): whether it still rises with more training cells cannot be said."
+                       + F.flag_note(F.runs_of(F.clean["entry"] == e))); continue
+        lo_fl, hi_fl = fls[-2], fls[-1]
+        d, dlo, dhi, how = F.paired((e, hi_fl), (e, lo_fl))
+        verdict = _diff_text(F, d, dlo, dhi, how, up="still rising", down="falling", flat="no clear rise (the CI includes 0)",
+                             noci="whether it still rises cannot be said")
+        sel = (F.clean["entry"] == e) & F.clean["flag_limit"].isin([lo_fl, hi_fl, best_fl, reach])
+        out.append(f"{e}, FlagLimit {F.lab(lo_fl)} to {F.lab(hi_fl)}: {verdict}{sat}." + F.flag_note(F.runs_of(sel)))
+    return out
+
+_PLACEMENT = {"pre": "before the resize to 40 px", "post": "after the resize to 40 px"}
+
+def _blur_sentences(F):
+    try: sl = _entries(run_slopes(F.ok, metric="macro_f1"))
+    except CellnbError: return ["No blur evaluations in the results: robustness to blur is not assessed."]
+    out = []
+    for pl, d in sl.groupby("placement", sort=True):
+        fl = d["flag_limit"].max(); d = d[d["flag_limit"] == fl]
+        blur = F.ok[(F.ok["condition"] == pl) & (F.ok["flag_limit"] == fl)]
+        sig = ", ".join(f"{v:g}" for v in sorted(blur["sigma"].unique()))
+        head = f"Blur {_PLACEMENT.get(pl, pl)} (FlagLimit {F.lab(fl)}, sigma {sig}; macro-F1 per unit log2(1+sigma))"
+        per = {}
+        for e, g in d.groupby("entry", sort=True):
+            if len(g) >= 2: m, lo, hi = _t_ci(g["slope"]); how = f"{len(g)} seeds"
+            else: m, lo, hi = (float(g[c].iloc[0]) for c in ("slope", "ci_low", "ci_high")); how = "one seed: the fit's CI"
+            per[e] = (m, lo, hi, how, g.set_index("seed")["slope"])
+        note = F.flag_note(d["run_id"])
+        listing = "; ".join(f"{e} {m:+.3f}" + (f" {_ci(lo, hi, True)}" if np.isfinite(lo) else "") for e, (m, lo, hi, _, _) in per.items())
+        if int(d["n"].min()) < 4:
+            out.append(f"{head}: the slopes rest on {int(d['n'].min())} points per run (clean and {int(d['n'].min()) - 1} sigma"
+                       f"{'' if int(d['n'].min()) == 2 else 's'}), too few to support a slope (a fit needs the clean point and at least 3 sigmas): {listing}." + note)
+            continue
+        if len(per) == 1:
+            e, (m, lo, hi, how, _) = next(iter(per.items()))
+            out.append(f"{head}: {e} changes by {m:+.3f} {_ci(lo, hi, True)} ({how})." + note); continue
+        steep = min(per, key=lambda e: per[e][0]); flat = max(per, key=lambda e: per[e][0])
+        a, b = per[steep], per[flat]
+        common = a[4].index.intersection(b[4].index)
+        if len(common) >= 2:
+            m, lo, hi = _t_ci(a[4][common].to_numpy() - b[4][common].to_numpy())
+            verdict = (f"difference {m:+.3f} {_ci(lo, hi, True)} (paired by seed, n={len(common)}): " +
+                       ("the slopes differ" if lo > 0 or hi < 0 else "the slopes cannot be told apart (the CI includes 0)"))
+        elif np.isfinite(a[1]) and np.isfinite(b[1]):
+            verdict = ("one seed each: the fits' CIs " + ("do not overlap, so the slopes differ" if a[2] < b[1] else
+                                                          "overlap, so the slopes cannot be told apart"))
+        else: verdict = "without CIs the slopes cannot be compared"
+        out.append(f"{head}: steepest {steep} {a[0]:+.3f}" + (f" {_ci(a[1], a[2], True)}" if np.isfinite(a[1]) else "")
+                   + f", shallowest {flat} {b[0]:+.3f}" + (f" {_ci(b[1], b[2], True)}" if np.isfinite(b[1]) else "")
+                   + f"; {verdict}." + note)
+    return out
+
+def _cost_sentence(F):
+    top = F.clean["flag_limit"].max()
+    at = F.clean[F.clean["flag_limit"] == top]
+    if "latency_ms_per_patch" not in at: return "No latency was measured: inference costs are not compared."
+    lat = at.groupby("entry")["latency_ms_per_patch"].mean().dropna()
+    lat = lat[lat > 0].sort_values(kind="stable")
+    if not len(lat): return "No latency was measured: inference costs are not compared."
+    best = at.groupby("entry")["macro_f1"].mean().idxmax()
+    dev = sorted(at.loc[at["entry"].isin(lat.index), "device"].dropna().astype(str).unique()) if "device" in at else []
+    mixed = f" The latencies were measured on different devices ({', '.join(dev)}), so the ratios mix machines." if len(dev) > 1 else ""
+    if len(lat) == 1:
+        return f"Cost: {lat.index[0]} takes {lat.iloc[0]:.3g} ms per patch (batch 1); there is no other model to compare with." + mixed
+    cheap, dear = lat.index[0], lat.index[-1]
+    s = (f"Cost (latency per patch, batch 1, FlagLimit {F.lab(top)}): {cheap} is the cheapest at {lat[cheap]:.3g} ms; "
+         f"{dear} takes {lat[dear]:.3g} ms, {lat[dear] / lat[cheap]:.3g}x as long")
+    if best in lat and best not in (cheap, dear): s += f"; the best model, {best}, takes {lat[best]:.3g} ms ({lat[best] / lat[cheap]:.3g}x the cheapest)"
+    elif best == dear: s += f"; the best model is the dearest"
+    elif best == cheap: s += f"; the best model is also the cheapest"
+    return s + "." + mixed
+
+def findings(results:pd.DataFrame, # the results table
+             preds=None, # the runs' predictions: a study folder, or a DataFrame with run_id (cellnb.sweep.load_predictions)
+             per_class:pd.DataFrame|None=None, # per_class_table's rows (default: computed for the best model from `preds`)
+             min_cells:int=MIN_TEST_CELLS, # fewest test cells per class that support per-class and model-vs-model claims
+             n_boot:int=1000, # bootstrap resamples for one-seed paired differences
+             seed:int=0, # bootstrap seed
+            ) -> list:
+    "The study's findings as sentences with numbers and 95% CIs, each saying so where the data cannot support its claim."
+    check_results(results)
+    F = _Finder(results, preds, min_cells, n_boot, seed)
+    out = [_runs_sentence(F)]
+    if not len(F.clean): return out + ["No run completed a clean evaluation: there is nothing to compare."]
+    out += [_test_sentence(F), _best_sentence(F)]
+    if preds is not None or per_class is not None: out.append(_per_class_sentence(F, per_class))
+    return out + _rise_sentences(F) + _blur_sentences(F) + [_cost_sentence(F)]
+
 # %% ../nbs/12_figures.ipynb #abc1639c
 FIGURES = {
     "speed_accuracy": ("Speed vs accuracy", "Clean macro-F1 against latency per patch (batch 1, log axis) at the largest FlagLimit.",
@@ -348,8 +751,10 @@ FIGURES = {
                   lambda d, r: blur_bars(r)),
     "degradation_slopes": ("Degradation slopes", "Slope of accuracy per unit log2(1+sigma) per model and placement, mean over seeds, 95% CI.",
                            lambda d, r: degradation_slopes(r)),
-    "confusion_matrices": ("Confusion matrices", "Best run per model on the clean test set: counts, coloured by row fraction (recall).",
+    "confusion_matrices": ("Confusion matrices", "Per model, its best run on the clean test set: counts, coloured by row fraction (recall).",
                            lambda d, r: confusion_matrices(d)),
+    "per_class_f1": ("Per-class F1", "F1 of each class on the clean test set at the largest FlagLimit, mean over seeds with the mean bootstrap 95% CI (groups resampled where the test cells have groups).",
+                     lambda d, r: per_class_f1(per_class_table(d, r))),
     "contact_sheet": ("Sample cells", "A few cells per class from the study's dataset, as the models see them before resizing.",
                       lambda d, r: contact_sheet(*load_samples(d))),
 }
@@ -368,7 +773,7 @@ def study_figures(out_dir, # a study folder
 # %% ../nbs/12_figures.ipynb #618c9d34
 def summary_table(results:pd.DataFrame, # the results table
                  ) -> pd.DataFrame:
-    "Per model/protocol: clean macro-F1 `mean [CI]` at each FlagLimit, seeds, latency, params and GFLOPs."
+    "Per model/protocol: clean macro-F1 `mean [CI]` at each FlagLimit, seeds, latency, params, GFLOPs (and flagged runs, if any)."
     ok = _ok(results)
     clean = _entries(ok[ok["condition"] == "clean"])
     if not len(clean): return pd.DataFrame()
@@ -383,6 +788,8 @@ def summary_table(results:pd.DataFrame, # the results table
     if "latency_ms_per_patch" in cost: t["latency ms/patch"] = cost["latency_ms_per_patch"].map(lambda v: f"{v:.3g}")
     if "params" in cost: t["params (M)"] = (cost["params"]/1e6).map(lambda v: f"{v:.3g}")
     if "gflops" in cost: t["GFLOPs"] = cost["gflops"].map(lambda v: f"{v:.3g}")
+    flagged = run_warnings(results)
+    if flagged: t["flagged runs"] = clean.assign(f=clean["run_id"].astype(str).isin(list(flagged))).drop_duplicates("run_id").groupby(["entry", "family"])["f"].sum()
     return t.reset_index().rename(columns={"entry": "model"})
 
 def failed_table(results:pd.DataFrame, # the results table
@@ -394,6 +801,16 @@ def failed_table(results:pd.DataFrame, # the results table
     f = f[cols + (["error"] if "error" in f else [])].drop_duplicates("run_id").copy()
     if "error" in f: f["error"] = f["error"].fillna("").astype(str).map(lambda e: (e.strip().splitlines() or [""])[-1][:300])
     return f.reset_index(drop=True)
+
+def flagged_table(results:pd.DataFrame, # the results table
+                 ) -> pd.DataFrame:
+    "The flagged runs (completed, with a warning): id, model, protocol, FlagLimit ('all' where it took every cell), seed and the warning."
+    w = run_warnings(results)
+    ok = _ok(results)
+    f = ok[ok["run_id"].astype(str).isin(list(w))].drop_duplicates("run_id")
+    labels = flag_limit_labels(ok) if len(ok) else {}
+    f = f.assign(flag_limit=[labels.get(int(v), str(v)) for v in f["flag_limit"]], warning=[w[str(r)] for r in f["run_id"]])
+    return f[["run_id", "model", "protocol", "flag_limit", "seed", "warning"]].reset_index(drop=True)
 
 # %% ../nbs/12_figures.ipynb #1531d244
 def environment() -> dict:
@@ -416,7 +833,7 @@ _CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;ma
 h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}.meta{color:#666}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
 th{background:#f4f4f4}pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:.85em}.missing{color:#a33;font-style:italic}
-.cellnb-figure{margin:.5em 0 1.5em}.caption{color:#555;font-size:.9em}"""
+.cellnb-figure{margin:.5em 0 1.5em}.caption{color:#555;font-size:.9em}.findings li{margin:.35em 0}"""
 
 _JS = """const specs = JSON.parse(document.getElementById('cellnb-specs').textContent);
 for (const [name, spec] of Object.entries(specs)) {
@@ -461,25 +878,36 @@ def _study_name(out_dir):
     except Exception: return None
     return d.get("name") if isinstance(d, dict) and isinstance(d.get("name"), str) else None
 
+def _findings_html(items):
+    return "<ul class=\"findings\">" + "".join(f"<li>{html.escape(s)}</li>" for s in items) + "</ul>"
+
 def report(out_dir, # a study folder (results.parquet, runs/, study.yaml, samples.npz)
            title:str|None=None, # the page title (default: the study's name in study.yaml)
            images:bool=True, # also write figures/<name>.png and .svg
           ) -> Path:
-    "Write `out_dir/report.html` (self-contained, offline) with every figure, the tables, the study config and the environment."
+    "Write `out_dir/report.html` (self-contained, offline): findings, every figure, the tables, the study config and the environment."
     out_dir = Path(out_dir)
     results = load_results(out_dir)
     title = title or _study_name(out_dir) or "cellnb study report"
+    try: per_class = per_class_table(out_dir, results)   # writes per_class.parquet, which the per-class figure reads back
+    except CellnbError: per_class = pd.DataFrame()
     figs = study_figures(out_dir, results)
     charts = {k: v for k, v in figs.items() if not isinstance(v, str)}
     if images: _write_images(charts, out_dir/"figures")
     specs = {k: v.to_dict() for k, v in charts.items()}
     n_runs, n_failed = results["run_id"].nunique(), results.loc[results["status"].astype(str) == "failed", "run_id"].nunique()
+    flagged = flagged_table(results)
+    n_ok = _ok(results)["run_id"].nunique()
     esc = html.escape
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{esc(title)}</title>\n<style>{_CSS}</style>",
              f"<script>\n{_vega_bundle()}\n</script>\n</head>\n<body>",
              f"<h1>{esc(title)}</h1>",
              f'<p class="meta">{esc(str(out_dir.resolve()))} · written {datetime.datetime.now().isoformat(timespec="seconds")} · '
-             f"{n_runs} runs ({n_runs - n_failed} completed, {n_failed} failed) · {len(results)} result rows</p>",
+             f"{n_runs} runs ({n_runs - n_failed} completed, {n_failed} failed, {len(flagged)} flagged) · {len(results)} result rows</p>",
+             "<h2>Findings</h2>",
+             '<p class="caption">Computed from results.parquet and the runs\' predictions: means over seeds with bootstrap 95% CIs; '
+             "differences paired by seed, or by a bootstrap of the same test cells where there is one seed.</p>",
+             _findings_html(findings(results, out_dir, per_class if len(per_class) else None)),
              "<h2>Figures</h2>"]
     for name, (ftitle, caption, _) in FIGURES.items():
         parts.append(f'<section id="sec-{name}"><h3>{esc(ftitle)}</h3><p class="caption">{esc(caption)}</p>')
@@ -488,8 +916,23 @@ def report(out_dir, # a study folder (results.parquet, runs/, study.yaml, sample
         parts.append("</section>")
     parts += ["<h2>Per-model summary</h2>",
               '<p class="caption">Clean macro-F1, mean over seeds [mean bootstrap 95% CI], at each FlagLimit; cost from cellnb.cost.</p>',
-              _table_html(summary_table(results), "no completed runs"),
-              f"<h2>Failed runs ({n_failed})</h2>", _table_html(failed_table(results), "none"),
+              _table_html(summary_table(results), "no completed runs")]
+    try: pcs = per_class_summary(per_class)
+    except CellnbError as e: pcs = None; why = str(e)
+    else: why = ""
+    pos = sorted(set(per_class.loc[per_class["positive"].astype(bool), "class"].astype(str))) if len(per_class) else []
+    parts += ["<h2>Per-class results</h2>",
+              f'<p class="caption">Clean test set at the largest FlagLimit, mean over seeds [mean bootstrap 95% CI; groups resampled '
+              f"where the test cells have groups]; every run, condition and sigma in {PER_CLASS_FILE}."
+              + (f" Two classes: the positive class is {', '.join(repr(p) for p in pos)}, the one with fewer test cells (the second "
+                 "class on a tie)." if pos else "") + "</p>",
+              _table_html(pcs, why or "no per-class results")]
+    parts += [f"<h2>Failed runs ({n_failed})</h2>", _table_html(failed_table(results), "none"),
+              f"<h2>Flagged runs ({len(flagged)})</h2>",
+              f'<p class="caption">{len(flagged)} of the {n_ok} completed runs {"is" if len(flagged) == 1 else "are"} flagged: they '
+              "finished, but their numbers should not be trusted (a warning from the run, such as a model that predicts one class "
+              "for every test cell). They stay in the figures and tables; the findings say where they use one.</p>",
+              _table_html(flagged, "none"),
               "<h2>Study config</h2>"]
     cfg = out_dir/"study.yaml"
     parts.append(f"<pre>{esc(cfg.read_text())}</pre>" if cfg.exists() else '<p class="missing">study.yaml not found</p>')

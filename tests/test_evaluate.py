@@ -5,7 +5,7 @@ from sklearn.metrics import accuracy_score, f1_score, balanced_accuracy_score, p
 from cellnb.core import CellnbError
 from cellnb.data import CellSet
 from cellnb.evaluate import (RESULT_COLUMNS, result_row, row_from_metrics, metrics_from_preds, evaluate, paired_compare,
-                             expected_calibration_error)
+                             expected_calibration_error, per_class_metrics, PER_CLASS_SCORES, _boot_confusions, _per_class_scores)
 
 CLASSES = ['a', 'b', 'c', 'd']
 
@@ -30,7 +30,8 @@ class Fake:
 def test_result_row_schema():
     r = result_row(model='cnn', sigma=np.float32(0.5), status='ok')
     assert list(r) == RESULT_COLUMNS and r['sigma'] == 0.5 and type(r['sigma']) is float
-    assert math.isnan(r['accuracy']) and r['run_id'] is None and r['error'] is None
+    assert math.isnan(r['accuracy']) and r['run_id'] is None and r['error'] is None and r['warning'] is None
+    assert result_row(warning="collapsed: every test cell predicted as 'a'")['warning'].startswith("collapsed")
     with pytest.raises(CellnbError, match="macro_f"):
         result_row(macro_f=0.3)
 
@@ -186,3 +187,42 @@ def test_evaluate_bad_inputs():
                     (dict(n_bins=0), "n_bins=0"), (dict(seed=-1), "seed=-1"), (dict(seed=None), "seed=None")]:
         with pytest.raises(CellnbError, match=msg): metrics_from_preds(ok, CLASSES, **kw)
     assert metrics_from_preds(ok, CLASSES, n_boot=0, seed=np.int64(3))['n_boot'] == 0
+
+def test_per_class_metrics_match_sklearn_with_cis():
+    rng = np.random.default_rng(4)
+    t = rng.integers(0, 4, 800); p = np.where(rng.random(800) < .7, t, rng.integers(0, 4, 800))
+    df = pd.DataFrame(dict(true=np.array(CLASSES)[t], pred=np.array(CLASSES)[p], group=[f"g{i % 25}" for i in range(800)]))
+    pc = per_class_metrics(df, CLASSES, n_boot=500)
+    prec, rec, f1, sup = precision_recall_fscore_support(df.true, df.pred, labels=CLASSES, zero_division=0)
+    assert pc['class'].tolist() == CLASSES and pc['support'].tolist() == sup.tolist()
+    for name, ref in zip(PER_CLASS_SCORES, (prec, rec, f1)):
+        assert np.allclose(pc[name], ref, atol=1e-12)
+        assert (pc[f'{name}_ci_low'] <= pc[name]).all() and (pc[name] <= pc[f'{name}_ci_high']).all()
+        assert (pc[f'{name}_ci_high'] - pc[f'{name}_ci_low'] > 0.02).all()
+    assert set(pc['bootstrap']) == {'cell'} and set(pc['n']) == {800} and set(pc['n_groups']) == {25}
+    m = metrics_from_preds(df, CLASSES, n_boot=500)
+    assert m['per_class']['a']['f1_ci_low'] == pc.loc[0, 'f1_ci_low']   # the same numbers, from the same resamples
+    assert per_class_metrics(df, CLASSES, n_boot=500).equals(pc)       # deterministic
+
+def test_per_class_bootstrap_matches_sklearn_per_resample():
+    rng = np.random.default_rng(5)
+    t = rng.integers(0, 3, 200); p = np.where(rng.random(200) < .6, t, rng.integers(0, 3, 200))
+    cms = _boot_confusions([t * 3 + p], 9, None, 30, 0)[0].reshape(30, 3, 3)
+    idx = np.random.default_rng(0).integers(0, 200, size=(30, 200))
+    ref = np.array([precision_recall_fscore_support(t[i], p[i], labels=[0, 1, 2], zero_division=0)[:3] for i in idx])
+    for j, v in enumerate(_per_class_scores(cms)): assert np.allclose(v, ref[:, j], atol=1e-12)
+
+def test_per_class_group_bootstrap_wider_and_edge_classes():
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(30), 40); q = rng.random(30)
+    t = rng.integers(0, 4, len(g)); p = np.where(rng.random(len(g)) < q[g], t, (t + 1) % 4)
+    df = pd.DataFrame(dict(true=t, pred=p, group=g))
+    w = lambda d: (d['f1_ci_high'] - d['f1_ci_low']).to_numpy()
+    cell, grp = per_class_metrics(df, CLASSES), per_class_metrics(df, CLASSES, group_bootstrap=True)
+    assert (w(grp) > 1.5 * w(cell)).all() and set(grp['bootstrap']) == {'group'}
+    # 'c' present but never predicted: precision, recall and F1 0 with a [0, 0] interval; 'd' absent from the test set
+    never = per_class_metrics(pd.DataFrame(dict(true=list('aabbcc'), pred=list('aabbaa'))), CLASSES, n_boot=100).set_index('class')
+    assert never.loc['c', ['precision', 'recall', 'f1', 'f1_ci_low', 'f1_ci_high']].tolist() == [0.0] * 5
+    assert never.loc['d', 'support'] == 0 and math.isnan(never.loc['d', 'recall_ci_low'])
+    assert per_class_metrics(df, CLASSES, n_boot=0)[['f1_ci_low', 'precision_ci_high']].isna().all().all()
+    with pytest.raises(CellnbError, match="group"): per_class_metrics(df.drop(columns='group'), CLASSES, group_bootstrap=True)

@@ -190,3 +190,86 @@ def test_report_from_tiny_real_pipeline(tmp_path):
     if shutil.which("chromium"):
         tags = re.findall(r'<div[^>]*data-figure="[^"]*"[^>]*>', _render(page, tmp_path))
         assert len(tags) == len(F.FIGURES) and all('data-rendered="yes"' in t for t in tags)
+
+def test_per_class_table_written_reused_and_refreshed(tmp_path):
+    out = _fake_study(tmp_path)
+    pc = F.per_class_table(out, n_boot=200)
+    assert len(pc) == 18 * 3 and list(pc.columns[:9]) == F.PER_CLASS_KEYS
+    assert set(pc["bootstrap"]) == {"cell"}            # one group 'g' for every cell: no groups to resample
+    assert not pc["positive"].any() and set(pc["class"]) == set(CLASSES)
+    f = out/F.PER_CLASS_FILE
+    m0 = f.stat().st_mtime_ns
+    again = F.per_class_table(out, n_boot=200)
+    assert f.stat().st_mtime_ns == m0 and again.equals(pc)          # reused
+    # a warning written into the results later shows in the table without recomputing it
+    r = F.load_results(out)
+    rid = r.run_id.iloc[0]
+    r.assign(warning=np.where(r.run_id == rid, "collapsed: every test cell predicted as 'a'", None)).to_parquet(out/"results.parquet")
+    w = F.per_class_table(out, n_boot=200)
+    assert f.stat().st_mtime_ns == m0 and set(w.loc[w.run_id == rid, "warning"]) == {"collapsed: every test cell predicted as 'a'"}
+    assert set(w.loc[w.run_id != rid, "warning"]) == {""}
+    # rewritten predictions (a rerun), another bootstrap: recomputed
+    p = out/"runs"/rid/"predictions.parquet"
+    pd.read_parquet(p).assign(pred=0).to_parquet(p)
+    os.utime(p, ns=(m0 + 10**9, m0 + 10**9))
+    re1 = F.per_class_table(out, n_boot=200)
+    assert f.stat().st_mtime_ns != m0 and re1.loc[(re1.run_id == rid) & (re1["class"] == "a"), "recall"].item() == 1.0
+    m1 = f.stat().st_mtime_ns
+    F.per_class_table(out, n_boot=100)
+    assert f.stat().st_mtime_ns != m1
+
+def test_per_class_two_classes_names_positive(tmp_path):
+    out = tmp_path; (out/"runs"/"r1").mkdir(parents=True)
+    n_pos, n_neg = 40, 200
+    true = np.array(["negative"] * n_neg + ["positive"] * n_pos)
+    preds = pd.DataFrame(dict(cell=np.arange(len(true)), group=[f"tile{i % 10}" for i in range(len(true))], true=true, pred=true,
+                              prob_negative=1.0, prob_positive=0.0, condition="clean", sigma=0.0))
+    preds.loc[:9, "pred"] = "positive"
+    preds.to_parquet(out/"runs"/"r1"/"predictions.parquet")
+    pd.DataFrame([dict(run_id="r1", model="cnn", family="scratch", protocol="scratch", flag_limit=64, seed=0, condition="clean",
+                       sigma=0.0, macro_f1=0.9, status="ok")]).to_parquet(out/"results.parquet")
+    pc = F.per_class_table(out, n_boot=200)
+    assert pc.set_index("class")["positive"].to_dict() == {"negative": False, "positive": True}
+    assert set(pc["bootstrap"]) == {"group"}
+    assert F.per_class_summary(pc)["class"].tolist() == ["negative", "positive (positive)"]
+    labels = pd.DataFrame(next(iter(F.per_class_f1(pc).to_dict()["datasets"].values())))["label"]
+    assert "positive (positive)" in set(labels)
+    text = F.report(out, images=False).read_text()
+    assert "Two classes: the positive class is &#x27;positive&#x27;, the one with fewer test cells" in text
+    assert "Two classes: the positive class is &#x27;positive&#x27;, the one with fewer test cells (40 of 240;" in text   # findings too
+
+def test_flagged_runs_in_tables_and_best_runs(tmp_path):
+    out = _fake_study(tmp_path)
+    r = F.load_results(out)
+    best = F.best_runs(r).set_index("entry")["run_id"]
+    top = best["cnn"]
+    flagged = r.assign(warning=np.where(r.run_id == top, "collapsed: every test cell predicted as 'a' <b>", None))
+    assert F.best_runs(flagged).set_index("entry")["run_id"]["cnn"] != top     # the best unflagged run
+    every = r.assign(warning=np.where(r.model == "cnn", "not learned", None))
+    assert F.best_runs(every).set_index("entry")["run_id"]["cnn"] == top       # all flagged: the best of them
+    t = F.flagged_table(flagged)
+    assert t.to_dict("records") == [dict(run_id=top, model="cnn", protocol="scratch", flag_limit=str(r.loc[r.run_id == top, "flag_limit"].iloc[0]),
+                                         seed=int(r.loc[r.run_id == top, "seed"].iloc[0]), warning="collapsed: every test cell predicted as 'a' <b>")]
+    s = F.summary_table(flagged).set_index("model")["flagged runs"]
+    assert s.to_dict() == {"cnn": 1, "custom_vit": 0, "effnet_lite0_in1k · linear_probe": 0}
+    assert "flagged runs" not in F.summary_table(r) and len(F.flagged_table(r)) == 0 and len(F.flagged_table(r.drop(columns=[c for c in ("warning",) if c in r]))) == 0
+
+def test_report_findings_flagged_and_per_class_sections(tmp_path):
+    out = _fake_study(tmp_path, failed=1)
+    r = F.load_results(out)
+    rid = F.best_runs(r).set_index("entry")["run_id"]["custom_vit"]
+    r.assign(warning=np.where(r.run_id == rid, "collapsed: every test cell predicted as 'b' <i>", "")).to_parquet(out/"results.parquet")
+    text = F.report(out, images=False).read_text()
+    i_find, i_fig = text.index("<h2>Findings</h2>"), text.index("<h2>Figures</h2>")
+    assert i_find < i_fig
+    block = text[i_find:i_fig]
+    assert "19 runs: 18 completed, 1 failed; 1 of the 18 completed runs is flagged" in block
+    assert "Caution: this rests on 1 flagged run (custom_vit at FlagLimit 256" in block
+    assert "collapsed: every test cell predicted as &#x27;b&#x27; &lt;i&gt;" in block      # escaped
+    assert "(1 completed, " not in text and "18 completed, 1 failed, 1 flagged)" in text
+    assert "<h2>Flagged runs (1)</h2>" in text and "1 of the 18 completed runs is flagged" in text
+    j = text.index("<h2>Flagged runs (1)</h2>")
+    assert rid in text[j:j + 3000] and "&lt;i&gt;" in text[j:j + 3000]
+    assert "<h2>Per-class results</h2>" in text and (out/F.PER_CLASS_FILE).exists()
+    cm = pd.DataFrame(next(iter(F.confusion_matrices(out).to_dict()["datasets"].values())))
+    assert all(re.search(r"\(FlagLimit \d+, seed \d\)$", e) for e in cm["entry"].unique())   # the shown run, unflagged
