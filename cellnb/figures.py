@@ -479,12 +479,13 @@ def _t_ci(x, ci=0.95):
     return float(x.mean()), float(x.mean() - h), float(x.mean() + h)
 
 def _ci(lo, hi, signed=False):
+    if not (np.isfinite(lo) and np.isfinite(hi)): return "(no CI)"
     f = "{:+.3f}" if signed else "{:.3f}"
     return f"[{f.format(lo)}, {f.format(hi)}]"
 
 def _plural(n, word): return f"{n} {word}{'' if n == 1 else 's'}"
 
-def _preds_getter(preds, classes_cache=None):
+def _preds_getter(preds):
     "run_id -> that run's clean predictions (or None), from a predictions DataFrame with run_id or a study folder."
     cache = {}
     def get(rid):
@@ -598,7 +599,7 @@ def _best_sentence(F):
     means = at.groupby("entry")["macro_f1"].mean().sort_values(ascending=False, kind="stable")
     b = means.index[0]
     m, lo, hi, n = F.mean(b, top)
-    head = f"{b}: {m:.3f} {_ci(lo, hi)} clean macro-F1 ({_plural(n, 'seed')})"
+    head = f"{b}, {m:.3f} {_ci(lo, hi)} clean macro-F1 ({_plural(n, 'seed')})"
     if len(means) < 2:
         return (f"Only one model ran at FlagLimit {F.lab(top)}, the largest: {head}; it cannot be compared with another model there."
                 + F.flag_note(at.loc[at["entry"] == b, "run_id"]))
@@ -608,7 +609,7 @@ def _best_sentence(F):
     verdict = _diff_text(F, d, dlo, dhi, how, up=f"{b} leads", down=f"{b} trails", flat="the two cannot be told apart (the CI includes 0)",
                          noci="this cannot support a ranking")
     sel = (F.clean["flag_limit"] == top) & F.clean["entry"].isin([b, s])
-    return (f"At FlagLimit {F.lab(top)} (the largest) the best model is {head}; the runner-up is {s}: {m2:.3f} {_ci(lo2, hi2)} "
+    return (f"At FlagLimit {F.lab(top)} (the largest) the best model is {head}; the runner-up is {s}, {m2:.3f} {_ci(lo2, hi2)} "
             f"({_plural(n2, 'seed')}); the difference is {verdict}." + F.flag_note(F.runs_of(sel)))
 
 def _per_class_sentence(F, per_class):

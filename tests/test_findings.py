@@ -75,8 +75,8 @@ def test_flagged_run_is_named_where_it_is_used_and_only_there():
 
 def test_best_model_leads_then_level_then_no_ci():
     lead = _find(findings(_rows({"cnn": {256: .60}, "vit": {256: .70}})), BEST)
-    assert lead.startswith("At FlagLimit 256 (the largest) the best model is vit: 0.700 [0.670, 0.730] clean macro-F1 (3 seeds); "
-                           "the runner-up is cnn: 0.600 [0.570, 0.630] (3 seeds)")
+    assert lead.startswith("At FlagLimit 256 (the largest) the best model is vit, 0.700 [0.670, 0.730] clean macro-F1 (3 seeds); "
+                           "the runner-up is cnn, 0.600 [0.570, 0.630] (3 seeds)")
     assert "(paired by seed, n=3): vit leads." in lead
     level = _find(findings(_rows({"cnn": {256: .600}, "vit": {256: .602}}, jitter=0.03)), BEST)
     assert "the two cannot be told apart (the CI includes 0)" in level and "leads" not in level
@@ -99,7 +99,7 @@ def test_best_model_one_seed_paired_bootstrap_over_the_same_cells():
 
 def test_best_model_cannot_be_ranked_alone_or_on_a_tiny_test_set():
     alone = _find(findings(_rows({"cnn": {64: .5}, "vit": {256: .7}})), "Only one model")
-    assert alone.startswith("Only one model ran at FlagLimit 256, the largest: vit: 0.700 [0.670, 0.730] clean macro-F1 (3 seeds)")
+    assert alone.startswith("Only one model ran at FlagLimit 256, the largest: vit, 0.700 [0.670, 0.730] clean macro-F1 (3 seeds)")
     r = _rows({"cnn": {256: .60}, "vit": {256: .70}})
     big, small = _preds(r.run_id.unique(), n_per_class=40), _preds(r.run_id.unique(), n_per_class=20)
     assert "vit leads." in _find(findings(r, preds=big), BEST)
@@ -222,3 +222,8 @@ def test_nothing_completed_and_bad_input():
     with pytest.raises(CellnbError, match="lacks columns"): findings(pd.DataFrame({"model": ["cnn"]}))
     with pytest.raises(CellnbError, match="no run_id column"):
         findings(_rows({"cnn": {64: .6}}), preds=_preds(["x"]).drop(columns="run_id"))
+
+def test_tables_without_ci_columns_say_no_ci():
+    r = _rows({"cnn": {256: .60}, "vit": {256: .70}}).drop(columns=["macro_f1_ci_low", "macro_f1_ci_high"])
+    s = _find(findings(r), BEST)
+    assert "vit, 0.700 (no CI) clean macro-F1 (3 seeds)" in s and "nan" not in s and "vit leads." in s
