@@ -695,12 +695,16 @@ def _blur_sentences(F):
         common = a[4].index.intersection(b[4].index)
         if len(common) >= 2:
             m, lo, hi = _t_ci(a[4][common].to_numpy() - b[4][common].to_numpy())
-            verdict = (f"difference {m:+.3f} {_ci(lo, hi, True)} (paired by seed, n={len(common)}): " +
-                       ("the slopes differ" if lo > 0 or hi < 0 else "the slopes cannot be told apart (the CI includes 0)"))
+            differ, verdict = lo > 0 or hi < 0, f"difference {m:+.3f} {_ci(lo, hi, True)} (paired by seed, n={len(common)}): "
+            verdict += "the slopes differ" if differ else "the slopes cannot be told apart (the CI includes 0)"
         elif np.isfinite(a[1]) and np.isfinite(b[1]):
-            verdict = ("one seed each: the fits' CIs " + ("do not overlap, so the slopes differ" if a[2] < b[1] else
-                                                          "overlap, so the slopes cannot be told apart"))
-        else: verdict = "without CIs the slopes cannot be compared"
+            differ = a[2] < b[1]
+            verdict = "one seed each: the fits' CIs " + ("do not overlap, so the slopes differ" if differ else
+                                                         "overlap, so the slopes cannot be told apart")
+        else: differ, verdict = False, "without CIs the slopes cannot be compared"
+        if differ and F.small:
+            verdict = (verdict.replace(", so the slopes differ", "").replace("the slopes differ", "the CI excludes 0")
+                       + f", but the test set is too small to tell (fewer than {F.min_cells} cells in a class)")
         out.append(f"{head}: steepest {steep} {a[0]:+.3f}" + (f" {_ci(a[1], a[2], True)}" if np.isfinite(a[1]) else "")
                    + f", shallowest {flat} {b[0]:+.3f}" + (f" {_ci(b[1], b[2], True)}" if np.isfinite(b[1]) else "")
                    + f"; {verdict}." + note)
@@ -879,6 +883,11 @@ def _study_name(out_dir):
     except Exception: return None
     return d.get("name") if isinstance(d, dict) and isinstance(d.get("name"), str) else None
 
+def _safe_findings(results, out_dir, per_class):
+    "The findings, or one sentence saying why they could not be computed (the rest of the report still stands)."
+    try: return findings(results, out_dir, per_class if len(per_class) else None)
+    except CellnbError as e: return [f"The findings could not be computed: {e}"]
+
 def _findings_html(items):
     return "<ul class=\"findings\">" + "".join(f"<li>{html.escape(s)}</li>" for s in items) + "</ul>"
 
@@ -908,7 +917,7 @@ def report(out_dir, # a study folder (results.parquet, runs/, study.yaml, sample
              "<h2>Findings</h2>",
              '<p class="caption">Computed from results.parquet and the runs\' predictions: means over seeds with bootstrap 95% CIs; '
              "differences paired by seed, or by a bootstrap of the same test cells where there is one seed.</p>",
-             _findings_html(findings(results, out_dir, per_class if len(per_class) else None)),
+             _findings_html(_safe_findings(results, out_dir, per_class)),
              "<h2>Figures</h2>"]
     for name, (ftitle, caption, _) in FIGURES.items():
         parts.append(f'<section id="sec-{name}"><h3>{esc(ftitle)}</h3><p class="caption">{esc(caption)}</p>')

@@ -227,3 +227,10 @@ def test_tables_without_ci_columns_say_no_ci():
     r = _rows({"cnn": {256: .60}, "vit": {256: .70}}).drop(columns=["macro_f1_ci_low", "macro_f1_ci_high"])
     s = _find(findings(r), BEST)
     assert "vit, 0.700 (no CI) clean macro-F1 (3 seeds)" in s and "nan" not in s and "vit leads." in s
+
+def test_blur_difference_not_claimed_on_a_tiny_test_set():
+    r = _rows({"cnn": {256: .7, "slope": -0.30}, "vit": {256: .7, "slope": -0.05}}, sigmas=(0.4, 0.8, 1.6))
+    big, small = _preds(r.run_id.unique(), n_per_class=40), _preds(r.run_id.unique(), n_per_class=20)
+    assert _find(findings(r, preds=big), "Blur after").endswith("(paired by seed, n=3): the slopes differ.")
+    assert _find(findings(r, preds=small), "Blur after").endswith(
+        "(paired by seed, n=3): the CI excludes 0, but the test set is too small to tell (fewer than 30 cells in a class).")
