@@ -364,8 +364,10 @@ def per_class_table(out_dir, # a study folder (results.parquet, runs/<id>/predic
                 continue
             if "condition" not in preds: preds = preds.assign(condition="clean", sigma=0.0)
             classes = _classes_of(preds) or sorted(set(preds["true"].astype(str)) | set(preds["pred"].astype(str)))
-            parts = [(c, float(s), per_class_metrics(g, classes, n_boot=n_boot, group_bootstrap=_grouped(g), seed=seed))
-                     for (c, s), g in preds.groupby(["condition", "sigma"], sort=False)]
+            try: parts = [(c, float(s), per_class_metrics(g, classes, n_boot=n_boot, group_bootstrap=_grouped(g), seed=seed))
+                          for (c, s), g in preds.groupby(["condition", "sigma"], sort=False)]
+            except CellnbError as e:
+                warnings.warn(f"{p}: {e}; run {rid} is left out of the per-class results"); continue
             clean = next((t for c, _, t in parts if c == "clean"), parts[0][2])
             pos = positive_class(dict(zip(clean["class"], clean["support"])))
             frames += [t.assign(run_id=rid, condition=c, sigma=s, positive=t["class"] == pos) for c, s, t in parts]

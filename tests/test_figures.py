@@ -273,3 +273,15 @@ def test_report_findings_flagged_and_per_class_sections(tmp_path):
     assert "<h2>Per-class results</h2>" in text and (out/F.PER_CLASS_FILE).exists()
     cm = pd.DataFrame(next(iter(F.confusion_matrices(out).to_dict()["datasets"].values())))
     assert all(re.search(r"\(FlagLimit \d+, seed \d\)$", e) for e in cm["entry"].unique())   # the shown run, unflagged
+
+def test_per_class_table_skips_damaged_or_foreign_predictions(tmp_path):
+    out = _fake_study(tmp_path)
+    runs = sorted(p.name for p in (out/"runs").iterdir())
+    (out/"runs"/runs[0]/"predictions.parquet").write_bytes(b"not parquet")
+    p = out/"runs"/runs[1]/"predictions.parquet"
+    pd.read_parquet(p).assign(true=7).to_parquet(p)          # a class index outside the model's 3 classes
+    with pytest.warns(UserWarning) as rec:
+        pc = F.per_class_table(out, n_boot=50)
+    msgs = " | ".join(str(w.message) for w in rec)
+    assert "is damaged" in msgs and "outside 0..2" in msgs
+    assert set(pc["run_id"]) == set(runs[2:]) and len(pc) == 16 * 3
