@@ -17,7 +17,7 @@ import numpy as np, pandas as pd
 from scipy import stats
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE / "study"), str(HERE)]
+sys.path[:0] = [str(HERE / "crchisto_study"), str(HERE)]
 from _common import RESULTS
 
 ALL = 100000                      # FlagLimit 'all': more cells than any class has (each class gives all it has)

@@ -8,19 +8,25 @@ from cellnb.train import train_schedule
 from cellnb.models import ARCHS
 
 ROOT = Path(__file__).resolve().parent.parent
-CV = ROOT / "benchmarks" / "crchisto_cv.py"
+CV = ROOT / "benchmarks" / "crchisto_study" / "crchisto_cv.py"
 # what a FlagLimit side study shares with crchisto_flaglimit.yaml, so its rows compare with the study's
 STUDY_POLICY = ("crop", "epochs", "min_steps", "batch_size", "blur_sigmas", "blur_placements", "split_seed", "n_boot")
+
+def _cfg(name):
+    "A study or ablation config of benchmarks/ by file name."
+    found = [p for d in ("crchisto_study", "ablations") if (p := ROOT / "benchmarks" / d / name).exists()]
+    assert len(found) == 1, f"{name}: {found}"
+    return found[0]
 
 def _dry(cfg):
     return subprocess.run([sys.executable, str(CV), "--config", str(cfg), "--dry-run"], capture_output=True, text=True, timeout=300)
 
 @pytest.fixture(scope="module")
-def gpu_dry(): return _dry(ROOT / "benchmarks" / "crchisto_cv_gpu.yaml")
+def gpu_dry(): return _dry(_cfg("crchisto_cv_gpu.yaml"))
 
 @pytest.mark.parametrize("name", ["crchisto_cv.yaml", "crchisto_cv_gpu.yaml"])
 def test_cv_configs_pass_their_checks(name, gpu_dry):
-    r = gpu_dry if name == "crchisto_cv_gpu.yaml" else _dry(ROOT / "benchmarks" / name)
+    r = gpu_dry if name == "crchisto_cv_gpu.yaml" else _dry(_cfg(name))
     assert r.returncode == 0, r.stderr[-2000:]
     assert "config OK" in r.stdout
 
@@ -43,7 +49,7 @@ def test_cv_config_bad_entry_is_one_line(tmp_path, entry, says):
     assert r.returncode != 0 and says in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
 
 def test_flaglimit_gpu_grid_is_a_valid_study():
-    c = StudyConfig.from_yaml(ROOT / "benchmarks" / "crchisto_flaglimit_gpu.yaml")
+    c = StudyConfig.from_yaml(_cfg("crchisto_flaglimit_gpu.yaml"))
     assert sorted(c.models) == sorted(ARCHS) and c.protocols == ["linear_probe", "ft_last", "full_ft"]
     assert c.flag_limits == [64, 128, 256, 512, 1024, 2048, 100000] and c.seeds == [0, 1, 2]
 
@@ -55,10 +61,10 @@ def test_cv_config_takes_a_timm_architecture(tmp_path):
     assert r.returncode == 0 and "config OK" in r.stdout, r.stderr[-2000:]
 
 def test_cpu_flaglimit_configs_cover_every_architecture():
-    "The CPU phases of the FlagLimit study (CNN + probe, small-patch ViT, the six others, fine-tuning) share one split and policy."
-    cs = [StudyConfig.from_yaml(ROOT / "benchmarks" / f"crchisto_flaglimit{s}.yaml") for s in ("", "_vit", "_archs", "_ft")]
+    "The CPU phases of the FlagLimit study (CNN + probe, small-patch ViT, the six others) share one split and policy."
+    cs = [StudyConfig.from_yaml(_cfg(f"crchisto_flaglimit{s}.yaml")) for s in ("", "_vit", "_archs")]
     assert sorted(m for c in cs for m in c.models) == sorted(ARCHS)
-    assert sorted(p for c in cs if c.backbones for p in c.protocols) == ["ft_last", "full_ft", "linear_probe"]
+    assert sorted(p for c in cs if c.backbones for p in c.protocols) == ["linear_probe"]
     for c in cs[1:]:
         assert sorted(c.flag_limits) == sorted(cs[0].flag_limits) and c.seeds == cs[0].seeds
         assert (c.split_seed, c.crop, c.epochs, c.min_steps, c.batch_size, c.blur_sigmas) == \
@@ -67,8 +73,8 @@ def test_cpu_flaglimit_configs_cover_every_architecture():
 def test_balanced_flaglimit_configs_rerun_the_all_cells_runs_with_a_balanced_loss():
     "The class-mix check (finding e): the plain runs at all cells, parameter for parameter, but for class_weight."
     for s in ("", "_vit"):
-        plain = StudyConfig.from_yaml(ROOT / "benchmarks" / f"crchisto_flaglimit{s}.yaml")
-        bal = StudyConfig.from_yaml(ROOT / "benchmarks" / f"crchisto_flaglimit_balanced{s}.yaml")
+        plain = StudyConfig.from_yaml(_cfg(f"crchisto_flaglimit{s}.yaml"))
+        bal = StudyConfig.from_yaml(_cfg(f"crchisto_flaglimit_balanced{s}.yaml"))
         assert plain.class_weight is None and bal.class_weight == "balanced"
         top = max(plain.flag_limits)
         base = {(r["model"], r["protocol"], r["seed"]): r for r in expand(plain) if r["flag_limit"] == top}
@@ -81,7 +87,7 @@ def test_balanced_flaglimit_configs_rerun_the_all_cells_runs_with_a_balanced_los
 
 def test_slope_vs_accuracy_pairs_the_models_at_the_largest_flag_limit():
     "Finding (d)'s correlation: models paired at the largest FlagLimit; a model that stops short of it is left out."
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "benchmarks" / "crchisto_study")]
     from crchisto_flaglimit import _slope_vs_accuracy
     f1 = {"a": 0.70, "b": 0.65, "c": 0.60, "d": 0.55, "e": 0.50}
     table = {e: {"1024": {"macro_f1": 0.4}, "100000": {"macro_f1": v}} for e, v in f1.items()}
@@ -95,20 +101,20 @@ def test_slope_vs_accuracy_pairs_the_models_at_the_largest_flag_limit():
     assert _slope_vs_accuracy(table, dict(error="no blur rows")) is None
 
 def test_shared_patch_flaglimit_configs_keep_the_study_policy():
-    "The session-24 re-runs (probe on every FlagLimit, ft_last and full_ft at 64) change nothing but what runs."
-    base = StudyConfig.from_yaml(ROOT / "benchmarks" / "crchisto_flaglimit.yaml")
-    new = [StudyConfig.from_yaml(ROOT / "benchmarks" / f"crchisto_flaglimit{s}_shared40.yaml") for s in ("", "_ft", "_fullft")]
+    "The shared-patch re-runs (probe on every FlagLimit, ft_last and full_ft at 64) change nothing but what runs."
+    base = StudyConfig.from_yaml(_cfg("crchisto_flaglimit.yaml"))
+    new = [StudyConfig.from_yaml(_cfg(f"crchisto_flaglimit{s}_shared40.yaml")) for s in ("", "_ft", "_fullft")]
     assert [c.protocols for c in new] == [["linear_probe"], ["ft_last"], ["full_ft"]]
     assert all(c.models == [] and c.backbones == base.backbones and c.seeds == base.seeds for c in new)
     assert new[0].flag_limits == base.flag_limits and new[1].flag_limits == new[2].flag_limits == [64]
     for k in STUDY_POLICY:
         assert all(getattr(c, k) == getattr(base, k) for c in new), k
 
-def test_session25_shared_patch_configs_extend_the_grid_without_changing_the_policy():
-    "ft_last at 128-512 and the balanced probe at all cells (session 25): only what runs differs from the study."
-    base = StudyConfig.from_yaml(ROOT / "benchmarks" / "crchisto_flaglimit.yaml")
-    grid, bal = (StudyConfig.from_yaml(ROOT / "benchmarks" / f"crchisto_flaglimit_{s}_shared40.yaml") for s in ("ftgrid", "balanced"))
-    old_bal = StudyConfig.from_yaml(ROOT / "benchmarks" / "crchisto_flaglimit_balanced.yaml")
+def test_shared_patch_ft_grid_and_balanced_configs_extend_the_grid_without_changing_the_policy():
+    "ft_last at 128-512 and the balanced probe at all cells: only what runs differs from the study."
+    base = StudyConfig.from_yaml(_cfg("crchisto_flaglimit.yaml"))
+    grid, bal = (StudyConfig.from_yaml(_cfg(f"crchisto_flaglimit_{s}_shared40.yaml")) for s in ("ftgrid", "balanced"))
+    old_bal = StudyConfig.from_yaml(_cfg("crchisto_flaglimit_balanced.yaml"))
     assert grid.protocols == ["ft_last"] and grid.flag_limits == [128, 256, 512] and grid.class_weight is None
     assert bal.protocols == old_bal.protocols and bal.flag_limits == old_bal.flag_limits and bal.class_weight == "balanced"
     for c in (grid, bal):
@@ -119,8 +125,8 @@ def test_session25_shared_patch_configs_extend_the_grid_without_changing_the_pol
 def _extension_config(stem, protocols, fls, **changed):
     """The extension folder's config `crchisto_flaglimit_{stem}_shared40.yaml`, checked: these protocols and FlagLimits, the
     backbone only, the study's seeds and policy but for the fields in `changed` (name=value), which must hold those values."""
-    base = StudyConfig.from_yaml(ROOT / "benchmarks" / "crchisto_flaglimit.yaml")
-    c = StudyConfig.from_yaml(ROOT / "benchmarks" / f"crchisto_flaglimit_{stem}_shared40.yaml")
+    base = StudyConfig.from_yaml(_cfg("crchisto_flaglimit.yaml"))
+    c = StudyConfig.from_yaml(_cfg(f"crchisto_flaglimit_{stem}_shared40.yaml"))
     assert c.protocols == protocols and c.flag_limits == fls and c.class_weight is None
     assert c.models == [] and c.backbones == base.backbones and c.seeds == base.seeds
     for k in STUDY_POLICY:
@@ -145,17 +151,17 @@ def _steps(run: dict) -> int:
 
 @pytest.mark.parametrize("name,fl", [("1024", 1024), ("2048", 2048), ("all", 100000)])
 def test_ft_extension_configs_pair_ft_last_with_the_probe(name, fl):
-    "ft_last and the probe at 1024 (session 26), 2048 (session 27) and every cell (session 29), each its own folder: both protocols, one FlagLimit, the study's policy."
+    "ft_last and the probe at 1024, 2048 and every cell, each its own folder: both protocols, one FlagLimit, the study's policy."
     _extension_config(f"ft{name}", ["linear_probe", "ft_last"], [fl])
 
 @pytest.mark.parametrize("name,fls", [("_grid", [128, 256]), ("512", [512])])
 def test_fullft_configs_pair_full_ft_with_the_probe(name, fls):
-    "full_ft and the probe at 128 and 256 (session 28) and 512 (session 33), each its own folder: both protocols, the study's policy."
+    "full_ft and the probe at 128 and 256 and 512, each its own folder: both protocols, the study's policy."
     _extension_config(f"fullft{name}", ["linear_probe", "full_ft"], fls)
 
 @pytest.mark.parametrize("name,fl,steps", [("1024", 1024, 256), ("2048", 2048, 476), ("all", 100000, 984)])
 def test_fullft_config_runs_full_ft_alone_against_the_ft_folder(name, fl, steps):
-    "full_ft at 1024 (session 34), 2048 (session 38) and on every cell (session 39): full_ft only, the study's policy; the probe and ft_last it is paired with come from the ft folder at the same FlagLimit (sessions 26, 27, 29), whose JSON keeps per-seed rows for both."
+    "full_ft at 1024, 2048 and on every cell: full_ft only, the study's policy; the probe and ft_last it is paired with come from the ft folder at the same FlagLimit, whose JSON keeps per-seed rows for both."
     c = _extension_config(f"fullft{name}", ["full_ft"], [fl])
     prior = json.loads((ROOT / "benchmarks" / "results" / f"crchisto_flaglimit_shared40_ft{name}.json").read_text())["table"]
     for p in ("ft_last", "linear_probe"):
@@ -172,16 +178,16 @@ def test_crchisto_training_part_holds_the_counts_the_step_checks_use():
     assert tuple(np.bincount(train.labels.numpy(), minlength=4)) == ALL_TRAIN and train.classes == ["epithelial", "fibroblast", "inflammatory", "others"]
 
 @pytest.mark.parametrize("stem,protocol,fl,short_yaml,more_yaml,short_steps,long_steps", [
-    # full_ft at 512 (session 35): the same seeds and cells as session 33's runs, the 256 steps of session 34's 1024 runs
+    # full_ft at 512: the same seeds and cells as the fullft512 runs, the 256 steps of the fullft1024 runs
     pytest.param("fullft512long", "full_ft", 512, "fullft512", "fullft1024", 128, 256, id="fullft512long"),
-    # ft_last at 512 (session 36): the same seeds and cells as session 25's runs at 512, the 256 steps of session 26's 1024 runs
+    # ft_last at 512: the same seeds and cells as the curve's runs at 512, the 256 steps of the ft1024 runs
     pytest.param("ftlast512long", "ft_last", 512, "ftgrid", "ft1024", 128, 256, id="ftlast512long"),
-    # full_ft at 256 (session 37): the same seeds and cells as session 28's runs at 256, the 128 steps of session 33's 512 runs
+    # full_ft at 256: the same seeds and cells as the fullft_grid runs at 256, the 128 steps of the fullft512 runs
     pytest.param("fullft256long", "full_ft", 256, "fullft_grid", "fullft512", 64, 128, id="fullft256long")])
 def test_schedule_control_config_changes_only_the_epochs(stem, protocol, fl, short_yaml, more_yaml, short_steps, long_steps):
     "A schedule control reruns its short leg's runs with only the epochs changed (8, not 4): the step count of the runs with more cells."
     c = _extension_config(stem, [protocol], [fl], epochs=8)
-    rows = lambda name: [r for r in expand(ROOT / "benchmarks" / f"crchisto_flaglimit_{name}_shared40.yaml") if r["protocol"] == protocol]
+    rows = lambda name: [r for r in expand(_cfg(f"crchisto_flaglimit_{name}_shared40.yaml")) if r["protocol"] == protocol]
     short = [r for r in rows(short_yaml) if r["flag_limit"] == fl]
     for a, b in zip(expand(c), short, strict=True):
         assert {k for k in a if a[k] != b[k]} == {"epochs", "run_id"} and (a["epochs"], b["epochs"]) == (8, 4)
@@ -189,7 +195,7 @@ def test_schedule_control_config_changes_only_the_epochs(stem, protocol, fl, sho
 
 def test_schedule_table_splits_a_step_into_steps_and_cells(tmp_path, monkeypatch):
     "tables.py's schedule control: more steps on the same cells plus more cells on the same steps add up to the curve's step, each paired by seed (arithmetic on hand-made JSONs)."
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "benchmarks" / "crchisto_study")]
     import tables
     cfg = lambda fl, ep: f"protocols: [full_ft]\nflag_limits: [{fl}]\nepochs: {ep}\nbatch_size: 64\nmin_steps: 60\n"
     def folder(x, fl, ep, seeds):
@@ -222,7 +228,7 @@ def test_schedule_table_splits_a_step_into_steps_and_cells(tmp_path, monkeypatch
 def test_protocol_gains_pairs_protocols_by_seed():
     "Finding (f): the costlier protocol minus the cheaper, only where both ran, paired on the seeds both have."
     import pandas as pd
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "benchmarks" / "crchisto_study")]
     from crchisto_flaglimit import protocol_gains
     rows = [dict(model="bb", protocol=p, flag_limit=fl, seed=s, macro_f1=v, run_id=f"{p}{fl}{s}")
             for p, fl, s, v in [("linear_probe", 64, 0, .50), ("linear_probe", 64, 1, .52), ("linear_probe", 64, 2, .54),
@@ -237,7 +243,7 @@ def test_protocol_gains_pairs_protocols_by_seed():
 def test_findings_give_a_fine_tuning_curve_its_own_a_and_b_once_it_has_two_flag_limits():
     "ft_last run at 64-256 gets (a)'s gains and (b)'s 95%-of-best like the probe; full_ft at 64 alone gets neither."
     import pandas as pd
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "benchmarks" / "crchisto_study")]
     from crchisto_flaglimit import findings
     f1 = {("linear_probe", 64): .55, ("linear_probe", 128): .57, ("ft_last", 64): .60, ("ft_last", 128): .64,
           ("ft_last", 256): .67, ("full_ft", 64): .55}
@@ -253,7 +259,7 @@ def test_findings_give_a_fine_tuning_curve_its_own_a_and_b_once_it_has_two_flag_
 
 def test_prior_gains_extend_a_curve_from_an_earlier_json():
     "Finding (g): paired by seed where both JSONs keep per-seed rows, Welch from mean/sd/n where the prior does not."
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "benchmarks" / "crchisto_study")]
     from crchisto_flaglimit import prior_gains
     here = {"bb · ft_last": {"1024": dict(macro_f1=.70, seed_sd=.01, n_seeds=3, seed_macro_f1={"0": .69, "1": .70, "2": .71})},
             "bb · linear_probe": {"1024": dict(macro_f1=.60, seed_sd=.02, n_seeds=3, seed_macro_f1={"0": .58, "1": .60, "2": .62})},
@@ -279,7 +285,7 @@ def test_prior_gains_extend_a_curve_from_an_earlier_json():
 
 def test_prior_protocol_gains_compare_protocols_across_folders():
     "Finding (f) across folders: full_ft here minus ft_last there at the same FlagLimit, the costlier minus the cheaper."
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "benchmarks" / "crchisto_study")]
     from crchisto_flaglimit import prior_protocol_gains
     here = {"bb · full_ft": {"128": dict(macro_f1=.60, seed_sd=.02, n_seeds=3, seed_macro_f1={"0": .58, "1": .60, "2": .62}),
                              "256": dict(macro_f1=.66, seed_sd=.01, n_seeds=3, seed_macro_f1={"0": .65, "1": .66, "2": .67})},
@@ -306,8 +312,8 @@ def test_a_bad_prior_json_is_one_line_before_any_run(tmp_path):
     "--prior that is not a results JSON stops the script at once with a line naming it, before it runs anything."
     bad = tmp_path / "notes.json"; bad.write_text('{"runs": 3}')
     for p, says in ((bad, "no 'table' of curves"), (tmp_path / "missing.json", "cannot read it")):
-        r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "crchisto_flaglimit.py"), "--config",
-                            str(ROOT / "benchmarks" / "crchisto_flaglimit_ft2048_shared40.yaml"), "--out", str(tmp_path / "runs"),
+        r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "crchisto_study" / "crchisto_flaglimit.py"), "--config",
+                            str(_cfg("crchisto_flaglimit_ft2048_shared40.yaml")), "--out", str(tmp_path / "runs"),
                             "--prior", str(p)], capture_output=True, text=True, timeout=300)
         assert r.returncode != 0 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert not (tmp_path / "runs").exists()
@@ -317,7 +323,7 @@ RECORDS = ROOT / "benchmarks" / "results" / "run_records" / "crchisto_flaglimit_
 def test_run_records_rebuild_a_lost_run_folder_and_take_new_runs(tmp_path):
     """--records: the finished runs kept in git rebuild a run folder a fresh checkout lacks (collect then scores them as the
     committed JSON does), a copy cut short is redone, a folder's finished runs are added to the records and failed ones not."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "benchmarks" / "crchisto_study")]
     from crchisto_flaglimit import restore_records, keep_records
     from cellnb.sweep import collect
     kept = sorted(p.name for p in RECORDS.glob("*/"))
@@ -350,15 +356,15 @@ def test_run_records_rebuild_a_lost_run_folder_and_take_new_runs(tmp_path):
 
 def test_records_that_is_a_file_is_one_line(tmp_path):
     f = tmp_path / "records.txt"; f.write_text("x")
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "crchisto_flaglimit.py"), "--config",
-                        str(ROOT / "benchmarks" / "crchisto_flaglimit_fullftall_shared40.yaml"), "--out", str(tmp_path / "runs"),
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "crchisto_study" / "crchisto_flaglimit.py"), "--config",
+                        str(_cfg("crchisto_flaglimit_fullftall_shared40.yaml")), "--out", str(tmp_path / "runs"),
                         "--records", str(f)], capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "is a file, not a folder" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "runs").exists()
 
 def test_tables_quote_the_committed_shared_patch_results():
-    "benchmarks/tables.py renders the shared-40-px-patch JSONs that BENCHMARKS.md quotes: curves, (a), (b), (d), (e), (f)."
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), "shared40", "classmix_shared40"],
+    "benchmarks/crchisto_study/tables.py renders the shared-40-px-patch JSONs: curves, (a), (b), (d), (e), (f)."
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "crchisto_study" / "tables.py"), "shared40", "classmix_shared40"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     for line in ("| effnet_lite0_in1k · linear_probe | 0.559 (n=3)", "(a) gains with data, paired by seed",
@@ -369,16 +375,15 @@ def test_tables_quote_the_committed_shared_patch_results():
         assert line in r.stdout, line
 
 def _table_says(name, lines, quoted=()) -> str:
-    "Run `benchmarks/tables.py name`, check that each line is in what it prints and each of `quoted` in BENCHMARKS.md; its output."
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), name], capture_output=True, text=True, timeout=300)
+    """Run `benchmarks/crchisto_study/tables.py name`, check that each line is in what it prints and each of `quoted` (numbers the
+    tidy tables carry to the report) in it too; its output."""
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "crchisto_study" / "tables.py"), name], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    for line in lines: assert line in r.stdout, line
-    text = (ROOT / "BENCHMARKS.md").read_text()
-    for q in quoted: assert q in text, q
+    for line in (*lines, *quoted): assert line in r.stdout, line
     return r.stdout
 
 def test_tables_quote_the_committed_ft_extension_results():
-    "tables.py ft1024 / ft2048 render the session-26/27 JSONs BENCHMARKS.md quotes: per-seed rows, (g) against the earlier JSONs, (f), (d)."
+    "tables.py ft1024 / ft2048 render the committed JSON: per-seed rows, (g) against the earlier JSONs, (f), (d)."
     _table_says("ft1024", ("6 of 6 runs ok", "| effnet_lite0_in1k · ft_last | 1024 | 0.680 (n=3) | 0: 0.684, 1: 0.689, 2: 0.667 |",
                  "| effnet_lite0_in1k · ft_last | 512 -> 1024 | 0.680 | 0.667 | +0.013 [-0.013, +0.038] | Welch over seed means |",
                  "| effnet_lite0_in1k · linear_probe | 1024 -> 1024 | 0.635 | 0.635 | +0.000 [-0.016, +0.016] |",
@@ -389,11 +394,11 @@ def test_tables_quote_the_committed_ft_extension_results():
                  "| effnet_lite0_in1k · linear_probe | 2048 -> 2048 | 0.642 | 0.642 | +0.000 [-0.007, +0.007] |",
                  "| effnet_lite0_in1k · ft_last minus linear_probe | 2048 | +0.061 [+0.028, +0.094] (n=3) |",
                  "| effnet_lite0_in1k · ft_last | 2048 | 0.703 | cnn 0.681 | +0.022 [+0.001, +0.043] |"))
-    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), "ft1042"], capture_output=True, text=True, timeout=300)
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "crchisto_study" / "tables.py"), "ft1042"], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "no table 'ft1042'; choose from" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
 
 def test_fullft_grid_table_quotes_the_committed_json():
-    "tables.py fullft_grid renders the session-28 JSON BENCHMARKS.md quotes: (a) within the folder, (g), (f) in and across folders."
+    "tables.py fullft_grid renders the committed JSON: (a) within the folder, (g), (f) in and across folders."
     _table_says("fullft_grid", ("12 of 12 runs ok", "| effnet_lite0_in1k · full_ft | 128 | 0.561 (n=3) | 0: 0.559, 1: 0.574, 2: 0.551 |",
                  "effnet_lite0_in1k · full_ft: 128 -> 256 -0.002 [-0.021, +0.017] (n=3)",
                  "| effnet_lite0_in1k · linear_probe | 256 -> 256 | 0.598 | 0.598 | +0.000 [-0.013, +0.013] |",
@@ -402,20 +407,19 @@ def test_fullft_grid_table_quotes_the_committed_json():
                  "| effnet_lite0_in1k · full_ft minus ft_last | 256 | full_ft 0.560 | ft_last 0.633 | -0.073 [-0.118, -0.028] |"),
                 quoted=("-0.069 [-0.096, -0.043]", "-0.073 [-0.118, -0.028]", "-0.039 [-0.049, -0.029]", "-0.002 [-0.021, +0.017]"))
 
-def test_cv_table_in_benchmarks_is_what_tables_prints():
-    "BENCHMARKS.md's CV table is `tables.py cv` over the committed crchisto_cv.json, verbatim (session 30's ft_last row included)."
-    out = _table_says("cv", ("| effnet_lite0_in1k/ft_last/4ep/shared40 | ft_last | 48 | all | 4 (2/2) | no |",))
-    assert out.strip() in (ROOT / "BENCHMARKS.md").read_text(), "re-paste the output of `benchmarks/tables.py cv` into BENCHMARKS.md"
+def test_cv_table_renders_the_committed_json():
+    "`tables.py cv` over the committed crchisto_cv.json: the ft_last row and the 30-epoch CNN that the report quotes."
+    _table_says("cv", ("| effnet_lite0_in1k/ft_last/4ep/shared40 | ft_last | 48 | all | 4 (2/2) | no |",
+                       "| cnn/scratch/30ep | scratch | 48 | all | 30 (22/29) | no | 0.806 [0.781, 0.828] | 0.748 [0.719, 0.771] | 0.802 [0.778, 0.825] |"))
 
-def test_cv_gpu_table_in_benchmarks_is_what_tables_prints():
-    "BENCHMARKS.md's H200 CV table is `tables.py cv_gpu` over the committed crchisto_cv_gpu.json (session 37: full_ft on every cell), verbatim."
-    out = _table_says("cv_gpu", ("no task-specific (scratch) entry in crchisto_cv_gpu.json yet; best overall: effnet_lite0_in1k/full_ft",
+def test_cv_gpu_table_renders_the_committed_json():
+    "`tables.py cv_gpu` over the committed crchisto_cv_gpu.json: full_ft on every cell on one H200."
+    _table_says("cv_gpu", ("no task-specific (scratch) entry in crchisto_cv_gpu.json yet; best overall: effnet_lite0_in1k/full_ft",
                                  "| effnet_lite0_in1k/full_ft | full_ft | 64 | all | 10 (3/7) | no | 0.801 [0.779, 0.824] | 0.750 [0.719, 0.771] | 0.798 [0.775, 0.821] |"))
-    assert out.strip() in (ROOT / "BENCHMARKS.md").read_text(), "re-paste the output of `benchmarks/tables.py cv_gpu` into BENCHMARKS.md"
 
 def test_cv_head_names_a_task_specific_model_only_when_a_scratch_entry_exists():
     "The 0.80 target names the best task-specific model: a backbone-only JSON (the GPU run) has none, and says so."
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "benchmarks" / "crchisto_study")]
     from crchisto_cv import best_entries
     probe, ft = {"protocol": "linear_probe", "weighted_f1": 0.65}, {"protocol": "full_ft", "weighted_f1": 0.80}
     assert best_entries({"p": probe, "f": ft}) == dict(best_model=None, best_weighted_f1=None, best_overall="f")
@@ -425,7 +429,7 @@ def test_cv_head_names_a_task_specific_model_only_when_a_scratch_entry_exists():
     assert {k: committed[k] for k in ("best_model", "best_weighted_f1", "best_overall")} == best_entries(committed["models"])
 
 def test_ftall_table_quotes_the_committed_json():
-    "tables.py ftall renders the session-29/30 JSON (3 seeds) BENCHMARKS.md quotes: (g) from 2048, (f), the scratch references."
+    "tables.py ftall renders the committed JSON (3 seeds): (g) from 2048, (f), the scratch references."
     _table_says("ftall", ("6 of 6 runs ok", "| effnet_lite0_in1k · ft_last | all | 0.723 (n=3) | 0: 0.724, 1: 0.717, 2: 0.729 |",
                  "| effnet_lite0_in1k · ft_last | 2048 -> all | 0.723 | 0.703 | +0.020 [-0.020, +0.060] | paired by seed | crchisto_flaglimit_shared40_ft2048.json |",
                  "| effnet_lite0_in1k · linear_probe | all -> all | 0.631 | 0.631 | +0.000 [+0.000, +0.000] |",
@@ -433,27 +437,13 @@ def test_ftall_table_quotes_the_committed_json():
                  "| effnet_lite0_in1k · ft_last | all | 0.723 | cnn 0.679 | +0.044 [-0.027, +0.115] |"),
                 quoted=("+0.093 [+0.078, +0.108]", "+0.044 [-0.027, +0.115]", "+0.020 [-0.020, +0.060]"))
 
-def test_stitched_curves_join_the_shared_patch_folders(tmp_path):
-    "tables.py curves_shared40: one curve per protocol across the folders that measured it, the scratch references, a PNG."
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from tables import stitched_curves
-    out = stitched_curves(fig=tmp_path / "curves.png")
-    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(tmp_path.glob("*.tmp"))
-    row = lambda e: next(l for l in out.splitlines() if l.startswith(f"| {e} |")).split(" | ")
-    ft = row("effnet_lite0_in1k · ft_last")
-    assert ft[1].startswith("0.596 [") and ft[5].startswith("0.680 [") and ft[6].startswith("0.703 [")   # sessions 24, 26, 27
-    assert ft[7] == "0.723 [0.708, 0.738] |"                                                              # sessions 29-30, 3 seeds
-    assert row("effnet_lite0_in1k · linear_probe")[7] == "0.631 [0.631, 0.631] |"   # both folders: 3 seeds, the same 0.631
-    assert row("effnet_lite0_in1k · full_ft")[7] == "0.737 [0.724, 0.751] |"                             # sessions 40-41, 3 seeds
-    assert row("cnn (scratch)")[-1].startswith("0.679 [") and "crchisto_flaglimit_shared40_ft2048" in out
-
 def test_cv_compare_is_paired_and_kept_beside_the_rows(tmp_path, monkeypatch):
     "crchisto_cv.py --compare A,B: B - A from the saved fold probabilities on the pooled test cells (sklearn's figures), kept in the JSON."
     import json, os, numpy as np
     from sklearn.metrics import f1_score
     import scipy.io as sio
     from PIL import Image
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "benchmarks" / "crchisto_study")]
     import _common, crchisto_cv as cv
     root, rng = tmp_path / "crc", np.random.default_rng(0)
     for n in range(1, 9):   # CRCHisto's layout, 8 tiles of 120 px with 3-6 cells of each class
@@ -519,14 +509,14 @@ def test_cv_compare_is_paired_and_kept_beside_the_rows(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="older than the model beside it"): cv._compare(["a/x", "b/y"], False, cfg, out)
 
 @pytest.mark.parametrize("name, lines, quoted", [
-    # tables.py fullft512 renders the session-33 JSON BENCHMARKS.md quotes: (g) from 256, (f) against the probe and ft_last.
+    # tables.py fullft512 renders the committed JSON: (g) from 256, (f) against the probe and ft_last.
     pytest.param("fullft512", ("6 of 6 runs ok",
          "| effnet_lite0_in1k · full_ft | 512 | 0.610 (n=3) | 0: 0.604, 1: 0.613, 2: 0.613 |",
          "| effnet_lite0_in1k · full_ft | 256 -> 512 | 0.610 | 0.560 | +0.050 [+0.038, +0.062] | paired by seed |",
          "| effnet_lite0_in1k · full_ft minus linear_probe | 512 | -0.019 [-0.034, -0.004] (n=3) |",
          "| effnet_lite0_in1k · full_ft minus ft_last | 512 | full_ft 0.610 | ft_last 0.667 | -0.057 [-0.080, -0.035] |"),
          ("-0.057 [-0.080, -0.035]", "+0.050 [+0.038, +0.062]", "-0.019 [-0.034, -0.004]"), id="fullft512"),
-    # tables.py fullft1024 renders the session-34 JSON BENCHMARKS.md quotes: (g) from 512, (f) against ft_last and the probe of session 26's folder.
+    # tables.py fullft1024 renders the committed JSON: (g) from 512, (f) against ft_last and the probe of the ft1024 folder.
     pytest.param("fullft1024", ("3 of 3 runs ok",
          "| effnet_lite0_in1k · full_ft | 1024 | 0.674 (n=3) | 0: 0.675, 1: 0.679, 2: 0.668 |",
          "| effnet_lite0_in1k · full_ft | 512 -> 1024 | 0.674 | 0.610 | +0.064 [+0.045, +0.084] | paired by seed |",
@@ -534,47 +524,47 @@ def test_cv_compare_is_paired_and_kept_beside_the_rows(tmp_path, monkeypatch):
          "| effnet_lite0_in1k · full_ft minus ft_last | 1024 | full_ft 0.674 | ft_last 0.680 | -0.006 [-0.022, +0.010] | paired by seed |",
          "| effnet_lite0_in1k · full_ft minus linear_probe | 1024 | full_ft 0.674 | linear_probe 0.635 | +0.039 [+0.008, +0.070] | paired by seed |"),
          ("-0.006 [-0.022, +0.010]", "+0.064 [+0.045, +0.084]", "+0.039 [+0.008, +0.070]"), id="fullft1024"),
-    # tables.py fullft512long renders the session-35 JSON BENCHMARKS.md quotes: the steps part and the cells part of full_ft's 512 -> 1024 step.
+    # tables.py fullft512long renders the committed JSON: the steps part and the cells part of full_ft's 512 -> 1024 step.
     pytest.param("fullft512long", ("3 of 3 runs ok",
          "| effnet_lite0_in1k · full_ft | 512 | 0.663 (n=3) | 0: 0.666, 1: 0.669, 2: 0.654 |",
          "| more steps, same cells | 512 cells, 128 steps: 0.610 | 512 cells, 256 steps: 0.663 | +0.053 [+0.026, +0.080] | paired by seed | 0, 1, 2 |",
          "| more cells, same steps | 512 cells, 256 steps: 0.663 | 1024 cells, 256 steps: 0.674 | +0.011 [+0.003, +0.019] | paired by seed | 0, 1, 2 |",
          "| both (the curve's step) | 512 cells, 128 steps: 0.610 | 1024 cells, 256 steps: 0.674 | +0.064 [+0.045, +0.084] |"),
          ("+0.011 [+0.003, +0.019]", "+0.053 [+0.026, +0.080]", "-0.004 [-0.026, +0.018]"), id="fullft512long"),
-    # tables.py ftlast512long renders the session-36 JSON BENCHMARKS.md quotes: ft_last's 512 -> 1024 step split, and full_ft against ft_last at 512 with 256 steps each.
+    # tables.py ftlast512long renders the committed JSON: ft_last's 512 -> 1024 step split, and full_ft against ft_last at 512 with 256 steps each.
     pytest.param("ftlast512long", ("3 of 3 runs ok",
          "| effnet_lite0_in1k · ft_last | 512 | 0.673 (n=3) | 0: 0.669, 1: 0.681, 2: 0.670 |",
          "| more steps, same cells | 512 cells, 128 steps: 0.667 | 512 cells, 256 steps: 0.673 | +0.006 [-0.016, +0.028] | Welch over seed means |",
          "| more cells, same steps | 512 cells, 256 steps: 0.673 | 1024 cells, 256 steps: 0.680 | +0.007 [-0.016, +0.030] | paired by seed | 0, 1, 2 |",
          "| effnet_lite0_in1k · full_ft minus ft_last | 512 | ft_last 0.673 | full_ft 0.663 | -0.010 [-0.028, +0.007] | paired by seed |"),
          ("+0.006 [-0.016, +0.028]", "+0.007 [-0.016, +0.030]", "-0.010 [-0.028, +0.007]"), id="ftlast512long"),
-    # tables.py fullft256long renders the session-37 JSON BENCHMARKS.md quotes: full_ft's 256 -> 512 step split, and full_ft against ft_last at 256 with 128 steps.
+    # tables.py fullft256long renders the committed JSON: full_ft's 256 -> 512 step split, and full_ft against ft_last at 256 with 128 steps.
     pytest.param("fullft256long", ("3 of 3 runs ok",
          "| effnet_lite0_in1k · full_ft | 256 | 0.624 (n=3) | 0: 0.630, 1: 0.615, 2: 0.626 |",
          "| more steps, same cells | 256 cells, 64 steps: 0.560 | 256 cells, 128 steps: 0.624 | +0.064 [+0.035, +0.094] | paired by seed | 0, 1, 2 |",
          "| more cells, same steps | 256 cells, 128 steps: 0.624 | 512 cells, 128 steps: 0.610 | -0.014 [-0.043, +0.016] | paired by seed | 0, 1, 2 |",
          "| effnet_lite0_in1k · full_ft minus ft_last | 256 | full_ft 0.624 | ft_last 0.633 | -0.009 [-0.050, +0.032] | Welch over seed means |"),
          ("+0.064 [+0.035, +0.094]", "-0.014 [-0.043, +0.016]", "-0.009 [-0.050, +0.032]"), id="fullft256long"),
-    # tables.py fullft2048 renders the JSON BENCHMARKS.md quotes (seeds 0 and 1 in session 38, seed 2 in session 39): (g) from 1024, (f) against ft_last and the probe of session 27's folder.
+    # tables.py fullft2048 renders the JSON: (g) from 1024, (f) against ft_last and the probe of the ft2048 folder.
     pytest.param("fullft2048", ("3 of 3 runs ok",
          "| effnet_lite0_in1k · full_ft | 2048 | 0.702 (n=3) | 0: 0.696, 1: 0.695, 2: 0.715 |",
          "| effnet_lite0_in1k · full_ft | 1024 -> 2048 | 0.702 | 0.674 | +0.028 [-0.014, +0.070] | paired by seed |",
          "| effnet_lite0_in1k · full_ft minus ft_last | 2048 | full_ft 0.702 | ft_last 0.703 | -0.001 [-0.055, +0.052] | paired by seed |",
          "| effnet_lite0_in1k · full_ft minus linear_probe | 2048 | full_ft 0.702 | linear_probe 0.642 | +0.059 [+0.035, +0.084] | paired by seed |"),
          ("-0.001 [-0.055, +0.052]", "+0.028 [-0.014, +0.070]", "+0.059 [+0.035, +0.084]"), id="fullft2048"),
-    # tables.py fullftall renders the JSON BENCHMARKS.md quotes (seeds 0 and 1 in session 40, seed 2 in session 41).
+    # tables.py fullftall renders the JSON.
     pytest.param("fullftall", ("3 of 3 runs ok",
          '| effnet_lite0_in1k · full_ft | all | 0.737 (n=3) | 0: 0.731, 1: 0.739, 2: 0.741 | 0.797 | 4209 |',
          '| effnet_lite0_in1k · full_ft | 2048 -> all | 0.737 | 0.702 | +0.035 [+0.013, +0.058] | paired by seed | crchisto_flaglimit_shared40_fullft2048.json |',
          '| effnet_lite0_in1k · full_ft minus ft_last | all | full_ft 0.737 | ft_last 0.723 | +0.014 [-0.005, +0.033] | paired by seed | crchisto_flaglimit_shared40_ftall.json |',
          '| effnet_lite0_in1k · full_ft minus linear_probe | all | full_ft 0.737 | linear_probe 0.631 | +0.106 [+0.093, +0.120] | paired by seed | crchisto_flaglimit_shared40_ftall.json |',
-         ), ('+0.014 [-0.005, +0.033]', '+0.035 [+0.013, +0.058]', '+0.106 [+0.093, +0.120]', '0.737 [0.724, 0.751]'), id="fullftall"),
+         ), ('+0.014 [-0.005, +0.033]', '+0.035 [+0.013, +0.058]', '+0.106 [+0.093, +0.120]'), id="fullftall"),
 ])
 def test_one_folder_table_quotes_the_committed_json(name, lines, quoted):
-    "tables.py renders each one-folder JSON as BENCHMARKS.md quotes it: the lines it prints, and the figures the text quotes."
+    "tables.py renders each one-folder JSON as it: the lines it prints, and the figures the text quotes."
     _table_says(name, lines, quoted)
 
-BENCH_STEP = [sys.executable, str(ROOT / "benchmarks" / "bench_finetune_step.py")]
+BENCH_STEP = [sys.executable, str(ROOT / "benchmarks" / "performance" / "bench_finetune_step.py")]
 
 def test_finetune_step_bench_refuses_bad_input_in_one_line(tmp_path):
     "No data needed: a zero batch and a CRCHisto that is not there are refused before anything loads."
@@ -598,3 +588,15 @@ def test_finetune_step_bench_times_both_layouts_on_crchisto_cells(tmp_path):
     assert set(res["seconds_per_step"]) == {"NCHW", "NHWC"} and res["ratio"] > 0 and res["batch"] == 2
     r = subprocess.run(bench + ["--batch", "100000"], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode != 0 and "more than CRCHisto's" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+def test_results_tables_are_in_step_with_the_jsons(tmp_path):
+    "The tidy CSVs the study notebook reads are what benchmarks/results_tables.py makes of the committed JSONs; a stale one is named."
+    tool = ROOT / "benchmarks" / "results_tables.py"
+    r = subprocess.run([sys.executable, str(tool), "--check"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr + r.stdout
+    import shutil
+    res = tmp_path / "results"; shutil.copytree(ROOT / "benchmarks" / "results", res, ignore=shutil.ignore_patterns("run_records"))
+    (res / "cv.csv").write_text((res / "cv.csv").read_text().replace("0.8018", "0.8118", 1))
+    import os
+    r = subprocess.run([sys.executable, str(tool), "--check"], capture_output=True, text=True, timeout=300, env=dict(os.environ, CELLNB_RESULTS_DIR=str(res)))
+    assert r.returncode == 1 and "cv.csv differ from the JSONs" in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -1,9 +1,9 @@
-"benchmarks/profile_gpu.py on the CPU: the script the next lent GPU runs (tools/gpu_check.sh step 4) works, and bad input says so in one line."
+"benchmarks/performance/profile_gpu.py on the CPU: the script the next lent GPU runs (tools/gpu_check.sh step 4) works, and bad input says so in one line."
 import json, os, subprocess, sys
 from pathlib import Path
 import pytest, torch
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "profile_gpu.py"
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "performance" / "profile_gpu.py"
 
 def _run(tmp_path, *args):
     env = {**os.environ, "CELLNB_RESULTS_DIR": str(tmp_path)}

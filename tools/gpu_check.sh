@@ -58,9 +58,9 @@ step 120 $PY -m pytest -q -p no:cacheprovider -x tests/test_cuda.py tests/test_t
     $([ "$DRY" = 1 ] && echo "-k model_cost")   # dry: tests/test_cuda.py passes on CPU with CELLNB_TEST_DEVICE=cpu (5 min here)
 [ "$DRY" = 1 ] || step 150 $PY -m pytest -q -p no:cacheprovider tests/test_train.py tests/test_foundation.py tests/test_transforms.py tests/test_cost.py
 # 2. inference cost and FLOP efficiency in bf16
-[ "$DRY" = 1 ] || step 60 $PY benchmarks/bench_latency.py --device cuda --big-batch 256
+[ "$DRY" = 1 ] || step 60 $PY benchmarks/performance/bench_latency.py --device cuda --big-batch 256
 FLOPS="--bf16 --bs 256 --steps 20"; [ "$DRY" = 1 ] && FLOPS="--bs 32 --steps 1"   # a CPU bf16 matmul takes minutes
-step 45 $PY benchmarks/bench_flops.py --device $DEV $FLOPS
+step 45 $PY benchmarks/performance/bench_flops.py --device $DEV $FLOPS
 # 3. training throughput through cellnb's own loop: sizes the GPU grid (crchisto_cv_gpu.yaml, crchisto_flaglimit_gpu.yaml)
 step 90 $PY - <<'EOF'
 import json, os, time, torch
@@ -85,5 +85,5 @@ EOF
 # 4. where custom_vit's GPU time goes (P2 and P3 missed on the H200 in session 37): kernels, busy fraction, CUDA graphs,
 #    and the training step with fastai's Adam against torch's AdamW (foreach, fused)
 PROF=""; [ "$DRY" = 1 ] && PROF="--batches 1 --train-bs 4"
-step 90 $PY benchmarks/profile_gpu.py --device $DEV $PROF   # writes its JSON after every row
+step 90 $PY benchmarks/performance/profile_gpu.py --device $DEV $PROF   # writes its JSON after every row
 echo; echo "=== done $(date -u +%H:%M:%S); files in $OUT:"; ls -la "$OUT"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Real-data entries of the GPU CV grid (benchmarks/crchisto_cv_gpu.yaml) in one call of a lent GPU machine.
+# Real-data entries of the GPU CV grid (benchmarks/crchisto_study/crchisto_cv_gpu.yaml) in one call of a lent GPU machine.
 #
 # CRCHisto cannot travel as it lies: its 100 BMPs are 75 MB, over the 64 MiB a device call may carry, and its licence
 # (research use only) forbids a copy in the repository. So `prepare` writes a lossless WebP copy (about 36 MB, every
@@ -52,7 +52,7 @@ if [ "${1:-}" = clean ]; then rm -rf "$CRC_WEBP" .crchisto_webp; echo "removed $
 
 export OUT=${OUT:-/tmp/gpu_crchisto}; mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu_crchisto.log") 2>&1
-PY=${PY:-python3}; CONFIG=${CONFIG:-benchmarks/crchisto_cv_gpu.yaml}; DEADLINE_S=${DEADLINE_S:-480}
+PY=${PY:-python3}; CONFIG=${CONFIG:-benchmarks/crchisto_study/crchisto_cv_gpu.yaml}; DEADLINE_S=${DEADLINE_S:-480}
 ls .crchisto_webp/Classification/img1/img1.webp >/dev/null 2>&1 || { echo "no .crchisto_webp/Classification: run 'bash tools/gpu_crchisto.sh prepare' here and carry it"; exit 2; }
 source tools/gpu_site.sh; gpu_site || exit 2
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 CELLNB_RESULTS_DIR="$OUT" CELLNB_CACHE_DIR=/tmp/cellnb-cache CELLNB_CRCHISTO=/tmp/crchisto
@@ -73,12 +73,12 @@ cp "benchmarks/results/$stem.json" "$OUT/" 2>/dev/null && echo "merging into the
 [ -z "${GPU_TESTS:-}" ] || { echo "=== $(date -u +%H:%M:%S) pytest $GPU_TESTS"; eval timeout 120 $PY -m pytest -q -p no:cacheprovider $GPU_TESTS; }
 if [ "${FT_STEP:-0}" = 1 ]; then
     echo "=== $(date -u +%H:%M:%S) bench_finetune_step (limit 60s)"; t0=$SECONDS
-    timeout 60 $PY benchmarks/bench_finetune_step.py --device cuda --batch 256 --repeats 10; echo "=== rc=$? in $((SECONDS - t0)) s"
+    timeout 60 $PY benchmarks/performance/bench_finetune_step.py --device cuda --batch 256 --repeats 10; echo "=== rc=$? in $((SECONDS - t0)) s"
 fi
 for key in ${1//,/ }; do
     left=$(( DEADLINE_S - SECONDS )); [ $left -gt 30 ] || { echo "=== no time left for $key"; continue; }
     echo; echo "=== $(date -u +%H:%M:%S) $key (limit ${left}s)"; t0=$SECONDS
-    timeout $left $PY benchmarks/crchisto_cv.py --config "$CONFIG" --only "$key" --resume --device cuda
+    timeout $left $PY benchmarks/crchisto_study/crchisto_cv.py --config "$CONFIG" --only "$key" --resume --device cuda
     echo "=== rc=$? in $((SECONDS - t0)) s"
 done
 # the probabilities and the config.json beside each (its classes and crop), for crchisto_cv.py --compare here
