@@ -27,14 +27,15 @@ with warnings.catch_warnings():  # fastai's own torch.jit.script at import: torc
 from fastcore.foundation import L
 from .core import CellnbError, get_device, bf16_autocast, seed_everything, atomic_write, atomic_write_json, is_positive_int, check_seed, check_count
 from .data import CellSet, require_cellset
-from .transforms import CellPipeline, pipeline_for, tune_malloc, augment_options
+from .transforms import CellPipeline, pipeline_for, tune_malloc, augment_options, BLUR_PLACEMENTS
 
 # %% auto #0
-__all__ = ['PROTOCOLS', 'CONDITIONS', 'CHECKPOINT_FORMAT', 'DEFAULT_LR', 'PROBE_CS', 'CLASS_WEIGHTS', 'EXTRA_OPTIONS',
-           'CellDataLoader', 'cell_dataloaders', 'train_schedule', 'macro_f1', 'MacroF1', 'KeepBestCallback',
-           'StopOnNaNCallback', 'FrozenBNCallback', 'frozen_bn_modules', 'BackboneClassifier', 'FittedModel',
-           'dihedral_views', 'read_checkpoint', 'CheckpointCallback', 'last_stage_modules', 'check_model',
-           'balanced_class_weights', 'fit_cell_model']
+__all__ = ['TRAIN_POLICY', 'PROTOCOLS', 'CONDITIONS', 'CHECKPOINT_FORMAT', 'DEFAULT_LR', 'PROBE_CS', 'CLASS_WEIGHTS',
+           'EXTRA_OPTIONS', 'CellDataLoader', 'cell_dataloaders', 'resolve_policy', 'train_schedule', 'macro_f1',
+           'MacroF1', 'KeepBestCallback', 'StopOnNaNCallback', 'FrozenBNCallback', 'frozen_bn_modules',
+           'BackboneClassifier', 'FittedModel', 'dihedral_views', 'read_checkpoint', 'CheckpointCallback',
+           'last_stage_modules', 'check_model', 'balanced_class_weights', 'fit_cell_model', 'majority_macro_f1',
+           'learning_warning']
 
 # %% ../nbs/07_train.ipynb #a5f65c56
 class CellDataLoader:
@@ -49,8 +50,10 @@ class CellDataLoader:
                  seed:int=0, # seed of the shuffle and augmentation generators
                  max_device_bytes:float=4e9, # images up to this size live on the device; larger ones are copied per batch
                  precompute:bool|None=None, # compute `pipeline.static` once for all cells (None: when it fits max_device_bytes)
+                 passes:int=1, # passes over the cells in one epoch (each reshuffled): small training sets, see `train_schedule`
                 ):
         self.cells, self.pipeline, self.bs, self.shuffle, self.drop_last = cells, pipeline, int(bs), shuffle, drop_last
+        self.passes = check_count(passes, "CellDataLoader: passes")
         self.seed, self.max_device_bytes, self.precompute, self._static = seed, max_device_bytes, precompute, None
         self.gen_shuffle = torch.Generator().manual_seed(seed)
         self.gen_aug = torch.Generator().manual_seed(seed + 7919)
@@ -73,8 +76,8 @@ class CellDataLoader:
             self.device, self._static = device, None
         return self
 
-    def __len__(self):
-        return self.n // self.bs if self.drop_last else math.ceil(self.n / self.bs)
+    def batches_per_pass(self) -> int: return self.n // self.bs if self.drop_last else math.ceil(self.n / self.bs)
+    def __len__(self): return self.passes * self.batches_per_pass()
 
     @property
     def uses_static(self) -> bool:
@@ -91,11 +94,11 @@ class CellDataLoader:
         return self._static
 
     def __iter__(self):
-        n = self.n
-        idx = torch.randperm(n, generator=self.gen_shuffle) if self.shuffle else torch.arange(n)
+        n, per_pass = self.n, self.batches_per_pass()
         src = self.static() if self.uses_static else None
         for b in range(len(self)):
-            i = idx[b*self.bs:(b+1)*self.bs]
+            if b % per_pass == 0: idx = torch.randperm(n, generator=self.gen_shuffle) if self.shuffle else torch.arange(n)
+            i = idx[(b % per_pass)*self.bs:(b % per_pass + 1)*self.bs]
             if src is not None: xb = self.pipeline.dynamic(src[i.to(self.device)], generator=self.gen_aug)
             else: xb = self.pipeline(self._images[i.to(self._images.device)].to(self.device, non_blocking=True), generator=self.gen_aug)
             yield xb, self._labels[i.to(self.device)]
@@ -109,10 +112,12 @@ class CellDataLoader:
         kw = dict(bs=self.bs, shuffle=self.shuffle, drop_last=self.drop_last, device=self.device, seed=self.seed,
                   max_device_bytes=self.max_device_bytes, precompute=self.precompute)
         kw.update(kwargs)
+        kw.setdefault('passes', self.passes if kw['shuffle'] else 1)   # predicting through a copy sees each cell once
         return type(self)(self.cells if cells is None else cells, self.pipeline if pipeline is None else pipeline, **kw)
 
     def __repr__(self):
-        return f"CellDataLoader({self.n} cells, bs={self.bs}, shuffle={self.shuffle}, device={self.device}, out={self.pipeline.out_size}px)"
+        return (f"CellDataLoader({self.n} cells, bs={self.bs}, shuffle={self.shuffle}" + (f", passes={self.passes}" if self.passes > 1 else '')
+                + f", device={self.device}, out={self.pipeline.out_size}px)")
 
 # %% ../nbs/07_train.ipynb #8a69cb7a
 def _drops_last(n_train, bs) -> bool:
@@ -122,10 +127,11 @@ def _drops_last(n_train, bs) -> bool:
 def cell_dataloaders(train:CellSet, # training cells
                      valid:CellSet, # validation cells
                      model=None, # the model (input size, mean/std; see `pipeline_for`); None: 40 px, ImageNet stats
-                     bs:int=128, # batch size
+                     bs:int=64, # batch size
                      augment:bool|dict=True, # augment the training batches; a dict sets the strengths (see `augment_options`)
                      device=None, # torch device
                      seed:int=0, # seed for shuffling and augmentation
+                     passes:int=1, # passes over the training cells per epoch (see `train_schedule`)
                     ) -> DataLoaders:
     "fastai `DataLoaders` (train: shuffled + augmented; valid: in order, no augmentation) over in-memory CellSets."
     device = get_device(device)
@@ -133,21 +139,37 @@ def cell_dataloaders(train:CellSet, # training cells
     mk = ((lambda cs, aug: pipeline_for(model, cs.size, augment=aug, **(opts if aug else {}))) if model is not None
           else (lambda cs, aug: CellPipeline(cs.size, augment=aug, **(opts if aug else {}))))
     tdl = CellDataLoader(train, mk(train, augment is not False), bs=bs, shuffle=True, drop_last=_drops_last(len(train), bs),
-                         device=device, seed=seed)
+                         device=device, seed=seed, passes=passes)
     vdl = CellDataLoader(valid, mk(valid, False), bs=bs, shuffle=False, device=device, seed=seed)
     return DataLoaders(tdl, vdl, device=device)
 
 # %% ../nbs/07_train.ipynb #b3e8f0a1
-def train_schedule(n_train:int, # training cells
-                   bs:int, # batch size
-                   epochs:int, # epochs asked for
-                   min_steps:int=0, # train at least this many optimizer steps (0: no floor)
+TRAIN_POLICY = dict(epochs=30, min_steps=500, epoch_steps=50, bs=64)   # the default training policy (measurements above)
+
+def resolve_policy(epochs:int|None=None, # epochs asked for (None: the policy's, with its step floor)
+                   min_steps:int|None=None, # step floor asked for (None: the policy's when epochs is None, else 0)
                   ) -> tuple:
-    "`(epochs, steps_per_epoch)` of a run on `n_train` cells: the epochs asked for, raised until the run takes at least `min_steps` steps."
+    "`(epochs, min_steps)` a run trains by: the policy's where nothing was asked; epochs asked for alone get no floor."
+    if epochs is None: return TRAIN_POLICY['epochs'], TRAIN_POLICY['min_steps'] if min_steps is None else min_steps
+    return epochs, 0 if min_steps is None else min_steps
+
+def train_schedule(n_train:int, # training cells
+                   bs:int=TRAIN_POLICY['bs'], # batch size
+                   epochs:int|None=None, # epochs asked for (None: the policy's)
+                   min_steps:int|None=None, # train at least this many optimizer steps (None: the policy's when epochs is None, else 0)
+                   floor_by:str='passes', # 'passes': longer epochs; 'epochs': more epochs (runs recorded before passes existed)
+                  ) -> tuple:
+    "`(epochs, steps_per_epoch)` of a run on `n_train` cells; when the step floor binds, an epoch passes over the cells several times."
+    policy = epochs is None
+    epochs, min_steps = resolve_policy(epochs, min_steps)
     n_train, bs, epochs = (check_count(v, f"train_schedule: {k}") for k, v in dict(n_train=n_train, bs=bs, epochs=epochs).items())
     min_steps = check_count(min_steps, "train_schedule: min_steps", 0, " (0: no floor)")
+    if floor_by not in ('passes', 'epochs'): raise CellnbError(f"train_schedule: floor_by={floor_by!r} is unknown; use 'passes' or 'epochs'")
     steps = int(n_train) // int(bs) if _drops_last(n_train, bs) else math.ceil(n_train / bs)
-    return max(int(epochs), math.ceil(min_steps / steps)), steps
+    if epochs * steps >= min_steps: return epochs, steps
+    if floor_by == 'epochs': return math.ceil(min_steps / steps), steps
+    if policy: epochs = min(epochs, max(1, min_steps // TRAIN_POLICY['epoch_steps']))   # fewer, longer epochs: fewer validations
+    return epochs, steps * math.ceil(min_steps / (epochs * steps))
 
 # %% ../nbs/07_train.ipynb #8e19cb57
 def macro_f1(targ, pred, labels=None): 
@@ -197,7 +219,7 @@ def frozen_bn_modules(model:nn.Module) -> list:
 
 # %% ../nbs/07_train.ipynb #bef90922
 PROTOCOLS = ['scratch', 'linear_probe', 'ft_last', 'full_ft']
-CONDITIONS = ('clean', 'pre', 'post')
+CONDITIONS = ('clean', *BLUR_PLACEMENTS)   # clean, or a blur placement of `cellnb.transforms`
 
 class BackboneClassifier(nn.Module):
     "A foundation backbone (forward -> (B, D) features) with a new linear head."
@@ -272,8 +294,8 @@ def _check_bs(bs):
     if not is_positive_int(bs): raise CellnbError(f"bs={bs!r} is invalid; use a batch size >= 1")
 
 def _predict_proba(self:FittedModel, cellset:CellSet, # cells to classify
-                   condition:str='clean', # 'clean' | 'pre' (blur before resize to 40) | 'post' (blur after)
-                   sigma:float=0.0, # blur sigma in 40-px pixels (ignored for 'clean')
+                   condition:str='clean', # 'clean' | 'source' (the crop, before resize to 40) | 'pre' (the 40-px patch) | 'post' (the model input)
+                   sigma:float=0.0, # blur sigma: 40-px pixels for 'source'/'pre', pixels of the model input for 'post' (ignored for 'clean')
                    bs:int=256, # batch size
                    device=None, # device (default: the training device)
                    tta:bool=False, # average the probabilities over the 8 `dihedral_views` of each cell (8x the compute)
@@ -311,6 +333,13 @@ def _predict_proba(self:FittedModel, cellset:CellSet, # cells to classify
     return torch.cat(outs).numpy()
 
 FittedModel.predict_proba = _predict_proba
+
+def _input_size(self:FittedModel) -> int:
+    "Side of the images the network sees (40 for the scratch models, the backbone's input size otherwise): what a 'post' sigma is in pixels of."
+    if self.protocol == 'linear_probe': return int(self.backbone.cellnb_spec.input_size)
+    return pipeline_for(self.model, 40).out_size
+
+FittedModel.input_size = property(_input_size)
 
 def _predict(self:FittedModel, cellset:CellSet, **kwargs) -> np.ndarray:
     "Predicted class index per cell."
@@ -357,7 +386,7 @@ def _load(path, # folder written by `FittedModel.save`
     hist = pd.read_csv(path/'history.csv') if (path/'history.csv').exists() and (path/'history.csv').stat().st_size > 1 else None
     kw = dict(protocol=cfg['protocol'], model_name=cfg['model_name'], classes=cfg['classes'], src_size=cfg['src_size'],
               weights=cfg.get('weights'), train_seconds=cfg.get('train_seconds', 0.), best_epoch=cfg.get('best_epoch'),
-              history=hist, device=device, config={k: v for k, v in cfg.items() if k in ('lr', 'epochs', 'seed', 'bs', 'cache', 'model_kwargs', 'C', 'label_smoothing', 'augment', 'class_weight')})
+              history=hist, device=device, config={k: v for k, v in cfg.items() if k in ('lr', 'epochs', 'min_steps', 'steps', 'seed', 'bs', 'cache', 'model_kwargs', 'C', 'label_smoothing', 'augment', 'class_weight')})
     if cfg['protocol'] == 'linear_probe':
         with np.load(path/'probe.npz', allow_pickle=False) as z: probe = {k: z[k] for k in z.files}
         return FittedModel(probe=probe, **kw)
@@ -492,9 +521,9 @@ def _history(learn) -> pd.DataFrame:
 
 def _fit_learner(model:nn.Module, train:CellSet, valid:CellSet, epochs:int, lr, seed:int, device, bs:int,
                  label_smoothing:float, patience:int|None, augment:bool, progress:bool, splitter=None, cbs=(), wd:float=0.01,
-                 class_weight=None, checkpoint=None, key=None, started=None):
+                 class_weight=None, checkpoint=None, key=None, started=None, passes:int=1):
     "Train `model` with a fastai Learner; returns (learner, model with best weights, best_epoch, history). With `checkpoint`, saves after each epoch and resumes."
-    dls = cell_dataloaders(train, valid, model=model, bs=bs, augment=augment, device=device, seed=seed)
+    dls = cell_dataloaders(train, valid, model=model, bs=bs, augment=augment, device=device, seed=seed, passes=passes)
     keep, nan = KeepBestCallback('macro_f1'), StopOnNaNCallback()
     ckpt = [] if checkpoint is None else [CheckpointCallback(checkpoint, key, keep, started)]
     cbs = [keep, nan, *cbs, *ckpt]
@@ -549,7 +578,7 @@ def last_stage_modules(backbone:nn.Module # a backbone from `load_backbone`
 DEFAULT_LR = dict(scratch=2e-3, ft_last=1e-3, full_ft=1e-3)
 PROBE_CS = (0.001, 0.01, 0.1, 1.0, 10.0)
 
-def _ckpt_args(kw) -> dict: return {k: kw[k] for k in ('checkpoint', 'key', 'started') if kw.get(k) is not None}
+def _ckpt_args(kw) -> dict: return {k: kw[k] for k in ('checkpoint', 'key', 'started', 'passes') if kw.get(k) is not None}
 
 def _fit_scratch(model_name, train, valid, epochs, lr, seed, device, bs, label_smoothing, patience, augment, progress,
                  class_weight=None, **kw):
@@ -685,7 +714,7 @@ def _check_options(protocol, extra, label_smoothing, weights, lr, patience, chec
         if isinstance(cs, (str, bytes)) or not hasattr(cs, '__len__') or not len(cs) or not all(_real(c) and c > 0 for c in cs):
             raise CellnbError(f"Cs={cs!r} is invalid; use a list of positive inverse regularisation strengths, e.g. {list(PROBE_CS)}")
 
-def _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment, class_weight, extra, **options):
+def _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment, class_weight, extra, min_steps=None, **options):
     "Every argument of `fit_cell_model` checked before any work: a one-line `CellnbError` naming the bad one."
     check_model(protocol, model_name)
     for cs, what in ((train, 'train'), (valid, 'valid')):
@@ -695,8 +724,10 @@ def _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment, cl
         raise CellnbError(f"train classes {list(train.classes)} differ from valid classes {list(valid.classes)}; split one CellSet so both share its classes")
     present = [train.classes[i] for i in np.unique(train.labels.numpy())]
     if len(present) < 2: raise CellnbError(f"train has cells of only {len(present)} class ({', '.join(map(repr, present))}); training needs labelled cells of at least 2 classes")
-    if protocol != 'linear_probe' and (not isinstance(epochs, (int, np.integer)) or epochs < 1):
-        raise CellnbError(f"epochs={epochs!r} is invalid; use an integer >= 1")
+    if protocol != 'linear_probe' and epochs is not None and (not is_positive_int(epochs)):
+        raise CellnbError(f"epochs={epochs!r} is invalid; use an integer >= 1, or None for the training policy ({TRAIN_POLICY['epochs']} epochs, at least {TRAIN_POLICY['min_steps']} steps)")
+    if min_steps is not None and (isinstance(min_steps, bool) or not isinstance(min_steps, (int, np.integer)) or min_steps < 0):
+        raise CellnbError(f"min_steps={min_steps!r} is invalid; use an integer >= 0 (0: no floor), or None for the training policy's")
     _check_bs(bs)
     augment_options(augment)   # bad strengths fail here, not mid-training
     if not (class_weight is None or (isinstance(class_weight, str) and class_weight in CLASS_WEIGHTS)):
@@ -708,11 +739,11 @@ def fit_cell_model(protocol:str, # 'scratch' | 'linear_probe' | 'ft_last' | 'ful
                    model_name:str, # an ARCHS name (scratch) or a BACKBONES name (the other protocols)
                    train:CellSet, # training cells
                    valid:CellSet, # validation cells (model selection: best epoch, probe C)
-                   epochs:int=10, # training epochs (ignored by linear_probe)
+                   epochs:int|None=None, # training epochs (None: TRAIN_POLICY's, with its step floor; ignored by linear_probe)
                    lr:float|None=None, # peak learning rate (default per protocol: DEFAULT_LR); full_ft uses slice(lr/10, lr)
                    seed:int=0, # seed for init, shuffling and augmentation
                    device=None, # torch device (default: CUDA if available)
-                   bs:int=128, # batch size
+                   bs:int=TRAIN_POLICY['bs'], # batch size
                    label_smoothing:float=0.0, # cross-entropy label smoothing
                    patience:int|None=None, # early stopping after this many epochs without a better valid macro-F1
                    weights=None, # backbone weights path (foundation protocols; default: offline resolution)
@@ -721,22 +752,30 @@ def fit_cell_model(protocol:str, # 'scratch' | 'linear_probe' | 'ft_last' | 'ful
                    cache:bool=True, # linear_probe: use the on-disk embedding cache
                    class_weight:str|None=None, # 'balanced': weight each class's loss by n / (k * n_class) (imbalanced training sets)
                    checkpoint=None, # file: save the training state after each epoch and resume from it (scratch, ft_last, full_ft)
+                   min_steps:int|None=None, # at least this many optimizer steps (None: TRAIN_POLICY's when epochs is None, else 0)
                    **kwargs, # wd (weight decay, 0.01), model_kwargs (scratch: create_model overrides), Cs (probe C grid)
                   ) -> FittedModel:
     "Train a cell classifier with one of the study's protocols; returns a `FittedModel` (with train time and history)."
-    _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment, class_weight, kwargs,
+    _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment, class_weight, kwargs, min_steps=min_steps,
                      label_smoothing=label_smoothing, weights=weights, lr=lr, patience=patience, checkpoint=checkpoint)
+    passes = 1
+    if protocol != 'linear_probe':   # None: the training policy
+        asked = epochs
+        epochs, steps_per_epoch = train_schedule(len(train), bs, asked, min_steps)
+        min_steps, passes = resolve_policy(asked, min_steps)[1], steps_per_epoch // train_schedule(len(train), bs, 1, 0)[1]
     seed = check_seed(seed)
     device = get_device(device)
     lr = DEFAULT_LR.get(protocol) if lr is None else float(lr)
     cw = balanced_class_weights(train) if class_weight == 'balanced' else None
     common = dict(train=train, valid=valid, seed=seed, device=device, bs=int(bs), class_weight=cw)
+    if passes > 1: kwargs = dict(kwargs, passes=passes)
     t0 = time.perf_counter()
     if checkpoint is not None:   # plain values only: the key is compared with the one read back from the file
         kwargs = dict(kwargs, checkpoint=Path(checkpoint), started=t0, key=dict(protocol=protocol, model=model_name, train=train.fingerprint(),
             valid=valid.fingerprint(), epochs=int(epochs), lr=float(lr), seed=int(seed), bs=int(bs), label_smoothing=float(label_smoothing),
             patience=None if patience is None else int(patience), augment=json.dumps(augment, sort_keys=True), class_weight=class_weight,
-            weights=None if weights is None else str(weights), options=json.dumps(kwargs, sort_keys=True, default=str), device=device.type))
+            weights=None if weights is None else str(weights), options=json.dumps({k: v for k, v in kwargs.items() if k != 'passes'}, sort_keys=True, default=str), device=device.type,
+            **({'passes': passes} if passes > 1 else {})))
     if protocol == 'scratch':
         out = _fit_scratch(model_name, epochs=int(epochs), lr=lr, label_smoothing=label_smoothing, patience=patience,
                            augment=augment, progress=progress, **common, **kwargs)
@@ -748,6 +787,7 @@ def fit_cell_model(protocol:str, # 'scratch' | 'linear_probe' | 'ft_last' | 'ful
     secs = out.get('train_seconds') or time.perf_counter() - t0   # a resumed fit counts its interrupted part too
     cfg = dict(lr=lr, epochs=None if protocol == 'linear_probe' else int(epochs), seed=int(seed), bs=int(bs), cache=bool(cache),
                label_smoothing=float(label_smoothing), augment=augment if isinstance(augment, dict) else bool(augment), model_kwargs=kwargs.get('model_kwargs', {}))
+    if protocol != 'linear_probe': cfg.update(min_steps=int(min_steps), steps=int(epochs * steps_per_epoch))
     if class_weight is not None: cfg['class_weight'] = class_weight
     if protocol == 'linear_probe': cfg['C'] = float(out['C'])
     if out.get('resumed_at'): cfg['resumed_at_epoch'] = int(out['resumed_at'])
@@ -756,3 +796,29 @@ def fit_cell_model(protocol:str, # 'scratch' | 'linear_probe' | 'ft_last' | 'ful
                      device=device, config=cfg)
     if protocol == 'linear_probe': fm._backbone = out['backbone']
     return fm
+
+# %% ../nbs/07_train.ipynb #c8a1d3e2
+def majority_macro_f1(labels, # integer class labels of the evaluated cells
+                      n_classes:int, # number of classes averaged over (absent ones count as F1 0)
+                     ) -> float:
+    "Macro-F1 of always predicting the most common class: the score a model must beat to have learned anything."
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=int(n_classes))
+    p = counts.max() / max(1, counts.sum())
+    return float(2 * p / (1 + p) / int(n_classes))
+
+def learning_warning(fitted:FittedModel, # a model from `fit_cell_model`
+                     valid:CellSet, # its validation cells
+                     test_pred=None, # predicted class names of the clean test cells (optional)
+                    ) -> str:
+    "'' when the run learned; else what went wrong in one sentence ('not learned: ...', 'collapsed: ...', or both)."
+    h, out = fitted.history, []
+    col = 'macro_f1' if 'macro_f1' in h else 'valid_macro_f1'
+    base = majority_macro_f1(valid.labels.numpy(), len(fitted.classes))
+    best = float(h[col].max()) if col in h and len(h) else float('nan')
+    if not best > base + 1e-9:
+        out.append(f"not learned: best validation macro-F1 {best:.3f} is no better than always predicting the most common class "
+                   f"({base:.3f}); train longer (more epochs or min_steps) or check the labels")
+    if test_pred is not None and len(test_pred) and len(fitted.classes) > 1:
+        kinds = pd.unique(np.asarray(test_pred, dtype=object))
+        if len(kinds) == 1: out.append(f"collapsed: all {len(test_pred):,} test cells predicted as {kinds[0]!r}")
+    return '; '.join(out)
