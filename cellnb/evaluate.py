@@ -10,18 +10,19 @@ import pandas as pd
 from sklearn.metrics import (accuracy_score, f1_score, balanced_accuracy_score, precision_recall_fscore_support,
                              confusion_matrix)
 from .core import CellnbError, is_positive_int, check_seed, check_count
+from .transforms import BLUR_PLACEMENTS, blur_record
 
 # %% auto #0
-__all__ = ['RESULT_COLUMNS', 'PER_CLASS_SCORES', 'CONDITIONS', 'PAIRED_METRICS', 'result_row', 'expected_calibration_error',
-           'check_ci', 'metrics_from_preds', 'per_class_metrics', 'check_condition', 'predictions_frame', 'evaluate',
-           'row_from_metrics', 'paired_compare']
+__all__ = ['RESULT_COLUMNS', 'OLD_BLUR_NAMES', 'PER_CLASS_SCORES', 'CONDITIONS', 'PAIRED_METRICS', 'result_row',
+           'upgrade_blur_names', 'expected_calibration_error', 'check_ci', 'metrics_from_preds', 'per_class_metrics',
+           'check_condition', 'predictions_frame', 'evaluate', 'row_from_metrics', 'paired_compare']
 
 # %% ../nbs/08_evaluate.ipynb #3ce67567
 RESULT_COLUMNS = ['run_id', 'dataset', 'model', 'family', 'protocol', 'flag_limit', 'n_train_per_class', 'seed',
-                  'condition', 'sigma', 'accuracy', 'macro_f1', 'weighted_f1', 'macro_f1_ci_low', 'macro_f1_ci_high',
+                  'condition', 'sigma', 'sigma_40px', 'post_equals_pre', 'input_size', 'accuracy', 'macro_f1', 'weighted_f1', 'macro_f1_ci_low', 'macro_f1_ci_high',
                   'accuracy_ci_low', 'accuracy_ci_high', 'balanced_accuracy', 'ece', 'params', 'gflops',
                   'latency_ms_per_patch', 'train_seconds', 'status', 'error', 'warning']
-_NUMERIC = {'flag_limit', 'seed', 'sigma', 'accuracy', 'macro_f1', 'weighted_f1', 'macro_f1_ci_low',
+_NUMERIC = {'flag_limit', 'seed', 'sigma', 'sigma_40px', 'input_size', 'accuracy', 'macro_f1', 'weighted_f1', 'macro_f1_ci_low',
             'macro_f1_ci_high', 'accuracy_ci_low', 'accuracy_ci_high', 'balanced_accuracy', 'ece', 'params',
             'gflops', 'latency_ms_per_patch', 'train_seconds'}
 
@@ -34,6 +35,44 @@ def result_row(**fields) -> dict:
     bad = sorted(set(fields) - set(RESULT_COLUMNS))
     if bad: raise CellnbError(f"result_row got unknown column(s) {bad}; valid columns are {RESULT_COLUMNS}")
     return {c: _plain(fields[c]) if c in fields else (math.nan if c in _NUMERIC else None) for c in RESULT_COLUMNS}
+
+# %% ../nbs/08_evaluate.ipynb #c0de47a2
+OLD_BLUR_NAMES = {'pre': 'source', 'post': 'pre'}   # two-placement tables (no sigma_40px column) -> today's placements
+
+def _old_runs(results:pd.DataFrame) -> pd.Series:
+    "Rows of runs written under the old names: blur rows, none `source`, none with a sigma_40px or input_size (today's pre rows always carry sigma_40px)."
+    s40 = pd.to_numeric(results['sigma_40px'], errors='coerce') if 'sigma_40px' in results.columns else pd.Series(np.nan, index=results.index)
+    size = pd.to_numeric(results['input_size'], errors='coerce') if 'input_size' in results.columns else pd.Series(np.nan, index=results.index)
+    cond = results['condition'].astype(str)
+    blur = cond.isin(['source', 'pre', 'post'])
+    looks_old = ~blur | (cond.isin(list(OLD_BLUR_NAMES)) & s40.isna() & size.isna())
+    run = results['run_id'].astype(str) if 'run_id' in results.columns else pd.Series('', index=results.index)
+    per_run = pd.DataFrame(dict(run=run, blur=blur, old=looks_old)).groupby('run').agg(blur=('blur', 'any'), old=('old', 'all'))
+    old = set(per_run.index[per_run.blur & per_run.old])
+    return run.isin(old)
+
+def upgrade_blur_names(results:pd.DataFrame, # a results table (RESULT_COLUMNS), possibly written under the old names
+                       what:str='results table', # how to name it in messages
+                      ) -> pd.DataFrame:
+    "Map runs written under the two old placement names to today's (with a one-line warning); refuse unknown placements."
+    if 'condition' not in results.columns: return results
+    known = ('clean', *BLUR_PLACEMENTS)
+    bad = sorted(set(results['condition'].dropna().astype(str)) - set(known))
+    if bad: raise CellnbError(f"{what} holds blur placement(s) {bad}; placements are {list(known)} (rewrite the table with this cellnb)")
+    old = _old_runs(results)
+    if not old.any():
+        return results if 'sigma_40px' in results.columns else results.assign(sigma_40px=np.nan, post_equals_pre=None)
+    n = results.loc[old, 'run_id'].nunique() if 'run_id' in results.columns else 1
+    warnings.warn(f"{what}: {n} run(s) use the old blur names (no sigma_40px): read 'pre' as 'source' and 'post' as 'pre'", stacklevel=2)
+    out = results.copy()
+    if 'sigma_40px' not in out.columns: out['sigma_40px'] = np.nan
+    if 'post_equals_pre' not in out.columns: out['post_equals_pre'] = None
+    out['post_equals_pre'] = out['post_equals_pre'].astype(object)
+    out.loc[old, 'condition'] = out.loc[old, 'condition'].map(lambda c: OLD_BLUR_NAMES.get(c, c))
+    sig = pd.to_numeric(out['sigma'], errors='coerce')
+    out.loc[old, 'sigma_40px'] = np.where(out.loc[old, 'condition'] == 'clean', 0.0, sig[old])   # both old placements: 40-px pixels
+    out.loc[old, 'post_equals_pre'] = False
+    return out
 
 # %% ../nbs/08_evaluate.ipynb #e2dafdb0
 def _codes(preds:pd.DataFrame, col:str, classes:list) -> np.ndarray:
@@ -202,18 +241,18 @@ def per_class_metrics(preds:pd.DataFrame, # per-cell predictions of one conditio
     return df.assign(n=m['n'], n_groups=m['n_groups'], bootstrap=m['bootstrap'], n_boot=m['n_boot'])
 
 # %% ../nbs/08_evaluate.ipynb #bf230f71
-CONDITIONS = ('clean', 'pre', 'post')
+CONDITIONS = ('clean', *BLUR_PLACEMENTS)
 
 def check_condition(condition:str, sigma:float):
     "Refuse an unknown condition, a negative/non-finite sigma, or a blurred 'clean'."
     if condition not in CONDITIONS:
         raise CellnbError(f"condition={condition!r} is unknown; use one of {list(CONDITIONS)}")
     try: s = float(sigma)
-    except (TypeError, ValueError): raise CellnbError(f"sigma={sigma!r} is not a number; pass a blur sigma in 40-px pixels (>= 0)") from None
+    except (TypeError, ValueError): raise CellnbError(f"sigma={sigma!r} is not a number; pass a blur sigma >= 0 (40-px pixels; for 'post', pixels of the model input)") from None
     if not math.isfinite(s) or s < 0:
-        raise CellnbError(f"sigma={sigma!r} must be a finite number >= 0 (blur sigma in 40-px pixels)")
+        raise CellnbError(f"sigma={sigma!r} must be a finite number >= 0 (blur sigma; 40-px pixels, for 'post' pixels of the model input)")
     if condition == 'clean' and s != 0:
-        raise CellnbError(f"condition='clean' with sigma={s}; use condition='pre' or 'post' for a blurred evaluation")
+        raise CellnbError(f"condition='clean' with sigma={s}; use condition='source', 'pre' or 'post' for a blurred evaluation")
     return s
 
 def _labels_np(cellset) -> np.ndarray:
@@ -235,8 +274,8 @@ def predictions_frame(probs:np.ndarray, # (N, C) class probabilities
 
 def evaluate(fitted, # a FittedModel (cellnb.train) or any object with .classes and .predict_proba
              cellset, # the test CellSet
-             condition:str='clean', # 'clean' | 'pre' (blur before resize to 40) | 'post' (blur at 40 px)
-             sigma:float=0.0, # blur sigma in 40-px pixels (0 for clean)
+             condition:str='clean', # 'clean' | 'source' (the crop, before resize to 40) | 'pre' (the 40-px patch) | 'post' (the model input)
+             sigma:float=0.0, # blur sigma: 40-px pixels for 'source'/'pre', pixels of the model input for 'post' (0 for clean)
              n_boot:int=1000, # bootstrap resamples for the CIs
              group_bootstrap:bool=False, # resample groups instead of cells
              seed:int=0, # bootstrap seed
@@ -259,7 +298,8 @@ def evaluate(fitted, # a FittedModel (cellnb.train) or any object with .classes 
         raise CellnbError(f"model {name} returned non-finite probabilities under condition={condition}, sigma={sigma}; the model is broken (NaN weights?)")
     preds = predictions_frame(probs, cellset, classes, condition, sigma)
     m = metrics_from_preds(preds, classes, n_boot=n_boot, group_bootstrap=group_bootstrap, seed=seed)
-    m.update(condition=condition, sigma=sigma, model=getattr(fitted, 'model_name', None),
+    size = getattr(fitted, 'input_size', None)   # what a 'post' sigma is in pixels of
+    m.update(condition=condition, sigma=sigma, input_size=size, **blur_record(condition, sigma, size), model=getattr(fitted, 'model_name', None),
              family=getattr(fitted, 'family', None), protocol=getattr(fitted, 'protocol', None),
              train_seconds=getattr(fitted, 'train_seconds', None), tta=bool(tta))
     return preds, m

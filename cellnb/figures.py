@@ -12,12 +12,12 @@ import altair as alt
 from .core import CellnbError, atomic_write, atomic_write_text
 
 # %% auto #0
-__all__ = ['BLUR_ORDER', 'PER_CLASS_FILE', 'PER_CLASS_KEYS', 'MIN_TEST_CELLS', 'FIGURES', 'check_results', 'load_results',
-           'run_warnings', 'entry_names', 'summarise', 'speed_accuracy', 'flag_limit_labels', 'scaling_curves',
-           'blur_bars', 'run_slopes', 'degradation_slopes', 'best_runs', 'confusion_counts', 'confusion_matrices',
-           'positive_class', 'per_class_table', 'per_class_f1', 'per_class_summary', 'contact_sheet', 'load_samples',
-           'findings', 'study_figures', 'summary_table', 'failed_table', 'flagged_table', 'environment', 'report',
-           'report_check']
+__all__ = ['BLUR_ORDER', 'BLUR_COLOURS', 'PER_CLASS_FILE', 'PER_CLASS_KEYS', 'MIN_TEST_CELLS', 'FIGURES', 'check_results',
+           'load_results', 'run_warnings', 'entry_names', 'summarise', 'speed_accuracy', 'flag_limit_labels',
+           'scaling_curves', 'blur_bars', 'run_slopes', 'degradation_slopes', 'best_runs', 'confusion_counts',
+           'confusion_matrices', 'positive_class', 'per_class_table', 'per_class_f1', 'per_class_summary',
+           'contact_sheet', 'load_samples', 'findings', 'study_figures', 'summary_table', 'failed_table',
+           'flagged_table', 'environment', 'report', 'report_check']
 
 # %% ../nbs/12_figures.ipynb #4a242098
 _NEEDED = ["run_id", "model", "family", "protocol", "flag_limit", "seed", "condition", "sigma", "macro_f1", "status"]
@@ -25,11 +25,20 @@ _NEEDED = ["run_id", "model", "family", "protocol", "flag_limit", "seed", "condi
 def check_results(results:pd.DataFrame, # a results table (RESULT_COLUMNS)
                   what:str="results table", # how to name it in errors
                  ) -> pd.DataFrame:
-    "Check that `results` has the columns the figures need; return it."
+    "Check that `results` has the columns the figures need; return it (a table under the old blur names mapped, `sigma_40px` filled)."
     if not isinstance(results, pd.DataFrame):
         raise CellnbError(f"{what} is a {type(results).__name__}, not a DataFrame; pass the table from cellnb.sweep.collect or results.parquet")
     miss = [c for c in _NEEDED if c not in results.columns]
     if miss: raise CellnbError(f"{what} lacks columns {miss}; pass the results table written by cellnb-study (RESULT_COLUMNS)")
+    from cellnb.evaluate import upgrade_blur_names
+    from cellnb.transforms import blur_record
+    results = upgrade_blur_names(results, what)   # old two-placement tables: mapped with a warning; unknown placements refused
+    s40 = pd.to_numeric(results["sigma_40px"], errors="coerce")
+    if s40.isna().any():   # rows built without it: derive it where the placement (and for post the input size) says what sigma means
+        size = results["input_size"] if "input_size" in results.columns else pd.Series(np.nan, index=results.index)
+        fill = [blur_record(c, float(s), None if pd.isna(n) else int(n))["sigma_40px"] if c in ("clean", "source", "pre", "post") and pd.notna(s) else np.nan
+                for c, s, n in zip(results["condition"], pd.to_numeric(results["sigma"], errors="coerce"), size)]
+        results = results.assign(sigma_40px=s40.fillna(pd.Series(fill, index=results.index, dtype=float)))
     return results
 
 def load_results(out_dir, # a study folder holding results.parquet
@@ -174,41 +183,60 @@ def scaling_curves(results:pd.DataFrame, # the results table
     return (band + line + pts).resolve_legend(color="independent").properties(width=460, height=300, title="Scaling with FlagLimit (mean over seeds, 95% CI band)")
 
 # %% ../nbs/12_figures.ipynb #06286a99
-BLUR_ORDER = ["clean", "post", "pre"]
+BLUR_ORDER = ["clean", "source", "pre", "post"]
+BLUR_COLOURS = ["#4c78a8", "#e45756", "#f58518", "#54a24b"]
+_X_UNITS = {"sigma": "sigma as applied: px of the 40-px patch for source/pre, px of the model input for post",
+            "sigma_40px": "sigma_40px: the same blur in px of the 40-px patch"}
+
+def _check_x(x):
+    if x not in _X_UNITS: raise CellnbError(f"x={x!r} unknown; use 'sigma' (as applied) or 'sigma_40px' (px of the 40-px patch)")
+
+def _blur_rows(ok):
+    "Blurred rows, less the post rows of 40-px models (post_equals_pre: the pre test again)."
+    blur = ok[ok["condition"].isin(BLUR_ORDER[1:])]
+    if "post_equals_pre" not in blur.columns: return blur
+    return blur[~blur["post_equals_pre"].fillna(False).astype(bool)]
 
 def blur_bars(results:pd.DataFrame, # the results table
               sigma:float|None=None, # blur strength to show (default: the largest in the table)
               flag_limit:int|None=None, # FlagLimit to show (default: the largest with blur rows)
               metric:str="macro_f1", # macro_f1 or accuracy
+              x:str="sigma", # which sigma `sigma` picks: 'sigma' (as applied) or 'sigma_40px' (px of the 40-px patch)
              ) -> alt.Chart:
-    "Grouped bars of `metric` per model: clean, post-resize and pre-resize blur at one sigma (mean over seeds, 95% CI)."
+    "Grouped bars of `metric` per model: clean and each blur placement (source, pre, post) at one sigma (mean over seeds, 95% CI)."
+    _check_x(x)
     ok = _ok(results)
-    blur = _need(ok[ok["condition"].isin(["pre", "post"])], "blur evaluations (condition pre/post)", "add blur sigmas to the study grid")
+    blur = _need(_blur_rows(ok), "blur evaluations (condition source/pre/post)", "add blur sigmas to the study grid")
     fl = _pick(blur["flag_limit"], flag_limit, "flag_limit")
-    sg = _pick(blur.loc[blur["flag_limit"] == fl, "sigma"], sigma, "sigma")
-    keep = (ok["flag_limit"] == fl) & ((ok["condition"] == "clean") | (ok["condition"].isin(["pre", "post"]) & np.isclose(ok["sigma"].astype(float), float(sg))))
-    s = summarise(_entries(ok[keep]), ["entry", "condition"], metric)
+    sg = _pick(blur.loc[blur["flag_limit"] == fl, x].dropna(), sigma, x)
+    at = blur[(blur["flag_limit"] == fl) & np.isclose(blur[x].astype(float), float(sg))]
+    s = summarise(_entries(pd.concat([ok[(ok["flag_limit"] == fl) & (ok["condition"] == "clean")], at])), ["entry", "condition"], metric)
     name = metric.replace("_", "-").replace("macro-f1", "macro-F1")
-    cond = alt.Color("condition:N", scale=alt.Scale(domain=BLUR_ORDER, range=["#4c78a8", "#f58518", "#e45756"]), sort=BLUR_ORDER, title="condition")
+    cond = alt.Color("condition:N", scale=alt.Scale(domain=BLUR_ORDER, range=BLUR_COLOURS), sort=BLUR_ORDER, title="placement")
     base = alt.Chart(s).encode(x=alt.X("entry:N", title=None, axis=alt.Axis(labelAngle=-30)), xOffset=alt.XOffset("condition:N", sort=BLUR_ORDER))
     tip = ["entry:N", "condition:N", alt.Tooltip("mean:Q", format=".3f", title=name), alt.Tooltip("ci_low:Q", format=".3f"),
            alt.Tooltip("ci_high:Q", format=".3f"), "n_runs:Q"]
     bars = base.mark_bar().encode(y=alt.Y("mean:Q", title=f"{name} (test set)", scale=alt.Scale(domain=[0, 1])), color=cond, tooltip=tip)
     err = base.mark_rule(color="black").encode(y="ci_low:Q", y2="ci_high:Q")
-    return (bars + err).properties(width=alt.Step(16), height=280, title=f"Blur robustness at sigma {sg:g} (FlagLimit {fl}; pre = before resize to 40 px, post = after)")
+    unit = "px of the 40-px patch" if x == "sigma_40px" else "px: of the 40-px patch for source/pre, of the model input for post"
+    title = (f"Blur at {'sigma_40px' if x == 'sigma_40px' else 'sigma'} {sg:g} ({unit}; FlagLimit {fl}). source: the crop before its resize "
+             "to 40 px; pre: the 40-px patch; post: the model input (none for 40-px models: it equals pre)")
+    return (bars + err).properties(width=alt.Step(16), height=280, title=title)
 
 # %% ../nbs/12_figures.ipynb #a5618364
 def run_slopes(results:pd.DataFrame, # the results table
                metric:str="accuracy", # accuracy or macro_f1
+               x:str="sigma", # the blur axis: 'sigma' (as applied) or 'sigma_40px' (the same blur in px of the 40-px patch)
               ) -> pd.DataFrame:
-    "Degradation slope per run and placement (`cellnb.robustness.degradation_slope` on each run's clean + blur rows)."
+    "Degradation slope per run and placement (`cellnb.robustness.degradation_slope` on each run's clean + blur rows); 40-px models' post (= pre) left out."
     from cellnb.robustness import degradation_slope
+    _check_x(x)
     ok = _ok(results)
-    _need(ok[ok["condition"].isin(["pre", "post"])], "blur evaluations (condition pre/post)", "add blur sigmas to the study grid")
+    blur = _need(_blur_rows(ok), "blur evaluations (condition source/pre/post)", "add blur sigmas to the study grid")
     keys = ["run_id", "model", "family", "protocol", "flag_limit", "seed"]
-    runs = ok[ok["run_id"].isin(ok.loc[ok["condition"].isin(["pre", "post"]), "run_id"])]
+    runs = pd.concat([ok[(ok["condition"] == "clean") & ok["run_id"].isin(blur["run_id"])], blur])
     # one fit per run and placement; degradation_slope shares each run's clean row (sigma 0) between placements
-    return degradation_slope(runs, metric=metric, by=keys + ["condition"])
+    return degradation_slope(runs, metric=metric, by=keys + ["condition"], x=x)
 
 def _placement_col(sl):
     for c in ("placement", "condition"):
@@ -218,22 +246,25 @@ def _placement_col(sl):
 def degradation_slopes(results:pd.DataFrame, # the results table
                        metric:str="accuracy", # accuracy or macro_f1
                        flag_limit:int|None=None, # FlagLimit to show (default: the largest with blur rows)
+                       x:str="sigma", # the blur axis: 'sigma' (as applied) or 'sigma_40px' (px of the 40-px patch)
                       ) -> alt.Chart:
-    "Slope of `metric` per unit log2(1+sigma), per model and blur placement, with 95% CI (mean over seeds)."
-    sl = run_slopes(results, metric)
+    "Slope of `metric` per unit log2(1+x), per model and blur placement (source, pre, post), with 95% CI (mean over seeds)."
+    sl = run_slopes(results, metric, x)
     pc = _placement_col(sl)
     fl = _pick(sl["flag_limit"], flag_limit, "flag_limit")
     d = _entries(sl[sl["flag_limit"] == fl]).rename(columns={pc: "placement"})
     s = d.groupby(["entry", "placement"]).agg(slope=("slope", "mean"), ci_low=("ci_low", "mean"), ci_high=("ci_high", "mean"),
                                               n_runs=("run_id", "nunique")).reset_index()
-    pl = alt.Color("placement:N", scale=alt.Scale(domain=["post", "pre"], range=["#f58518", "#e45756"]), title="blur")
+    pl = alt.Color("placement:N", scale=alt.Scale(domain=BLUR_ORDER[1:], range=BLUR_COLOURS[1:]), title="placement")
     base = alt.Chart(s).encode(y=alt.Y("entry:N", title=None), yOffset=alt.YOffset("placement:N"), color=pl)
     tip = ["entry:N", "placement:N", alt.Tooltip("slope:Q", format=".4f"), alt.Tooltip("ci_low:Q", format=".4f"),
            alt.Tooltip("ci_high:Q", format=".4f"), "n_runs:Q"]
     err = base.mark_rule().encode(x="ci_low:Q", x2="ci_high:Q")
-    pts = base.mark_point(filled=True, size=70).encode(x=alt.X("slope:Q", title=f"change in {metric} per unit log2(1+sigma)"), tooltip=tip)
+    pts = base.mark_point(filled=True, size=70).encode(x=alt.X("slope:Q", title=[f"change in {metric} per unit log2(1 + {x})", f"({_X_UNITS[x]})"]), tooltip=tip)
     zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(strokeDash=[4, 3], color="grey").encode(x="x:Q")
-    return (zero + err + pts).properties(width=420, height=alt.Step(14), title=f"Blur degradation slopes (FlagLimit {fl}, 95% CI)")
+    title = (f"Blur degradation slopes against {x} (FlagLimit {fl}, 95% CI). source: the crop before its resize to 40 px; "
+             "pre: the 40-px patch; post: the model input (none for 40-px models: it equals pre)")
+    return (zero + err + pts).properties(width=420, height=alt.Step(14), title=title)
 
 # %% ../nbs/12_figures.ipynb #697bc15f
 def _classes_of(preds):
@@ -667,7 +698,7 @@ def _rise_sentences(F):
         out.append(f"{e}, FlagLimit {F.lab(lo_fl)} to {F.lab(hi_fl)}: {verdict}{sat}." + F.flag_note(F.runs_of(sel)))
     return out
 
-_PLACEMENT = {"pre": "before the resize to 40 px", "post": "after the resize to 40 px"}
+_PLACEMENT = {"source": "before the resize to 40 px", "pre": "after the resize to 40 px", "post": "after the resize to the model input"}
 
 def _blur_sentences(F):
     try: sl = _entries(run_slopes(F.ok, metric="macro_f1"))
@@ -677,7 +708,11 @@ def _blur_sentences(F):
         fl = d["flag_limit"].max(); d = d[d["flag_limit"] == fl]
         blur = F.ok[(F.ok["condition"] == pl) & (F.ok["flag_limit"] == fl)]
         sig = ", ".join(f"{v:g}" for v in sorted(blur["sigma"].unique()))
-        head = f"Blur {_PLACEMENT.get(pl, pl)} (FlagLimit {F.lab(fl)}, sigma {sig}; macro-F1 per unit log2(1+sigma))"
+        where = _PLACEMENT.get(pl, pl)
+        if pl == "post" and "input_size" in blur.columns and blur["input_size"].notna().any():
+            where += " (" + ", ".join(f"{int(v)}" for v in sorted(blur["input_size"].dropna().unique())) + " px)"
+        unit = "px of the model input" if pl == "post" else "px of the 40-px patch"
+        head = f"Blur {where} (FlagLimit {F.lab(fl)}, sigma {sig} {unit}; macro-F1 per unit log2(1+sigma))"
         per = {}
         for e, g in d.groupby("entry", sort=True):
             if len(g) >= 2: m, lo, hi = _t_ci(g["slope"]); how = f"{len(g)} seeds"
@@ -754,10 +789,12 @@ FIGURES = {
                        lambda d, r: speed_accuracy(r)),
     "scaling_curves": ("Scaling with FlagLimit", "Clean macro-F1 against training cells per class (log2 axis); band = mean bootstrap 95% CI over seeds.",
                        lambda d, r: scaling_curves(r)),
-    "blur_bars": ("Blur before / after resize", "Macro-F1 clean, with post-resize (digital) and pre-resize (optical) Gaussian blur at the largest sigma.",
+    "blur_bars": ("Blur at three placements", "Macro-F1 clean and with Gaussian blur of the source crop (source), the 40-px patch (pre) and the model input (post) at the largest sigma as applied.",
                   lambda d, r: blur_bars(r)),
-    "degradation_slopes": ("Degradation slopes", "Slope of accuracy per unit log2(1+sigma) per model and placement, mean over seeds, 95% CI.",
+    "degradation_slopes": ("Degradation slopes", "Slope of accuracy per unit log2(1+sigma) per model and placement (sigma as applied), mean over seeds, 95% CI.",
                            lambda d, r: degradation_slopes(r)),
+    "degradation_slopes_40px": ("Degradation slopes, equal physical blur", "The same slopes against sigma_40px, the blur in pixels of the 40-px patch: one axis for every placement and model.",
+                                lambda d, r: degradation_slopes(r, x="sigma_40px")),
     "confusion_matrices": ("Confusion matrices", "Per model, its best run on the clean test set: counts, coloured by row fraction (recall).",
                            lambda d, r: confusion_matrices(d)),
     "per_class_f1": ("Per-class F1", "F1 of each class on the clean test set at the largest FlagLimit, mean over seeds with the mean bootstrap 95% CI (groups resampled where the test cells have groups).",

@@ -16,7 +16,7 @@ import torch.nn as nn
 import timm
 from timm.models._manipulate import reinit_non_persistent_buffers
 from .core import CellnbError, cache_dir, atomic_write, atomic_write_json, sha1_file, tensor_fingerprint, get_device, bf16_autocast, is_positive_int
-from .transforms import CellPipeline, INTERPOLATIONS, IMAGENET_MEAN, IMAGENET_STD, pipeline_for
+from .transforms import CellPipeline, INTERPOLATIONS, IMAGENET_MEAN, IMAGENET_STD, pipeline_for, BLUR_PLACEMENTS
 
 # %% auto #0
 __all__ = ['BACKBONES', 'ConvStem', 'lite0_to_timm', 'BackboneSpec', 'build_resnetrs50', 'build_ctranspath', 'build_uni',
@@ -386,12 +386,12 @@ def load_backbone(name:str, # a BACKBONES name or 'timm:<arch>'
 # %% ../nbs/06_foundation.ipynb #10f25570
 def _parse_blur(blur):
     if blur is None or blur == 'clean': return None, 0.0
-    if isinstance(blur, (tuple, list)) and len(blur) == 2 and blur[0] in ('pre', 'post', 'clean', None):
+    if isinstance(blur, (tuple, list)) and len(blur) == 2 and blur[0] in (*BLUR_PLACEMENTS, 'clean', None):
         try: sigma = float(blur[1])
         except (TypeError, ValueError): sigma = float('nan')
         if not np.isfinite(sigma) or sigma < 0: raise CellnbError(f"blur={blur!r}: sigma must be a finite number >= 0")
         return (None, 0.0) if blur[0] in ('clean', None) or sigma == 0 else (blur[0], sigma)
-    raise CellnbError(f"blur={blur!r} unknown; use None, ('pre', sigma) or ('post', sigma)")
+    raise CellnbError(f"blur={blur!r} unknown; use None or (placement, sigma) with a placement from {list(BLUR_PLACEMENTS)}")
 
 def _model_hash(model) -> str:
     "The weights file's hash while the model holds what it loaded (fine-tuning clears it), else a hash of the parameters."
@@ -489,7 +489,7 @@ def embed(backbone, # a model from `load_backbone` (or a BACKBONES name to load)
           batch_size:int=64, # cells per forward pass
           device=None, # 'cpu', 'cuda', ... (default: CUDA when available)
           resize:int|None=None, # side the 40-px patch is resized to (None: the backbone's input size)
-          blur=None, # None | ('pre', sigma) | ('post', sigma); sigma in 40-px pixels
+          blur=None, # None | (placement, sigma): 'source'/'pre' sigma in 40-px pixels, 'post' in pixels of the backbone input
           cache:bool=True, # read/write the on-disk cache under cache_dir('embeddings')
           progress:bool=True, # show a progress bar
          ) -> torch.Tensor:

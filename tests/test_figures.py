@@ -26,7 +26,7 @@ def _fake_study(out, failed=0, ok=True):
                 for cond, sg in conds:
                     f1 = base - (0.05 if cond == "post" else 0.08)*np.log2(1 + sg)
                     rows.append(dict(run_id=rid, dataset="synthetic", model=model, family=fam, protocol=proto, flag_limit=fl,
-                                     n_train_per_class=fl, seed=seed, condition=cond, sigma=sg, accuracy=f1 + 0.03, macro_f1=f1,
+                                     n_train_per_class=fl, seed=seed, condition=cond, sigma=sg, sigma_40px=sg, accuracy=f1 + 0.03, macro_f1=f1,
                                      weighted_f1=f1, macro_f1_ci_low=f1 - 0.04, macro_f1_ci_high=f1 + 0.04, accuracy_ci_low=f1 - 0.01,
                                      accuracy_ci_high=f1 + 0.07, balanced_accuracy=f1, ece=0.05, params=1e5, gflops=0.01,
                                      latency_ms_per_patch=lat, train_seconds=1.0, status="ok", error=None))

@@ -24,7 +24,7 @@ def test_sigma_zero_is_identity():
     assert gaussian_blur(x, 0) is x
     xb = (torch.rand(3, 3, 64, 64) * 255).to(torch.uint8)
     clean = CellPipeline(64)(xb)
-    for b in ('pre', 'post', None, 'clean'):
+    for b in ('source', 'pre', 'post', None, 'clean'):
         assert torch.equal(CellPipeline(64, blur=b, sigma=0.0)(xb), clean)
 
 @pytest.mark.parametrize('sigma', [0.8, 1.6, 2.4])
@@ -38,31 +38,31 @@ def test_kernel_size_rule():
 
 @pytest.mark.parametrize('S', [64, 80, 120])
 @pytest.mark.parametrize('sigma', [1.2, 2.4])
-def test_pre_blur_resolution_correction(S, sigma):
-    "Pre-blur at S with sigma*S/40 gives a spot of width sigma at 40 px, like post-blur (resize width removed in quadrature)."
+def test_source_blur_resolution_correction(S, sigma):
+    "Source blur at S with sigma*S/40 gives a spot of width sigma at 40 px, like pre blur (resize width removed in quadrature)."
     d = torch.zeros(1, 3, S, S); d[..., S//2, S//2] = 1.
     base = _width(CellPipeline(S, **NOSTAT)(d)[0, 0])
+    src = _width(CellPipeline(S, blur='source', sigma=sigma, **NOSTAT)(d)[0, 0])
     pre = _width(CellPipeline(S, blur='pre', sigma=sigma, **NOSTAT)(d)[0, 0])
-    post = _width(CellPipeline(S, blur='post', sigma=sigma, **NOSTAT)(d)[0, 0])
     corr = lambda w: math.sqrt(max(w**2 - base**2, 0))
+    assert abs(corr(src) - sigma) < 0.1 * sigma
     assert abs(corr(pre) - sigma) < 0.1 * sigma
-    assert abs(corr(post) - sigma) < 0.1 * sigma
-    assert CellPipeline(S, blur='pre', sigma=sigma).pre_sigma() == pytest.approx(sigma * S / 40)
+    assert CellPipeline(S, blur='source', sigma=sigma).source_sigma() == pytest.approx(sigma * S / 40)
 
-def test_pre_matches_post_on_smooth_image():
+def test_source_matches_pre_on_smooth_image():
     S = 80
     yy, xx = torch.meshgrid(torch.linspace(0, 1, S), torch.linspace(0, 1, S), indexing='ij')
     img = torch.stack([torch.sin(6.28*(1.3*xx + 0.4*yy)), torch.cos(6.28*(0.7*yy)), torch.sin(6.28*(0.5*xx + 1.1*yy) + 1)])
     img = ((img + 1) / 2)[None]
+    src = CellPipeline(S, blur='source', sigma=1.6, **NOSTAT)(img)[..., 8:-8, 8:-8]
     pre = CellPipeline(S, blur='pre', sigma=1.6, **NOSTAT)(img)[..., 8:-8, 8:-8]
-    post = CellPipeline(S, blur='post', sigma=1.6, **NOSTAT)(img)[..., 8:-8, 8:-8]
-    assert (pre - post).abs().max() < 0.02
+    assert (src - pre).abs().max() < 0.02
 
 def test_blur_reduces_detail():
     xb = (torch.rand(4, 3, 80, 80) * 255).to(torch.uint8)
     grad = lambda y: (y[..., 1:, :] - y[..., :-1, :]).abs().mean()
     clean = grad(CellPipeline(80, **NOSTAT)(xb))
-    for b in ('pre', 'post'):
+    for b in ('source', 'pre', 'post'):
         g1, g2 = grad(CellPipeline(80, blur=b, sigma=0.8, **NOSTAT)(xb)), grad(CellPipeline(80, blur=b, sigma=2.4, **NOSTAT)(xb))
         assert g2 < g1 < clean
 
@@ -75,9 +75,9 @@ def test_pipeline_shapes_and_normalisation():
     assert torch.allclose(y, torch.ones_like(y))
 
 def test_spec_is_json_and_records_methods():
-    s = CellPipeline(80, model_size=224, blur='pre', sigma=1.2, augment=True).spec()
+    s = CellPipeline(80, model_size=224, blur='source', sigma=1.2, augment=True).spec()
     json.dumps(s)
-    assert s['interpolation'] == 'bilinear' and s['antialias'] is True and s['pre_sigma_at_src'] == pytest.approx(2.4)
+    assert s['interpolation'] == 'bilinear' and s['antialias'] is True and s['source_sigma_at_src'] == pytest.approx(2.4)
     assert any('resize 80->40' in st for st in s['steps']) and any('resize 40->224' in st for st in s['steps'])
     assert CellPipeline(80).spec() != CellPipeline(80, blur='post', sigma=0.4).spec()
     assert CellPipeline(80, blur='post', sigma=0).spec() == CellPipeline(80).spec()
@@ -108,7 +108,7 @@ def test_pipeline_for_reads_model_attributes():
     assert p.model_size == 224 and p.model_interpolation == 'bicubic' and p.interpolation == 'bilinear'
 
 def test_bad_inputs():
-    with pytest.raises(CellnbError, match="'pre'"): CellPipeline(80, blur='before')
+    with pytest.raises(CellnbError, match="'source'.*'pre'.*'post'"): CellPipeline(80, blur='before')
     with pytest.raises(CellnbError, match='sigma'): CellPipeline(80, blur='post', sigma=float('nan'))
     with pytest.raises(CellnbError, match='sigma'): CellPipeline(80, blur='post', sigma=-0.5)
     with pytest.raises(CellnbError, match='interpolation'): CellPipeline(80, interpolation='lanczos9')
@@ -118,7 +118,7 @@ def test_bad_inputs():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 def test_cuda_matches_cpu():
     xb = (torch.rand(8, 3, 64, 64) * 255).to(torch.uint8)
-    for kw in (dict(), dict(blur='pre', sigma=1.2), dict(blur='post', sigma=1.2), dict(model_size=224)):
+    for kw in (dict(), dict(blur='source', sigma=1.2), dict(blur='pre', sigma=1.2), dict(blur='post', sigma=1.2, model_size=224), dict(model_size=224)):
         p = CellPipeline(64, **kw)
         assert torch.allclose(p(xb), p(xb.cuda()).cpu(), atol=1e-4)
     p = CellPipeline(64, augment=True)
