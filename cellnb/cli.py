@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_cli.ipynb #430daa56
 from __future__ import annotations
-import sys, json, time, argparse, contextlib
+import os, re, sys, json, time, argparse, contextlib, warnings
 from pathlib import Path
 
 # %% auto #0
@@ -27,7 +27,11 @@ def _main(prog:str, fn, argv=None) -> int:
         if debug: raise
         from cellnb.core import CellnbError  # imported late: `--help` stays instant (no torch import)
         if isinstance(e, CellnbError): return _fail(prog, e)
-        return _fail(prog, f"{type(e).__name__}: {e} (rerun with --debug for the traceback)", 3)
+        if isinstance(e, MemoryError): return _fail(prog, "out of memory; use fewer or smaller cells (n_per_class, crop), a smaller batch_size or fewer workers")
+        if isinstance(e, OSError) and (e.filename or e.strerror):   # permissions, a full disk, a folder where a file belongs
+            what = f"{e.filename}: " if e.filename else ""
+            return _fail(prog, f"{what}{e.strerror or e}; check that the path exists, is the right kind (file or folder) and that you may read or write it")
+        return _fail(prog, f"internal error {type(e).__name__}: {e}; this is a bug in cellnb: rerun with --debug and report the command and its traceback to the cellnb developers", 3)
 
 def _exit(prog:str, fn):
     "Console-script entry: run and exit with the status (library deprecation chatter hidden, warnings on one line, unless --debug)."
@@ -44,12 +48,14 @@ def _parser_study() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='cellnb-study', formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run a cellnb study (scratch 40-px models vs foundation backbones across FlagLimits, seeds and blur) "
                     "into --out, resumably, then write its HTML report.",
-        epilog="examples:\n  cellnb-study --quick --out study/\n  cellnb-study --config study.yaml --data folder:cells/ --workers 2 --out mystudy/\n"
+        epilog="examples:\n  cellnb-study --quick --out study/\n  cellnb-study --config study.yaml --data folder:cells/ --groups '^(.+)_\\d+$' --workers 2 --out mystudy/\n"
                "  RAY_ADDRESS=auto cellnb-study --config study.yaml --executor ray --out /shared/study/\n"
                "rerun the same command to resume an interrupted study; a grown grid only runs the new runs.")
     p.add_argument('--out', required=True, metavar='DIR', help="study folder (created; results, runs and report.html go here)")
     p.add_argument('--config', metavar='YAML', help="study config: YAML of StudyConfig fields (models, backbones, protocols, flag_limits, seeds, ...)")
     p.add_argument('--data', metavar='SPEC', help="synthetic | crchisto[:PATH] | folder:PATH | csv:PATH (default: the config's, else synthetic)")
+    p.add_argument('--groups', metavar='REGEX|CSV', help="folder/csv data: each crop's group (patient, slide, tile), kept on one side of the split: "
+                   "a regex on the file name whose first group is the group, e.g. '^(.+)_\\d+$' for <tile>_<n>.png, or a path,group CSV")
     p.add_argument('--quick', action='store_true', help="the small `make study` grid (3 scratch models + EfficientNet-Lite0 probe, 3 FlagLimits, 2 seeds)")
     p.add_argument('--executor', choices=['local', 'ray'], help="run locally (default) or as Ray tasks (RAY_ADDRESS joins a cluster)")
     p.add_argument('--workers', type=int, metavar='N', help="runs executed at once")
@@ -62,33 +68,66 @@ def _parser_study() -> argparse.ArgumentParser:
     p.add_argument('--debug', action='store_true', help="show tracebacks")
     return p
 
+_OPTION_OF = dict(dataset='--data', data_path='--data', groups='--groups', executor='--executor', workers='--workers',
+                  device='--device', epochs='--epochs', n_per_class='--n-per-class')
+
+def _blame_options(e:Exception, src:str, given:set):
+    "A config error about a value given on the command line names the option, not the YAML file."
+    m = re.match(rf"{re.escape(src)}: (\w+): (.*)", str(e), re.S)
+    if m and m.group(1) in given:
+        from cellnb.core import CellnbError
+        return CellnbError(f"{_OPTION_OF[m.group(1)]}: {m.group(2)}")
+    return e
+
 def study_config_from_args(a # parsed `cellnb-study` arguments
                           ):
-    "The StudyConfig that `cellnb-study` arguments describe."
+    "The StudyConfig that `cellnb-study` arguments describe (its `_given`: the fields set on the command line)."
     from cellnb.core import CellnbError
     from cellnb.sweep import StudyConfig
     if a.config and a.quick: raise CellnbError("--quick and --config both give a grid; use one of them")
     cfg = StudyConfig.from_yaml(a.config) if a.config else (StudyConfig.quick() if a.quick else StudyConfig())
+    src, given = a.config or ('--quick' if a.quick else 'cellnb-study defaults'), set()
     if a.data:
         kind, _, path = a.data.partition(':')
         cfg.dataset, cfg.data_path = kind, (path or None)
+        given |= {'dataset', 'data_path'}
         if kind != 'synthetic' and a.n_per_class is None: cfg.n_per_class = None
-    for k in ('executor', 'workers', 'device', 'epochs', 'n_per_class'):
+    for k in ('groups', 'executor', 'workers', 'device', 'epochs', 'n_per_class'):
         v = getattr(a, k)
-        if v is not None: setattr(cfg, k, v)
-    return cfg.validate('cellnb-study arguments' if not a.config else a.config)
+        if v is not None: setattr(cfg, k, v); given.add(k)
+    cfg._src, cfg._given = src, given
+    try: return cfg.validate(src)
+    except CellnbError as e: raise _blame_options(e, src, given) from None
 
 def _print_summary(out:Path, s:dict, seconds:float):
-    print(f"{s['ok']} of {s['runs']} runs ok, {s['failed']} failed ({seconds:.0f} s) in {out}")
+    flagged = s.get('flagged', [])
+    names = "; ".join(f"{f['model'] if f['protocol'] == 'scratch' else f['model'] + '/' + f['protocol']} FlagLimit {f['flag_limit']} seed {f['seed']}: {f['warning']}" for f in flagged)
+    print(f"{s['ok']} of {s['runs']} runs ok, " + (f"{len(flagged)} flagged (see report): {names}, " if flagged else "")
+          + f"{s['failed']} failed ({seconds:.0f} s) in {out}")
     for f in s['failures']:
         print(f"  failed {f['run_id']} {f['model']}/{f['protocol']}: {f['error']}  (see {out/'runs'/f['run_id']/'error.txt'})")
+
+@contextlib.contextmanager
+def _held_warnings():
+    "Hold back the warnings of a study's checks: a refused study prints its one error line only; `release()` prints them once the checks pass."
+    held, show = [], warnings.showwarning
+    warnings.showwarning = lambda *a, **k: held.append((a, k))
+    def release():
+        warnings.showwarning = show
+        for a, k in held: show(*a, **k)
+        held.clear()
+    try: yield release
+    finally: warnings.showwarning = show
 
 def study(argv=None) -> int:
     "`cellnb-study`: run the study, write the report, print where it is; exit 1 when runs failed."
     a = _parser_study().parse_args(argv)
+    from cellnb.core import CellnbError
     from cellnb.sweep import run_study, study_summary
     cfg, out, t0 = study_config_from_args(a), Path(a.out), time.time()
-    df = run_study(cfg, out, progress=not a.quiet, notebook=a.notebook)
+    with _held_warnings() as release:
+        try: df = run_study(cfg, out, progress=not a.quiet, notebook=a.notebook, checked=release)
+        except CellnbError as e: raise _blame_options(e, cfg._src, cfg._given) from None
     s = study_summary(df)
     _print_summary(out.resolve(), s, time.time() - t0)
     if not a.no_report and s['ok']:
@@ -107,11 +146,14 @@ def report_cmd(argv=None) -> int:
     a = p.parse_args(argv)
     from cellnb.core import CellnbError
     d = Path(a.dir)
+    if not d.is_dir(): raise CellnbError(f"{d} is not a folder; pass the --out folder of cellnb-study")
     if not (d/'runs').is_dir() and not (d/'results.parquet').exists():
         raise CellnbError(f"{d} is not a study folder (no runs/ or results.parquet); pass the --out folder of cellnb-study")
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise CellnbError(f"cannot write to the study folder {d} (permission denied); make it writable (chmod u+w) or copy the folder and report there")
     from cellnb.sweep import collect
     from cellnb.figures import report
-    if (d/'runs').is_dir():
+    if (d/'runs').is_dir():   # the table is rebuilt; it keeps every good row it had (a damaged run file is set aside and named)
         ids = None
         if (d/'study.yaml').exists():
             from cellnb.sweep import StudyConfig, expand
@@ -156,7 +198,7 @@ def _match_classes(cs, classes:list, spec:str):
     return CellSet(cs.images, lab, classes, cs.groups, cs.meta, cs.source_mpp)
 
 # %% ../nbs/13_cli.ipynb #0c9bfdba
-def _cells_to_classify(spec:str, crop:int|None=None):
+def _cells_to_classify(spec:str, crop:int|None=None, groups=None):
     """(cells, labelled) for `cellnb-predict`: a folder of crops without class sub-folders, or a CSV with a `path` column
     and no `label`, is read with `labelled=False`; a `path,label` CSV needs no `group` column here; other labelled data
     comes from `load_dataset` (cells `None`)."""
@@ -168,16 +210,16 @@ def _cells_to_classify(spec:str, crop:int|None=None):
     if kind == 'folder' and sep and p.is_dir():
         entries = [e for e in p.iterdir() if not _is_ignored(e)]
         if not entries: raise CellnbError(f"folder {p} holds no crops to classify; put the crop images in it (or in class sub-folders, to compare with their labels)")
-        if not any(e.is_dir() for e in entries): return CellSet.from_folder(p, size=crop, labelled=False), False
+        if not any(e.is_dir() for e in entries): return CellSet.from_folder(p, size=crop, labelled=False, groups=groups), False
     if kind == 'csv' and sep and p.is_file():
         try: df = pd.read_csv(p, dtype=str, keep_default_na=False)   # read once: its columns and, if any, its labels
         except Exception: return None, True   # load_dataset says what is wrong with the file
         cols = [c.strip() for c in df.columns]
         if 'path' not in cols:
             raise CellnbError(f"CSV {p} has no column 'path' (columns: {cols}); cells to classify need path, optionally label (and group)")
-        if 'label' not in cols: return CellSet.from_csv(p, size=crop, labelled=False), False
+        if 'label' not in cols: return CellSet.from_csv(p, size=crop, labelled=False, groups=groups), False
         if 'group' not in cols:   # labelled cells without groups: prediction needs none
-            cs = CellSet.from_csv(p, size=crop, labelled=False)
+            cs = CellSet.from_csv(p, size=crop, labelled=False, groups=groups)
             labs = df.set_axis(cols, axis=1)['label'].str.strip().to_numpy()
             if (labs == '').any(): raise CellnbError(f"{p} row {int((labs == '').argmax()) + 1}: empty 'label'; fill it in, or drop the label column to classify without labels")
             classes = sorted(set(labs))
@@ -194,6 +236,15 @@ def _read_params(run:Path, mdir:Path) -> dict:
             except ValueError as e: raise CellnbError(f"{cand} is damaged ({e}); rerun its study to write it again, or pass the model/ folder with --crop") from None
     return {}
 
+def _run_warning(run:Path, mdir:Path) -> str|None:
+    "The warning a study recorded for the run of this model (its result.json rows), or None."
+    for cand in (run/'result.json', mdir.parent/'result.json'):
+        if cand.is_file():
+            try: rows = json.loads(cand.read_text())
+            except (OSError, ValueError): return None   # the study's own commands report a damaged result.json
+            return next((r['warning'] for r in rows if isinstance(r, dict) and isinstance(r.get('warning'), str) and r['warning'].strip()), None) if isinstance(rows, list) else None
+    return None
+
 def predict_cmd(argv=None) -> int:
     "`cellnb-predict --model RUN_DIR --data SPEC --out preds.csv`."
     p = argparse.ArgumentParser(prog='cellnb-predict', description="Classify cells with a trained cellnb run and write a CSV of predictions.")
@@ -202,6 +253,8 @@ def predict_cmd(argv=None) -> int:
                    "(unlabelled cells: a folder of crops without class sub-folders, or a CSV with a path column and no label)")
     p.add_argument('--out', required=True, metavar='CSV', help="predictions CSV to write")
     p.add_argument('--crop', type=int, metavar='PX', help="source crop size (default: the run's)")
+    p.add_argument('--groups', metavar='REGEX|CSV', help="folder/csv data: each crop's group (patient, slide, tile) for the group column: "
+                   "a regex on the file name, e.g. '^(.+)_\\d+$', or a path,group CSV")
     p.add_argument('--weights', metavar='FILE', help="backbone weights of a linear-probe run, where the path it recorded does not exist on this machine")
     p.add_argument('--n-per-class', type=int, metavar='N', help="synthetic cells per class")
     p.add_argument('--device', default='auto', metavar='DEV', help="auto | cpu | cuda | cuda:N")
@@ -213,6 +266,7 @@ def predict_cmd(argv=None) -> int:
     mdir = run/'model' if (run/'model').is_dir() else run
     from cellnb.core import CellnbError, atomic_write
     if not mdir.is_dir(): raise CellnbError(f"--model {run} is not a folder; pass a run folder (study/runs/<run_id>) or its model/ folder")
+    if Path(a.out).is_dir(): raise CellnbError(f"--out {a.out} is a folder; give the CSV file to write, e.g. {Path(a.out)/'predictions.csv'}")
     params = _read_params(run, mdir)
     import warnings
     import numpy as np, pandas as pd
@@ -227,8 +281,8 @@ def predict_cmd(argv=None) -> int:
     n = a.n_per_class or (params.get('n_per_class') if a.data.startswith('synthetic') else None)
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='no groups given')   # groups matter for splits, not for prediction
-        cs, labelled = _cells_to_classify(a.data, crop)
-        if cs is None: cs = load_dataset(a.data, n_per_class=n, seed=params.get('data_seed', 0) if a.data == 'synthetic' else 0, crop=crop)
+        cs, labelled = _cells_to_classify(a.data, crop, a.groups)
+        if cs is None: cs = load_dataset(a.data, n_per_class=n, seed=params.get('data_seed', 0) if a.data == 'synthetic' else 0, crop=crop, groups=a.groups)
     if labelled: cs = _match_classes(cs, fitted.classes, a.data)
     probs = np.asarray(fitted.predict_proba(cs, bs=a.bs, tta=a.tta))
     classes = list(fitted.classes)
@@ -244,6 +298,8 @@ def predict_cmd(argv=None) -> int:
         with atomic_write(out, 'w') as f: df.to_csv(f, index=False)
     except OSError as e: raise CellnbError(f"cannot write {out} ({e.strerror}); choose a writable --out") from None
     print(f"{len(df)} cells classified by {fitted.model_name} ({fitted.protocol}) -> {out}")
+    if (w := _run_warning(run, mdir)):
+        print(f"cellnb-predict: warning: the study flagged this model's run: {' '.join(w.split())}; treat its predictions with care (see the study's report)", file=sys.stderr)
     if 'true' in df: print(f"accuracy against the data's labels: {(df.true == df.pred).mean():.3f}")
     return 0
 

@@ -7,14 +7,15 @@ from __future__ import annotations
 import os, re, json, warnings
 from pathlib import Path
 from collections import Counter
+from typing import NamedTuple
 import numpy as np
 import pandas as pd
 import torch
 from .core import CellnbError, tensor_fingerprint, atomic_write, atomic_write_json, check_seed
 
 # %% auto #0
-__all__ = ['MIN_SIZE', 'META_COLUMNS', 'IMAGE_SUFFIXES', 'UNLABELLED', 'require_cellset', 'CellSet', 'to_rgb_uint8', 'read_rgb',
-           'group_split', 'group_folds', 'split_table', 'flag_limit']
+__all__ = ['MIN_SIZE', 'META_COLUMNS', 'IMAGE_SUFFIXES', 'UNLABELLED', 'NO_GROUPS', 'MISSING', 'require_cellset', 'CellSet',
+           'to_rgb_uint8', 'read_rgb', 'Split', 'group_split', 'group_folds', 'split_table', 'flag_limit']
 
 # %% ../nbs/01_data.ipynb #656154d8
 MIN_SIZE = 40
@@ -228,7 +229,11 @@ def read_rgb(path, # image file (png/jpg/jpeg/tif/tiff/bmp)
     path = Path(path)
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise CellnbError(f"unknown image format '{path.suffix or path.name}' for {path}; cellnb reads {'/'.join(s[1:] for s in IMAGE_SUFFIXES)}: convert or remove it")
+    if path.is_dir(): raise CellnbError(f"{path} is a folder, not an image file; fix the path")
     if not path.is_file(): raise CellnbError(f"image file {path} does not exist; fix the path")
+    if (limit := os.environ.get('CELLNB_MAX_IMAGE_PIXELS')):
+        try: Image.MAX_IMAGE_PIXELS = int(limit)
+        except ValueError: raise CellnbError(f"CELLNB_MAX_IMAGE_PIXELS={limit!r} is not a whole number of pixels; set it to e.g. 400000000") from None
     try:
         with Image.open(path) as im:
             im.load(); mode = im.mode
@@ -237,6 +242,12 @@ def read_rgb(path, # image file (png/jpg/jpeg/tif/tiff/bmp)
             elif mode == '1': im = im.convert('L')
             a = np.array(im)
         note = '' if mode in ('RGB', 'L', 'RGBA', 'LA', 'I;16', 'I;16B', 'I;16L', 'I', 'F') else f'{mode}->RGB'
+    except Image.DecompressionBombError as e:
+        px = re.search(r"\((\d+) pixels\)", str(e))
+        raise CellnbError(f"image {path} has {px.group(1) + ' ' if px else 'more '}pixels, over Pillow's safety limit of {2 * Image.MAX_IMAGE_PIXELS} "
+                          "for an image that may be a decompression bomb; a cell crop is far smaller: cut it into crops, or if you trust the file "
+                          "raise the limit with CELLNB_MAX_IMAGE_PIXELS=<pixels> in the environment") from None
+    except PermissionError as e: raise CellnbError(f"cannot read image {path} ({e.strerror}); make it readable") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         if path.suffix.lower() in ('.tif', '.tiff'):
             try:
@@ -251,12 +262,19 @@ def _stack(arrays:list, notes:list, size:int|None, srcs:list) -> tuple[torch.Ten
     "Stack HxWx3 uint8 arrays to (N,3,S,S); S = `size` or the most common crop size; resize the others with a note."
     from torchvision.transforms.v2 import functional as F
     shapes = [a.shape[:2] for a in arrays]
+    given = size is not None
     if size is None:
         (h, w), _ = Counter(shapes).most_common(1)[0]
         size = max(h, w)
         if size < MIN_SIZE:
             raise CellnbError(f"crop size {size} < {MIN_SIZE} (most common size, e.g. {srcs[shapes.index((h, w))]}); cut larger crops or upsample them: size={MIN_SIZE} in Python, --crop {MIN_SIZE} on the command line")
     _check_size(int(size))
+    if not given:   # no size asked for: a crop under 40 px is refused, not silently upsampled
+        small = [i for i, (h, w) in enumerate(shapes) if min(h, w) < MIN_SIZE]
+        if small:
+            i = small[0]; h, w = shapes[i]
+            raise CellnbError(f"crop {srcs[i]} is {w}x{h} px, under {MIN_SIZE} px ({len(small)} such crop(s) among {len(arrays)}); "
+                              f"remove them, cut larger crops, or upsample every crop on purpose: size={max(MIN_SIZE, size)} in Python, --crop {max(MIN_SIZE, size)} on the command line")
     out = torch.empty((len(arrays), 3, size, size), dtype=torch.uint8)
     notes = list(notes)
     for i, a in enumerate(arrays):
@@ -293,6 +311,7 @@ def _group_fn(groups, root:Path):
     if callable(groups): return lambda p: str(groups(p))
     if isinstance(groups, Path) or (isinstance(groups, str) and groups.lower().endswith('.csv')):
         csv = Path(groups)
+        if csv.is_dir(): raise CellnbError(f"groups CSV {csv} is a folder; pass a CSV file with columns path,group, or a file-name regex")
         if not csv.is_file(): raise CellnbError(f"groups CSV {csv} does not exist; pass a CSV with columns path,group or a regex")
         try: df = pd.read_csv(csv, dtype=str, keep_default_na=False)
         except Exception as e: raise CellnbError(f"cannot parse groups CSV {csv} ({type(e).__name__}: {str(e)[:80]}); save it as plain comma-separated text with columns path,group") from None
@@ -302,7 +321,7 @@ def _group_fn(groups, root:Path):
             raise CellnbError(f"groups CSV {csv} row {int(blank[0]) + 1}: empty group; fill it in or delete the row")
         m = dict(zip(df.path, df.group))
         def f(p:Path):
-            rel = p.relative_to(root).as_posix()
+            rel = p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p)
             for k in (rel, p.name, p.stem, str(p)):
                 if k in m: return m[k]
             raise CellnbError(f"{rel} is not listed in groups CSV {csv}; add a row path,group for it")
@@ -318,6 +337,8 @@ def _group_fn(groups, root:Path):
     return f
 
 UNLABELLED = 'unlabelled'
+NO_GROUPS = ("no groups given for {root}: every crop is its own group, so a split can put cells of one patient or tile on both sides; "
+             "give the groups: a file-name regex such as '^(.+)_\\d+$' or a path,group CSV (groups= in Python, --groups on the command line, groups: in a study config)")
 
 def _refuse_classes_unlabelled(classes, labelled:bool):
     "Unlabelled cells have one placeholder class: refuse a `classes=` order for them."
@@ -360,45 +381,56 @@ def _from_folder(root, # folder with one sub-folder of crops per class (unlabell
     gf = _group_fn(groups, root)
     files, labels = [], []
     for d in dirs:
-        fs = sorted(p for p in d.rglob('*') if p.is_file() and not _is_ignored(p))
+        fs = sorted(p for p in d.rglob('*') if p.is_file() and not any(_is_ignored(Path(x)) for x in p.relative_to(d).parts))   # nor inside hidden folders
         if not fs: raise CellnbError(f"class folder {d} has no readable images; add png/jpg/tif/bmp crops or remove the folder")
         files += fs; labels += [classes.index(d.name)] * len(fs)
     srcs = [p.relative_to(root).as_posix() for p in files]
     grps = [gf(p) for p in files] if gf else srcs
     if gf is None:
-        warnings.warn(f"no groups given for {root}: every file is its own group, so splits cannot keep a patient's cells together; "
-                      "pass groups= (a file-name regex or a path,group CSV)", stacklevel=2)
+        warnings.warn(NO_GROUPS.format(root=root), stacklevel=2)
     imgs, meta = _read_crops(files, srcs, size)
     return CellSet(imgs, labels, classes, grps, meta, source_mpp)
 
 CellSet.from_folder = staticmethod(_from_folder)
 
 # %% ../nbs/01_data.ipynb #01f9fbbe
+MISSING = ('nan', 'na', 'n/a', 'null', 'none', '?')   # CSV cells that spreadsheets write for "no value"
+
 def _from_csv(csv, # CSV with columns path,label,group (unlabelled: path, and group if known)
               root=None, # folder the paths are relative to (default: the CSV's folder)
               size:int|None=None, # crop size S (None: the most common)
               classes:list|None=None, # class names in label order (default: sorted unique labels)
               source_mpp:float|None=None, # microns per pixel, where known
               labelled:bool=True, # False: new cells to classify, any `label` column ignored, one placeholder class `UNLABELLED`
+              groups=None, # instead of a `group` column: a regex on each path's file name, a path,group CSV, or callable(path)
              ) -> CellSet:
     "Read crops listed in a CSV (`path,label,group`; unlabelled: `path[,group]`) into a CellSet."
     if size is not None: size = _crop_px(size)
     _refuse_classes_unlabelled(classes, labelled)
-    csv = Path(csv); need = ('path', 'label', 'group') if labelled else ('path',)
+    csv = Path(csv); need = (('path', 'label') if groups is not None else ('path', 'label', 'group')) if labelled else ('path',)
     if not csv.is_file(): raise CellnbError(f"CSV {csv} does not exist; pass a CSV with columns {','.join(need)}")
     try: df = pd.read_csv(csv, dtype=str, keep_default_na=False)
     except Exception as e: raise CellnbError(f"cannot parse CSV {csv} ({type(e).__name__}: {str(e)[:80]}); save it as plain comma-separated text") from None
     df.columns = [c.strip() for c in df.columns]
     for c in need:
         if c not in df:
-            hint = " (cells to classify, without labels: labelled=False, or cellnb-predict)" if c == 'label' else ""
+            hint = (" (cells to classify, without labels: labelled=False, or cellnb-predict)" if c == 'label' else
+                    " or give the groups as a file-name regex (groups= in Python, --groups on the command line)" if c == 'group' else "")
             raise CellnbError(f"CSV {csv} has no column '{c}' (columns: {list(df.columns)}); it needs {','.join(need)}{hint}")
     if not len(df): raise CellnbError(f"CSV {csv} has no rows; list one crop per row")
     root = csv.parent if root is None else Path(root)
     for i, r in enumerate(df.itertuples(index=False), 1):
         for c in need:
             if not str(getattr(r, c)).strip(): raise CellnbError(f"{csv} row {i}: empty '{c}'; fill it in or delete the row")
+    for c in ('label', 'group'):
+        if c in need and len(na := np.flatnonzero(df[c].str.strip().str.lower().isin(MISSING).to_numpy())):
+            raise CellnbError(f"{csv} row {int(na[0]) + 1}: {c} {df[c].iloc[int(na[0])].strip()!r} reads as a missing value, not a {'class' if c == 'label' else 'group'}; "
+                              "fill it in or delete the row")
     srcs = [p.strip() for p in df.path]
+    if len(dup := np.flatnonzero(pd.Series(srcs).duplicated().to_numpy())):
+        j = int(dup[0]); i = srcs.index(srcs[j])
+        raise CellnbError(f"{csv} rows {i + 1} and {j + 1} list the same crop {srcs[j]} ({len(dup)} repeated row(s)); "
+                          "a cell counted twice weighs twice in training and testing: delete the repeats")
     if labelled:
         labs = df.label.str.strip()
         if classes is None: classes = sorted(labs.unique())
@@ -408,14 +440,22 @@ def _from_csv(csv, # CSV with columns path,label,group (unlabelled: path, and gr
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
                 raise CellnbError(f"{csv} row {i+1}: label {labs.iloc[i]!r} is not among classes {classes}; fix the label or add the class")
-        labels, groups = [classes.index(l) for l in labs], df.group.str.strip().to_numpy()
+        labels = [classes.index(l) for l in labs]
+        grps = df.group.str.strip().to_numpy() if groups is None else None
     else:   # a cell without a group is its own group
         classes, labels = [UNLABELLED], np.zeros(len(df), dtype=np.int64)
-        groups = [g.strip() or s for g, s in zip(df.group, srcs)] if 'group' in df else srcs
-    imgs, meta = _read_crops([Path(s) if Path(s).is_absolute() else root/s for s in srcs], srcs, size, csv, root)
+        grps = [g.strip() or s for g, s in zip(df.group, srcs)] if 'group' in df else srcs
+    files = [Path(s) if Path(s).is_absolute() else root/s for s in srcs]
+    if groups is not None:
+        gf = _group_fn(groups, root)
+        grps = []
+        for i, f in enumerate(files, 1):
+            try: grps.append(gf(f))
+            except CellnbError as e: raise CellnbError(f"{csv} row {i}: {e}") from None
+    imgs, meta = _read_crops(files, srcs, size, csv, root)
     for c in ('x', 'y'):
         if c in df: meta[c] = pd.to_numeric(df[c], errors='coerce').to_numpy()
-    return CellSet(imgs, labels, classes, groups, meta, source_mpp)
+    return CellSet(imgs, labels, classes, grps, meta, source_mpp)
 
 CellSet.from_csv = staticmethod(_from_csv)
 
@@ -499,12 +539,29 @@ def _fold_pick(cs:CellSet, frac:float, seed:int, part:str, other:str):
     raise CellnbError(_short_class_msg(cs, part if bad is held else other, cs[np.sort(bad)],
                       f"no grouping of {k} folds keeps it in every part: add cells/groups of that class, lower valid/test, or drop the class"))
 
+class Split(NamedTuple):
+    "The parts of a group split; unpacks as `train, valid, test`, and says which groups went where."
+    train:CellSet
+    valid:CellSet
+    test:CellSet
+    def groups(self) -> dict:
+        "Each part's groups, sorted: no group is in two parts."
+        return {k: sorted(set(v.groups)) for k, v in self._asdict().items()}
+    def table(self) -> pd.DataFrame:
+        "Cells per class, total and groups per part (`split_table`)."
+        return split_table(self._asdict())
+    def __repr__(self):
+        def part(k, v):
+            g = sorted(set(v.groups)); shown = ', '.join(g[:4]) + (', ...' if len(g) > 4 else '')
+            return f"{k}: {len(v)} cells in {len(g)} groups ({shown})"
+        return "Split(" + "; ".join(part(k, v) for k, v in self._asdict().items()) + ")"
+
 def group_split(cs:CellSet, # the cells to split
                 valid:float=0.1, # fraction of groups (approx. cells) for validation
                 test:float=0.2, # fraction for test
                 seed:int=0, # split seed (keep it fixed across training seeds)
-               ) -> tuple[CellSet, CellSet, CellSet]:
-    "Split into (train, valid, test) by group, stratified by label: no group in two parts, every class in every part."
+               ) -> Split:
+    "Split into (train, valid, test) by group, stratified by label: no group in two parts, every class in every part; the `Split` names each part's groups."
     if not (0 < test < 1 and 0 < valid < 1 and valid + test < 1):
         raise CellnbError(f"valid={valid}, test={test}: both must be in (0, 1) with valid + test < 1")
     if len(cs) == 0: raise CellnbError("cannot split an empty CellSet; load some cells first")
@@ -516,7 +573,7 @@ def group_split(cs:CellSet, # the cells to split
     if max(abs(got_valid - valid), abs(got_test - test)) > 0.05:
         warnings.warn(f"group_split(valid={valid:g}, test={test:g}) holds out about valid={got_valid:.2f}, test={got_test:.2f} of the groups: "
                       "whole-group folds come in fractions 1/k or 1 - 1/k; ask for such fractions to get what you ask", stacklevel=2)
-    return rs[tr], rs[va], cs[te]
+    return Split(rs[tr], rs[va], cs[te])
 
 def group_folds(cs:CellSet, # the cells to split
                 k:int=2, # number of folds

@@ -124,12 +124,15 @@ def load_dataset(spec:str, # 'synthetic' | 'crchisto' | 'crchisto:PATH' | 'folde
                  n_per_class:int|None=None, # synthetic: cells per class (default 256); others: at most this many (flag_limit)
                  seed:int=0, # synthetic generator seed / flag_limit seed
                  crop:int|None=None, # source crop size (synthetic: size; crchisto: crop, default 48; folder/csv: resize to it)
+                 groups=None, # folder/csv: each crop's group: a file-name regex or a path,group CSV (folder default: PATH/groups.csv when present)
                 ) -> CellSet:
     "Load a dataset named by a spec string."
     if not isinstance(spec, str) or not spec.strip(): raise CellnbError(f"dataset spec {spec!r} is empty; use one of {DATASET_SPECS}")
     kind, sep, rest = spec.strip().partition(':')
     kind = kind.lower()
     if len(kind) == 1 and sep and rest.startswith(('\\', '/')): kind, sep = '', ''   # a bare Windows path like C:\...
+    if groups is not None and not (kind in ('folder', 'csv') and sep):
+        raise CellnbError(f"groups={groups!r} applies to folder:PATH and csv:PATH data; {kind or spec} data brings its own groups: drop groups")
     if kind == 'synthetic' and not sep:
         from cellnb.synthetic import synthetic_ihc   # lazy: the generator is only needed here
         kw = {} if crop is None else dict(size=int(crop))
@@ -138,8 +141,9 @@ def load_dataset(spec:str, # 'synthetic' | 'crchisto' | 'crchisto:PATH' | 'folde
         cs = load_crchisto(_spec_path(kind, rest) if sep else None, crop=int(crop or 48))
     elif kind == 'folder' and sep:
         p = _spec_path(kind, rest)
-        cs = CellSet.from_folder(p, size=crop, groups=(p/'groups.csv') if (p/'groups.csv').is_file() else None)
-    elif kind == 'csv' and sep: cs = CellSet.from_csv(_spec_path(kind, rest), size=crop)
+        if groups is None and (p/'groups.csv').is_file(): groups = p/'groups.csv'
+        cs = CellSet.from_folder(p, size=crop, groups=groups)
+    elif kind == 'csv' and sep: cs = CellSet.from_csv(_spec_path(kind, rest), size=crop, groups=groups)
     elif kind == 'cellset' and sep: cs = CellSet.load(_spec_path(kind, rest))
     else: raise CellnbError(f"unknown dataset spec {spec!r}; use one of {DATASET_SPECS} (PATH = a folder or file)")
     return cs if n_per_class is None else flag_limit(cs, int(n_per_class), seed=seed)

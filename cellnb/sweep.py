@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_sweep.ipynb #4ef7a196
 from __future__ import annotations
-import os, re, json, time, hashlib, threading, contextlib, dataclasses, warnings
+import os, re, json, math, time, functools, hashlib, threading, contextlib, dataclasses, warnings
 from dataclasses import dataclass, field
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -17,9 +17,10 @@ try: import fcntl
 except ImportError: fcntl = None  # not POSIX: the study lock is skipped
 
 # %% auto #0
-__all__ = ['BACKBONE_PROTOCOLS', 'EXECUTORS', 'DATA_KINDS', 'EXEC_KEYS', 'PENDING', 'RUN_CHECKPOINT', 'KERNEL_START_TRIES',
-           'StudyConfig', 'run_id', 'expand', 'study_lock', 'failed_row', 'execute_run', 'launch_run', 'write_samples',
-           'experiment_notebook', 'collect', 'load_predictions', 'preflight', 'run_study', 'study_summary']
+__all__ = ['BACKBONE_PROTOCOLS', 'EXECUTORS', 'DATA_KINDS', 'SEED_MAX', 'MAX_CROP', 'EXEC_KEYS', 'PENDING', 'RUN_CHECKPOINT',
+           'KERNEL_START_TRIES', 'StudyConfig', 'run_id', 'expand', 'study_lock', 'failed_row', 'execute_run',
+           'launch_run', 'write_samples', 'experiment_notebook', 'collect', 'load_predictions', 'preflight',
+           'run_study', 'study_summary']
 
 # %% ../nbs/11_sweep.ipynb #b7c5f47b
 BACKBONE_PROTOCOLS = ('linear_probe', 'ft_last', 'full_ft')  # scratch models always use protocol 'scratch'
@@ -31,6 +32,7 @@ class StudyConfig:
     "Everything that defines a study: data, the grid of runs, training policy and how to execute it."
     dataset:str='synthetic' # 'synthetic', 'crchisto', 'folder', 'csv' (or 'kind:PATH')
     data_path:str|None=None # the folder / CSV / CRCHisto root for real data
+    groups:str|None=None # folder/csv data: the group (patient, slide, tile) of each crop: a file-name regex or a path,group CSV
     crop:int|None=None # source crop size in px (None: the loader's default)
     n_per_class:int|None=None # cells per class: synthetic generates this many (None: 240); real data keeps at most this many (None: all cells)
     data_seed:int=0 # seed of the synthetic generator
@@ -67,6 +69,7 @@ def _weights_ok(v): return isinstance(v, dict) and all(_is_str(k) and _is_str(x)
 
 _FIELD_TYPES = dict(
     dataset=(_is_str, "a string: synthetic, crchisto, folder:PATH or csv:PATH"),
+    groups=(_opt(_is_str), "a file-name regex such as '^(.+)_\\d+$', a path,group CSV, or null"),
     data_path=(_opt(_is_str), "a path string or null"), crop=(_opt(_is_int), "an integer (px) or null"),
     n_per_class=(_opt(_is_int), "an integer or null"), data_seed=(_is_int, "an integer"),
     models=(_list_of(_is_str), "a list of model names"), backbones=(_list_of(_is_str), "a list of backbone names"),
@@ -86,13 +89,46 @@ _LIST_FIELDS = ('models', 'backbones', 'protocols', 'flag_limits', 'seeds', 'blu
 
 def _bad(key, msg, src): return CellnbError(f"{src}: {key}: {msg}")
 
+SEED_MAX = 2**32 - 1   # numpy's and scikit-learn's seeds are 32-bit
+MAX_CROP = 1024        # px: cells are small patches; a larger crop only fills memory
+
+def _check_seed(key, s, src):
+    if not 0 <= s <= SEED_MAX: raise _bad(key, f"{s} is not a seed; use an integer from 0 to {SEED_MAX}", src)
+
+def _check_finite(key, v, src):
+    if not math.isfinite(v): raise _bad(key, f"{v} is not a finite number; give a number", src)
+
+def _known_model(name:str) -> bool:
+    "Whether cellnb knows `name` as a scratch architecture or a backbone."
+    from cellnb.train import check_model
+    for protocol in ('scratch', 'linear_probe'):
+        try: check_model(protocol, name); return True
+        except CellnbError: pass
+    return False
+
+def _check_policy_key(key, k, c:StudyConfig, src):
+    "A key of a per-model policy names this grid's runs: default, a protocol, a model or backbone of the grid, or model/protocol."
+    protocols, names = ('scratch',) + BACKBONE_PROTOCOLS, list(c.models) + list(c.backbones)
+    m, _, p = k.partition('/')
+    if k == 'default' or k in protocols or k in names or (m in names and p in protocols): return
+    if (not p or p in protocols) and _known_model(m): return   # a cellnb model outside this grid: a policy shared by several studies
+    raise _bad(key, f"{k!r} names no run of this study; use default, a protocol ({', '.join(protocols)}), "
+                    f"a model or backbone of the grid ({', '.join(names) or 'none'}) or model/protocol", src)
+
 def _check_values(c:StudyConfig, src:str):
     "Range and vocabulary checks after the type checks."
     kind = c.dataset.split(':', 1)[0]
     if kind not in DATA_KINDS: raise _bad('dataset', f"unknown dataset {c.dataset!r}; use one of {', '.join(DATA_KINDS)} (folder/csv with a path)", src)
     if kind in ('folder', 'csv', 'cellset') and ':' not in c.dataset and not c.data_path:
         raise _bad('dataset', f"{kind} needs a path: write dataset: {kind}:PATH or set data_path", src)
+    if c.groups is not None:
+        if kind not in ('folder', 'csv'): raise _bad('groups', f"applies to folder: and csv: data; {kind} data brings its own groups: drop groups", src)
+        if not c.groups.strip(): raise _bad('groups', "is empty; give a file-name regex such as '^(.+)_\\d+$' or a path,group CSV, or drop the key", src)
+        if not c.groups.lower().endswith('.csv'):
+            try: re.compile(c.groups)
+            except re.error as e: raise _bad('groups', f"{c.groups!r} is not a valid regular expression ({e}); fix the pattern, or give a path,group CSV", src) from None
     if c.crop is not None and c.crop < 40: raise _bad('crop', f"{c.crop} is below 40 px; use at least 40", src)
+    if c.crop is not None and c.crop > MAX_CROP: raise _bad('crop', f"{c.crop} px is above {MAX_CROP} px; cells are small patches: cut crops of 40 to {MAX_CROP} px", src)
     if c.n_per_class is not None and c.n_per_class <= 0: raise _bad('n_per_class', f"{c.n_per_class} must be > 0 (or null)", src)
     if not c.models and not c.backbones: raise _bad('models', "no scratch models and no backbones: nothing to run; list at least one", src)
     if c.backbones and not c.protocols: raise _bad('protocols', "backbones given but no protocols; use linear_probe, ft_last or full_ft", src)
@@ -103,16 +139,22 @@ def _check_values(c:StudyConfig, src:str):
     for n in c.flag_limits:
         if n <= 0: raise _bad('flag_limits', f"{n} is not a positive number of cells per class; use integers > 0", src)
     if not c.seeds: raise _bad('seeds', "empty; give at least one seed, e.g. [0]", src)
+    for s in c.seeds: _check_seed('seeds', s, src)
+    _check_seed('split_seed', c.split_seed, src); _check_seed('data_seed', c.data_seed, src)
     for s in c.blur_sigmas:
+        _check_finite('blur_sigmas', s, src)
         if s < 0: raise _bad('blur_sigmas', f"{s} is negative; sigmas are >= 0", src)
     for p in c.blur_placements:
         if p not in ('pre', 'post'): raise _bad('blur_placements', f"unknown placement {p!r}; use 'pre' and/or 'post'", src)
     for k, e in ({'default': c.epochs} if _is_int(c.epochs) else c.epochs).items():
         if e < 1: raise _bad('epochs', f"{k}: {e} must be >= 1", src)
+        _check_policy_key('epochs', k, c, src)
     if c.batch_size < 1: raise _bad('batch_size', f"{c.batch_size} must be >= 1", src)
+    if c.lr is not None: _check_finite('lr', c.lr, src)
     if c.lr is not None and c.lr <= 0: raise _bad('lr', f"{c.lr} must be > 0", src)
     if c.executor not in EXECUTORS: raise _bad('executor', f"unknown executor {c.executor!r}; use local or ray", src)
     if c.workers < 1: raise _bad('workers', f"{c.workers} must be >= 1", src)
+    if c.gpus_per_run is not None: _check_finite('gpus_per_run', c.gpus_per_run, src)
     if c.gpus_per_run is not None and c.gpus_per_run < 0: raise _bad('gpus_per_run', f"{c.gpus_per_run} must be >= 0", src)
     if c.n_boot < 0: raise _bad('n_boot', f"{c.n_boot} must be >= 0", src)
     if c.min_steps < 0: raise _bad('min_steps', f"{c.min_steps} must be >= 0", src)
@@ -161,8 +203,12 @@ def from_yaml(cls:StudyConfig, path, # a YAML file of StudyConfig fields
              ):
     "Read and validate a study YAML file."
     p = Path(path)
+    if p.is_dir(): raise CellnbError(f"study config {p} is a folder; pass the path of a YAML file")
     if not p.is_file(): raise CellnbError(f"study config {p} does not exist; pass the path of a YAML file")
-    try: d = yaml.safe_load(p.read_text()) or {}
+    try: d = yaml.safe_load(p.read_text(encoding='utf-8')) or {}
+    except UnicodeDecodeError as e:
+        raise CellnbError(f"{p} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); save the study config as a UTF-8 YAML file") from None
+    except PermissionError as e: raise CellnbError(f"cannot read study config {p} ({e.strerror}); make it readable") from None
     except yaml.YAMLError as e:
         where = f" at line {e.problem_mark.line + 1}" if getattr(e, 'problem_mark', None) else ""
         raise CellnbError(f"{p}: not valid YAML{where} ({getattr(e, 'problem', None) or e}); fix the file") from None
@@ -227,6 +273,7 @@ def with_absolute_paths(self:StudyConfig) -> StudyConfig:
     "A copy whose data and weights paths are absolute, so that its YAML names the same runs from any working folder."
     kind, path = self.data_source()
     c = dataclasses.replace(self, weights={b: str(Path(w).expanduser().resolve()) for b, w in self.weights.items()})
+    if c.groups is not None and c.groups.lower().endswith('.csv'): c.groups = str(Path(c.groups).expanduser().resolve())
     if path: c.dataset, c.data_path = kind, path
     return c
 
@@ -259,6 +306,7 @@ def expand(config, # a StudyConfig, a dict of its fields or a YAML path
     if c.min_steps: common['min_steps'] = int(c.min_steps)   # only when set: older run ids stay valid
     if c.augment is not True: common['augment'] = c.augment   # likewise
     if c.class_weight is not None: common['class_weight'] = c.class_weight   # likewise
+    if c.groups is not None: common['groups'] = c.groups   # likewise
     pairs = [(m, 'scratch') for m in c.models] + [(b, p) for p in c.protocols for b in c.backbones]
     tags = {pair: _version_tags(*pair) for pair in pairs}   # once per model, not once per run
     runs, seen = [], set()
@@ -324,6 +372,19 @@ def _run_status(run_dir:Path) -> str|None:
     if not isinstance(rows, list) or not rows: return None
     return 'ok' if all(r.get('status') == 'ok' for r in rows) else 'failed'
 
+@functools.cache
+def _quiet_kernel_manager():
+    "jupyter_client's AsyncKernelManager whose shutdown of a finished run's kernel skips the SIGINT it sends first."
+    from jupyter_client import AsyncKernelManager
+    class QuietShutdownKernelManager(AsyncKernelManager):
+        """`shutdown_kernel` interrupts the kernel before asking it to quit; a SIGINT that lands while the idle kernel
+        handles a message makes ipykernel log `[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.` on the study's
+        terminal, although nothing failed. A run's kernel is idle when it is shut down, so it needs no interrupt; a
+        kernel that does not quit is still killed by `finish_shutdown`, and an interrupted study kills its kernels."""
+        async def _async_interrupt_kernel(self):
+            if not self.shutting_down: await super()._async_interrupt_kernel()
+    return QuietShutdownKernelManager
+
 KERNEL_START_TRIES = 3   # a run whose kernel fails to start is started again (nothing of it ran yet)
 
 def _kernel_never_started(e:BaseException) -> bool:
@@ -352,6 +413,7 @@ def execute_run(run_dir, # the run folder, holding params.json
             try:
                 pm.execute_notebook(str(notebook), str(tmp_nb), parameters={**nb_params, 'result_file': PENDING},
                                     kernel_name=kernel_name, progress_bar=False, log_output=False, extra_arguments=['--log-level=ERROR'],
+                                    kernel_manager_class=_quiet_kernel_manager(),
                                     start_timeout=120, resources={'metadata': {'path': str(run_dir)}})  # kernel cwd; papermill's cwd= would chdir the whole process
                 break
             except RuntimeError as e:  # the kernel never started (busy machine, a port race between workers): nothing ran yet
@@ -426,7 +488,7 @@ def _run_ray(todo:list, runs:dict, launch_kw:dict, workers:int, cfg:StudyConfig,
     if not ray.is_initialized():
         kw = dict(include_dashboard=False, log_to_driver=False, logging_level='ERROR')
         if os.environ.get('RAY_ADDRESS'): ray.init(address=os.environ['RAY_ADDRESS'], **kw)
-        else: ray.init(num_cpus=_cores(), **kw)
+        else: ray.init(num_cpus=_cores(), _node_ip_address='127.0.0.1', **kw)   # a local instance listens on the loopback address only
         started = True
     try:
         have_gpu = ray.cluster_resources().get('GPU', 0) > 0
@@ -466,7 +528,7 @@ def _load_study_data(cfg:StudyConfig):
     from cellnb.datasets import load_dataset
     kind, path = cfg.data_source()
     spec = f"{kind}:{path}" if path else kind
-    return load_dataset(spec, n_per_class=cfg.n_per_class, seed=cfg.data_seed, crop=cfg.crop)
+    return load_dataset(spec, n_per_class=cfg.n_per_class, seed=cfg.data_seed, crop=cfg.crop, groups=cfg.groups)
 
 def experiment_notebook() -> Path:
     "The experiment notebook: `$CELLNB_EXPERIMENT` or nbs/experiments/cell_experiment.ipynb of this checkout."
@@ -492,29 +554,85 @@ def _run_id_list(run_ids) -> list[str]:
     try: return [str(r) for r in run_ids]
     except TypeError: raise CellnbError(f"run_ids must be a run id or a list of them (from results.parquet), got {run_ids!r}") from None
 
+def _result_rows(p:Path) -> tuple:
+    "(rows, problem) of a run's result.json: rows None when it is missing or damaged; `problem` says what is wrong with a damaged one."
+    try: rows = json.loads(p.read_text())
+    except FileNotFoundError: return None, None
+    except (OSError, ValueError) as e: return None, f"not readable JSON: {' '.join(str(e).split())[:80]}"
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and r.get('status') in ('ok', 'failed') for r in rows):
+        return None, "not a list of result rows with a status"
+    return rows, None
+
+def _set_aside(p:Path) -> Path:
+    "Move a damaged file to `<name>.damaged` (numbered when that exists too), where it stays for a look; returns the new path."
+    dest, i = p.with_name(p.name + '.damaged'), 1
+    while dest.exists(): dest, i = p.with_name(f"{p.name}.damaged{i}"), i + 1
+    os.replace(p, dest)
+    return dest
+
+def _table_records(df:pd.DataFrame) -> list:
+    "Rows of a results table as plain python values at full precision (NaN -> None), as a run's result.json holds them."
+    def plain(v):
+        if isinstance(v, np.generic): v = v.item()
+        return None if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v)) else v
+    return [{k: plain(v) for k, v in r.items()} for r in df.to_dict('records')]
+
+def _good_rows(out_dir:Path, write:bool) -> pd.DataFrame:
+    "The `ok` rows of the study's current results.parquet (a damaged table is set aside when `write`, and holds none)."
+    p = out_dir/'results.parquet'
+    if not p.exists(): return pd.DataFrame(columns=['run_id', 'status'])
+    try: df = pd.read_parquet(p)
+    except Exception as e:
+        where = f"moved to {_set_aside(p).name}" if write else "left as it is"
+        warnings.warn(f"{p} is damaged ({type(e).__name__}); {where}: the table is built again from the run folders")
+        return pd.DataFrame(columns=['run_id', 'status'])
+    return df[df.status == 'ok'] if {'run_id', 'status'} <= set(df.columns) else pd.DataFrame(columns=['run_id', 'status'])
+
+def _run_rows(out_dir:Path, good:pd.DataFrame, write:bool) -> dict:
+    """{run_id: rows} of every run folder with a readable result.json. A damaged result.json is reported and, when `write`,
+    set aside; where the table holds the run's good rows, they are written back as its result.json (the run is then done)."""
+    out = {}
+    for rd in sorted((out_dir/'runs').glob('*/')):
+        rows, problem = _result_rows(rd/'result.json')
+        if problem is not None:
+            saved = good[good.run_id == rd.name]
+            if not write: what = "left as it is" + ("; the table keeps its rows" if len(saved) else "")
+            else:
+                try: what = f"moved to {_set_aside(rd/'result.json').name}"
+                except OSError as e: what = f"left as it is ({e.strerror})"
+                if len(saved) and not (rd/'result.json').exists():
+                    atomic_write_json(rd/'result.json', rows := _table_records(saved))
+                    what += f"; its {len(saved)} rows restored from results.parquet"
+            if rows is None and not len(saved): what += "; rerun the study to redo that run"
+            warnings.warn(f"{rd/'result.json'} is damaged ({problem}): {what}")
+        if rows is not None: out[rd.name] = rows
+    return out
+
 def collect(out_dir, # the study folder
             run_ids:list|str|None=None, # only these runs, or one run id (default: every run folder)
             write:bool=True # write out_dir/results.parquet
            ) -> pd.DataFrame:
-    "One tidy table of every complete run x condition; written atomically to `results.parquet`."
+    """One tidy table of every complete run x condition; written atomically to `results.parquet`. It never drops a good
+    row of the table it replaces: a run's rows change only when its result.json says something new."""
     from cellnb.evaluate import RESULT_COLUMNS
     out_dir = _study_dir(out_dir)
     keep = None if run_ids is None else set(_run_id_list(run_ids))
+    good = _good_rows(out_dir, write)
+    runs = _run_rows(out_dir, good, write)
     rows = []
-    for rd in sorted((out_dir/'runs').glob('*/')):
-        if keep is not None and rd.name not in keep: continue
-        try: rr = json.loads((rd/'result.json').read_text())
-        except FileNotFoundError: continue
-        except ValueError: warnings.warn(f"{rd/'result.json'} is not valid JSON; skipped (rerun the study to redo that run)"); continue
-        rows.extend(rr)
-    df = pd.DataFrame(rows)
+    for rid, rr in runs.items():
+        if keep is None or rid in keep: rows.extend(rr)
+    kept = good[~good.run_id.isin(runs) & (good.run_id.isin(keep) if keep is not None else True)]   # runs without a readable result.json
+    df = pd.concat([pd.DataFrame(rows), kept], ignore_index=True) if len(kept) else pd.DataFrame(rows)
     cols = list(RESULT_COLUMNS) + [c for c in df.columns if c not in RESULT_COLUMNS]
     df = df.reindex(columns=cols)
     if len(df):
         df = df.drop_duplicates(subset=['run_id', 'condition', 'sigma'], keep='last')
         df = df.sort_values(['protocol', 'model', 'flag_limit', 'seed', 'condition', 'sigma'], na_position='first', kind='stable').reset_index(drop=True)
     if write:
-        with atomic_write(out_dir/'results.parquet') as f: df.to_parquet(f, index=False)
+        try:
+            with atomic_write(out_dir/'results.parquet') as f: df.to_parquet(f, index=False)
+        except PermissionError as e: raise CellnbError(f"cannot write {out_dir/'results.parquet'} ({e.strerror}); make the study folder writable") from None
     return df
 
 def load_predictions(out_dir, # the study folder
@@ -539,7 +657,7 @@ def preflight(cfg:StudyConfig, # a validated study config
               names:bool=True, # check model / backbone names against cellnb's registries
               src:str|None=None, # how to name the config in messages (default: its YAML file)
              ):
-    "Checks a study must pass before anything is written: known names, a device this machine has (local runs), existing weights files, a split that keeps every class."
+    "The checks a study passes before anything is written: known names, a device this machine has (local runs), existing weights files, and with the data (`cs`) everything each run checks: 2 or more classes, a split that keeps every class, the FlagLimit subsets, training's arguments."
     src = src or getattr(cfg, '_src', None) or 'study config'
     if cfg.executor == 'local':   # Ray may place runs on other machines: their devices are checked there
         try: get_device(cfg.device)
@@ -555,11 +673,35 @@ def preflight(cfg:StudyConfig, # a validated study config
             raise _bad('weights', f"{b!r} is not among the backbones {cfg.backbones}; fix the name (else its runs would use other weights) or add the backbone", src)
         p = Path(w).expanduser()
         if not p.exists(): raise _bad('weights', f"{b}: weights file {p} does not exist; fix the path or remove the entry", src)
-    if cs is not None:
-        from cellnb.data import group_split
-        kind, path = cfg.data_source()
-        try: group_split(cs, seed=cfg.split_seed)
-        except CellnbError as e: raise CellnbError(f"dataset {kind}{':' + path if path else ''}: {e}") from None
+    if cs is not None: _preflight_data(cfg, cs, names)
+
+def _preflight_data(cfg:StudyConfig, cs, names:bool):
+    "What every run will do with the data, done once here: at least 2 classes, the split, each seed's FlagLimit subsets, training's own argument checks."
+    from cellnb.data import group_split, flag_limit
+    from cellnb.train import train_schedule, _validate_inputs
+    from cellnb.robustness import sweep_conditions
+    kind, path = cfg.data_source()
+    where = f"dataset {kind}{':' + path if path else ''}"
+    present = [c for c, n in cs.class_counts().items() if n]
+    if len(present) < 2:
+        raise CellnbError((f"{where}: every cell is of class {present[0]!r}" if present else f"{where}: holds no cells")
+                          + "; a study needs labelled cells of at least 2 classes: add the other classes")
+    try: train, valid, _ = group_split(cs, seed=cfg.split_seed)
+    except CellnbError as e: raise CellnbError(f"{where} (split_seed {cfg.split_seed}): {e}") from None
+    try: sweep_conditions(cfg.blur_sigmas or [0.0], cfg.blur_placements)
+    except CellnbError as e: raise CellnbError(f"blur_sigmas / blur_placements: {e}") from None
+    pairs = [(m, 'scratch') for m in cfg.models] + [(b, p) for p in cfg.protocols for b in cfg.backbones]
+    for seed in cfg.seeds:
+        for n in cfg.flag_limits:
+            sub = flag_limit(train, n, seed=seed)
+            for model, protocol in pairs:
+                epochs = cfg.epochs_for(model, protocol)
+                try:
+                    train_schedule(len(sub), cfg.batch_size, epochs, cfg.min_steps if protocol != 'linear_probe' else 0)
+                    if names: _validate_inputs(protocol, model, sub, valid, epochs, cfg.batch_size, cfg.augment, cfg.class_weight, {},
+                                               label_smoothing=0.0, weights=cfg.weights.get(model) if protocol != 'scratch' else None,
+                                               lr=cfg.lr, patience=getattr(cfg, 'patience', None))
+                except CellnbError as e: raise CellnbError(f"{where}: run {model}/{protocol} at FlagLimit {n}, seed {seed}: {e}") from None
 
 # %% ../nbs/11_sweep.ipynb #0068cee4
 @contextlib.contextmanager
@@ -603,8 +745,11 @@ def run_study(config, # a StudyConfig, a dict of its fields or a YAML path
               progress:bool=True, # show a progress bar over runs
               notebook=None, # the experiment notebook (default: `experiment_notebook()`)
               retry_failed:bool=True, # run again the runs recorded as failed
-              kernel_name:str='python3') -> pd.DataFrame:
-    "Run every missing run of a study into `out_dir` and return the collected results table."
+              kernel_name:str='python3',
+              checked=None, # called with no argument once every check has passed, before anything is written
+             ) -> pd.DataFrame:
+    """Run every missing run of a study into `out_dir` and return the collected results table. Every check (config, names,
+    weights, data, each run's training arguments) comes first: a study that is refused leaves `out_dir` as it was."""
     cfg = _as_config(config)
     if executor is not None: cfg.executor = executor
     if workers is not None: cfg.workers = workers
@@ -615,7 +760,13 @@ def run_study(config, # a StudyConfig, a dict of its fields or a YAML path
     notebook = Path(notebook).resolve() if notebook else experiment_notebook()
     if not notebook.is_file(): raise CellnbError(f"experiment notebook {notebook} does not exist; pass an .ipynb with a `parameters` cell")
     cs = _load_study_data(cfg)  # a bad data path fails here, before anything is written
-    preflight(cfg, cs, names=False)
+    _preflight_data(cfg, cs, own)
+    if cfg.groups is not None:   # papermill passes only the parameters a notebook declares: groups must not be dropped silently
+        import papermill as pm
+        if 'groups' not in pm.inspect_notebook(str(notebook)):
+            raise CellnbError(f"groups: the experiment notebook {notebook} has no `groups` parameter, so its runs would split the cells "
+                              "without your groups; add `groups = None` to its parameters cell and pass it to load_dataset")
+    if checked is not None: checked()
     try: (out_dir/'runs').mkdir(parents=True, exist_ok=True)
     except OSError as e: raise CellnbError(f"cannot create the output folder {out_dir} ({e.strerror}); choose a writable --out") from None
     if not os.access(out_dir, os.W_OK): raise CellnbError(f"output folder {out_dir} is not writable; choose another --out")
@@ -624,6 +775,7 @@ def run_study(config, # a StudyConfig, a dict of its fields or a YAML path
         write_samples(cs, out_dir/'samples.npz')
         del cs
         runs = {r['run_id']: r for r in expand(cfg)}
+        _run_rows(out_dir, _good_rows(out_dir, True), True)   # a damaged result.json is set aside (restored from the table where it can be)
         for rid, r in runs.items():
             p = out_dir/'runs'/rid/'params.json'
             p.parent.mkdir(exist_ok=True)
@@ -649,11 +801,21 @@ def run_study(config, # a StudyConfig, a dict of its fields or a YAML path
         if pb is not None and n_done < len(todo): pb.on_interrupt()
         return collect(out_dir, run_ids=list(runs))
 
+def _first_text(s:pd.Series):
+    return next((e for e in s if isinstance(e, str) and e.strip()), None)
+
 def study_summary(df:pd.DataFrame) -> dict:
-    "Counts of ok / failed runs and the failed runs' errors, from a results table."
+    """Counts of ok / failed runs, the failed runs' errors, and the runs that finished with a `warning` (a model that
+    collapsed to one class, ...): ok runs whose numbers need a look."""
+    df = df if 'warning' in df.columns else df.assign(warning=None)
     by_run = df.groupby('run_id', sort=False).agg(status=('status', lambda s: 'ok' if (s == 'ok').all() else 'failed'),
                                                   model=('model', 'first'), protocol=('protocol', 'first'),
-                                                  error=('error', lambda s: next((e for e in s if isinstance(e, str) and e), None))) if len(df) else pd.DataFrame(columns=['status'])
+                                                  flag_limit=('flag_limit', 'first'), seed=('seed', 'first'),
+                                                  error=('error', _first_text), warning=('warning', _first_text)) if len(df) else pd.DataFrame(columns=['status', 'warning'])
     failed = by_run[by_run.status == 'failed']
+    flagged = by_run[(by_run.status == 'ok') & by_run.warning.notna()]
+    num = lambda v: int(v) if isinstance(v, (int, float, np.integer, np.floating)) and not pd.isna(v) else v
     return dict(runs=len(by_run), ok=int((by_run.status == 'ok').sum()), failed=len(failed),
-                failures=[dict(run_id=i, model=r.model, protocol=r.protocol, error=r.error) for i, r in failed.iterrows()])
+                failures=[dict(run_id=i, model=r.model, protocol=r.protocol, error=r.error) for i, r in failed.iterrows()],
+                flagged=[dict(run_id=i, model=r.model, protocol=r.protocol, flag_limit=num(r.flag_limit), seed=num(r.seed), warning=r.warning)
+                         for i, r in flagged.iterrows()])

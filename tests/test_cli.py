@@ -24,7 +24,7 @@ def study(tmp_path_factory):
 def test_failed_run_summary_and_exit_1(study):
     out, r = study
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "1 of 2 runs ok, 1 failed" in r.stdout
+    assert r.stdout.startswith("1 of 2 runs ok, ") and ", 1 failed (" in r.stdout.splitlines()[0]   # the ok run may be flagged (one epoch)
     assert "effnet_lite0_in1k/linear_probe" in r.stdout and "truncated.pth is corrupt or truncated" in r.stdout
     assert "Traceback" not in r.stderr + r.stdout
     df = pd.read_parquet(out/'results.parquet')
@@ -119,3 +119,77 @@ def test_help():
     for cmd in ('cellnb-study', 'cellnb-report', 'cellnb-predict'):
         r = sh(cmd, '--help')
         assert r.returncode == 0 and 'usage:' in r.stdout
+
+# ---------------------------------------------------------------- issue 50 and 48: writes, exit codes, flagged runs, groups
+def test_report_keeps_the_rows_of_a_damaged_run(study, tmp_path):
+    "cellnb-report on a study whose ok run has a damaged result.json names it, sets it aside and keeps the run's rows."
+    import shutil
+    out, _ = study
+    cp = tmp_path/'copy'; shutil.copytree(out, cp)
+    before = pd.read_parquet(cp/'results.parquet')
+    rid = before.query("status == 'ok'").run_id.iloc[0]
+    (cp/'runs'/rid/'result.json').write_text('[{"run_id": "')
+    r = sh('cellnb-report', cp)
+    assert r.returncode == 0, r.stderr
+    assert f"cellnb-report: warning: {cp/'runs'/rid/'result.json'} is damaged" in r.stderr and "restored from results.parquet" in r.stderr
+    after = pd.read_parquet(cp/'results.parquet')
+    assert after.query("status == 'ok'")[['run_id', 'condition', 'macro_f1']].equals(before.query("status == 'ok'")[['run_id', 'condition', 'macro_f1']])
+    assert (cp/'runs'/rid/'result.json.damaged').read_text() == '[{"run_id": "' and len(json.loads((cp/'runs'/rid/'result.json').read_text())) == 2
+
+def test_exit_codes_for_the_unexpected(capsys):
+    "A file the system refuses is exit 2 naming the file; an error cellnb did not foresee is exit 3 and says it is a bug."
+    from cellnb.cli import _main
+    def denied(argv): raise PermissionError(13, 'Permission denied', '/study/results.parquet')
+    def bug(argv): raise RuntimeError('tensor sizes do not match')
+    assert _main('cellnb-report', denied, []) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["cellnb-report: error: /study/results.parquet: Permission denied; check that the path exists, is the right kind (file or folder) and that you may read or write it"]
+    assert _main('cellnb-study', bug, []) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "internal error RuntimeError: tensor sizes do not match" in err[0] and "this is a bug in cellnb" in err[0] and "--debug" in err[0]
+
+def test_summary_names_flagged_runs(capsys):
+    "Result rows with a `warning` (written by the experiment) make the summary line name the run and the problem."
+    from cellnb.sweep import study_summary
+    from cellnb.cli import _print_summary
+    rows = []
+    for m, fl, seed, w in [('cnn', 32, 0, "collapsed: every test cell predicted as 'epithelial'"), ('cnn', 64, 0, None), ('resnet', 32, 1, ''),
+                           ('effnet_lite0_in1k', 32, 0, "validation macro-F1 never beat the majority class")]:
+        for cond in ('clean', 'post'):
+            rows.append(dict(run_id=f"{m}{fl}{seed}", model=m, protocol='scratch' if m != 'effnet_lite0_in1k' else 'linear_probe', flag_limit=fl, seed=seed,
+                             condition=cond, status='ok', error=None, warning=w))
+    rows.append(dict(run_id='bad', model='cnn', protocol='scratch', flag_limit=128, seed=0, condition=None, status='failed', error='boom', warning=None))
+    s = study_summary(pd.DataFrame(rows))
+    assert (s['runs'], s['ok'], s['failed'], len(s['flagged'])) == (5, 4, 1, 2)
+    _print_summary(Path('/s'), s, 12.0)
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == ("4 of 5 runs ok, 2 flagged (see report): cnn FlagLimit 32 seed 0: collapsed: every test cell predicted as 'epithelial'; "
+                     "effnet_lite0_in1k/linear_probe FlagLimit 32 seed 0: validation macro-F1 never beat the majority class, 1 failed (12 s) in /s")
+    assert study_summary(pd.DataFrame(rows).drop(columns='warning'))['flagged'] == []   # results written before the column existed
+
+def test_predict_warns_about_a_flagged_run(study, tmp_path):
+    "cellnb-predict with the model of a flagged run says so in one warning line on stderr, and still writes the predictions."
+    import shutil
+    out, _ = study
+    rid = pd.read_parquet(out/'results.parquet').query("model == 'cnn' and status == 'ok'").run_id.iloc[0]
+    run = tmp_path/'run'; shutil.copytree(out/'runs'/rid, run)
+    rows = json.loads((run/'result.json').read_text())
+    (run/'result.json').write_text(json.dumps([dict(r, warning="collapsed: every test cell predicted as 'b'") for r in rows]))
+    r = sh('cellnb-predict', '--model', run, '--data', 'synthetic', '--n-per-class', 4, '--out', tmp_path/'p.csv')
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip().splitlines() == ["cellnb-predict: warning: the study flagged this model's run: collapsed: every test cell predicted as 'b'; "
+                                             "treat its predictions with care (see the study's report)"]
+    assert len(pd.read_csv(tmp_path/'p.csv')) == 16
+
+def test_predict_groups_from_file_names(study, tmp_path):
+    "--groups gives the group column of unlabelled crops named <tile>_<n>.png."
+    from PIL import Image
+    out, _ = study
+    rid = pd.read_parquet(out/'results.parquet').query("model == 'cnn' and status == 'ok'").run_id.iloc[0]
+    rng = np.random.default_rng(0)
+    (tmp_path/'crops').mkdir()
+    for i in range(4): Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(tmp_path/'crops'/f"img{i % 2}_{i}.png")
+    r = sh('cellnb-predict', '--model', out/'runs'/rid, '--data', f"folder:{tmp_path/'crops'}", '--groups', r'^(img\d+)_\d+$', '--out', tmp_path/'p.csv')
+    assert r.returncode == 0, r.stderr
+    p = pd.read_csv(tmp_path/'p.csv')
+    assert list(p.source) == ['img0_0.png', 'img0_2.png', 'img1_1.png', 'img1_3.png'] and list(p.group) == ['img0', 'img0', 'img1', 'img1']

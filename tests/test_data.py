@@ -120,7 +120,7 @@ def test_from_folder_groups_and_conversion(tmp_path):
     assert notes["b/pt1_rgba.png"] == "RGBA->RGB" and "16-bit->8-bit" in notes["b/pt1_deep.tif"]
     pd.DataFrame(dict(path=list(cs.meta.source), group=[f"P{i}" for i in range(len(cs))])).to_csv(tmp_path / "g.csv", index=False)
     assert list(CellSet.from_folder(root, groups=tmp_path / "g.csv").groups) == [f"P{i}" for i in range(len(cs))]
-    with pytest.warns(UserWarning, match="cannot keep a patient"):
+    with pytest.warns(UserWarning, match=r"a split can put cells of one patient or tile on both sides; give the groups: .*--groups on the command line, groups: in a study config"):
         cs2 = CellSet.from_folder(root)
     assert len(set(cs2.groups)) == len(cs2)
 
@@ -281,7 +281,31 @@ def _damaged_save(tmp_path):
     p = toy(6).save(tmp_path / "cs"); f = p / "cells.safetensors"; f.write_bytes(f.read_bytes()[:100])
     return lambda: CellSet.load(p), "is damaged"
 
-BAD = [_empty_folder, _missing_folder, _class_no_images, _corrupt_image, _truncated_image, _unknown_format,
+def _small_crop_among_larger(tmp_path):
+    root = write_folder(tmp_path / "d"); Image.fromarray(np.zeros((48, 30, 3), np.uint8)).save(root / "b" / "pt0_thin.png")
+    return lambda: CellSet.from_folder(root, groups=r"(pt\d)"), "crop b/pt0_thin.png is 30x48 px, under 40 px (1 such crop(s) among 9)"
+
+def _csv_label_reads_as_missing(tmp_path):
+    write_folder(tmp_path / "d")
+    pd.DataFrame(dict(path=["d/a/pt0_0.png", "d/b/pt1_1.png"], label=["a", "n/a"], group=["p", "q"])).to_csv(tmp_path / "c.csv", index=False)
+    return lambda: CellSet.from_csv(tmp_path / "c.csv"), "c.csv row 2: label 'n/a' reads as a missing value"
+
+def _csv_group_reads_as_missing(tmp_path):
+    write_folder(tmp_path / "d")
+    pd.DataFrame(dict(path=["d/a/pt0_0.png", "d/b/pt1_1.png"], label=["a", "b"], group=["NaN", "q"])).to_csv(tmp_path / "c.csv", index=False)
+    return lambda: CellSet.from_csv(tmp_path / "c.csv"), "c.csv row 1: group 'NaN' reads as a missing value"
+
+def _csv_crop_listed_twice(tmp_path):
+    write_folder(tmp_path / "d")
+    pd.DataFrame(dict(path=["d/a/pt0_0.png", "d/b/pt1_1.png", "d/a/pt0_0.png"], label=["a", "b", "b"], group=["p", "q", "p"])).to_csv(tmp_path / "c.csv", index=False)
+    return lambda: CellSet.from_csv(tmp_path / "c.csv"), "c.csv rows 1 and 3 list the same crop d/a/pt0_0.png"
+
+def _groups_csv_is_a_folder(tmp_path):
+    root = write_folder(tmp_path / "d"); (tmp_path / "g.csv").mkdir()
+    return lambda: CellSet.from_folder(root, groups=tmp_path / "g.csv"), "g.csv is a folder"
+
+BAD = [_small_crop_among_larger, _csv_label_reads_as_missing, _csv_group_reads_as_missing, _csv_crop_listed_twice, _groups_csv_is_a_folder,
+       _empty_folder, _missing_folder, _class_no_images, _corrupt_image, _truncated_image, _unknown_format,
        _csv_missing_column, _csv_unknown_label, _csv_bad_row, _unlabelled_folder_with_subfolders, _unlabelled_csv_empty_path,
        _unlabelled_csv_no_path, _point_outside, _nan_coordinates,
        _crop_too_small_points, _crop_too_small_folder, _crop_too_small_tensor, _split_leaves_class_empty,
@@ -322,3 +346,25 @@ def test_failed_save_keeps_the_earlier_one(tmp_path):
     bad = CellSet(cs.images, cs.labels, cs.classes, cs.groups, cs.meta.assign(z=[1j] * 6))   # parquet cannot hold complex numbers
     one_line_error(lambda: bad.save(p), "cannot save the meta table")
     assert torch.equal(CellSet.load(p).images, cs.images)
+
+
+def test_hidden_folders_are_not_cells(tmp_path):
+    "Images inside hidden folders of a class folder (.ipynb_checkpoints, .thumbnails) are not read as cells."
+    root = write_folder(tmp_path / "d")
+    (root / "a" / ".thumbnails").mkdir()
+    Image.fromarray(np.zeros((48, 48, 3), np.uint8)).save(root / "a" / ".thumbnails" / "pt0_9.png")
+    cs = CellSet.from_folder(root, groups=r"(pt\d)")
+    assert len(cs) == 8 and not any(".thumbnails" in s for s in cs.meta.source)
+
+
+def test_csv_groups_from_file_names_and_split_groups(tmp_path):
+    "groups= takes a CSV's groups from its paths' file names (no group column needed); group_split names each part's groups."
+    write_folder(tmp_path / "d", n=20)
+    rows = [dict(path=f"d/{c}/pt{i % 2}_{i}.png", label=c) for c in "ab" for i in range(20)]
+    pd.DataFrame(rows).to_csv(tmp_path / "c.csv", index=False)
+    cs = CellSet.from_csv(tmp_path / "c.csv", groups=r"^pt\d_(\d+)$")   # each cell index its own 'tile'
+    assert list(cs.groups) == [str(i) for i in range(20)] * 2
+    sp = group_split(cs, seed=0)
+    g = sp.groups()
+    assert sorted(sum(g.values(), [])) == sorted(set(cs.groups)) and g["test"] == sorted(set(sp.test.groups))
+    assert repr(sp).startswith("Split(train: ") and "groups (" in repr(sp) and len(sp.table()) == 3

@@ -78,8 +78,10 @@ def test_ctrl_c_stops_cleanly_and_rerun_resumes(tmp_path, toy):
     df = results(study)
     assert len(df) == 6 and df.run_id.nunique() == 6 and (df.status == 'ok').all()
 
-def test_damaged_run_files_are_redone(tmp_path, toy):
-    "A result.json or params.json damaged between two invocations (disk full, a crash, a bad copy) is redone, not trusted."
+def test_damaged_run_files_are_restored_or_redone(tmp_path, toy):
+    """A result.json or params.json damaged between two invocations (disk full, a crash, a bad copy) is never trusted:
+    a damaged result.json is named, set aside as result.json.damaged and restored from results.parquet, which holds
+    the run's rows (so the run is not redone); without such rows the run is redone; a damaged params.json is rewritten."""
     cmd = study_cmd(tmp_path, toy, seeds=[0, 1, 2])
     assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
     study = tmp_path/'study'
@@ -87,9 +89,18 @@ def test_damaged_run_files_are_redone(tmp_path, toy):
     (runs[0]/'result.json').write_text('[{"run_id": "')                        # cut short
     (runs[1]/'params.json').write_text('')                                      # emptied
     kept = (runs[2]/'result.json').stat().st_mtime_ns
+    ran = (runs[0]/'output.ipynb').stat().st_mtime_ns
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "3 of 3 runs ok" in r.stdout, r.stdout + r.stderr
+    assert f"cellnb-study: warning: {runs[0]/'result.json'} is damaged" in r.stderr and "its 1 rows restored from results.parquet" in r.stderr
     df = results(study)
     assert len(df) == 3 and sorted(df.run_id) == sorted(d.name for d in runs) and (df.status == 'ok').all()
     assert json.loads((runs[1]/'params.json').read_text())['run_id'] == runs[1].name
     assert (runs[2]/'result.json').stat().st_mtime_ns == kept                   # complete runs are not redone
+    assert (runs[0]/'output.ipynb').stat().st_mtime_ns == ran and (runs[0]/'result.json.damaged').read_text() == '[{"run_id": "'
+    # a damaged result.json whose rows the table lacks (the table is damaged too) is set aside and its run redone
+    (runs[0]/'result.json').write_text('{}'); (study/'results.parquet').write_bytes(b'garbage')
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "3 of 3 runs ok" in r.stdout and "rerun the study to redo that run" in r.stderr, r.stdout + r.stderr
+    assert (runs[0]/'output.ipynb').stat().st_mtime_ns > ran and (study/'results.parquet.damaged').read_bytes() == b'garbage'
+    assert len(results(study)) == 3
