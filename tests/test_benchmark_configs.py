@@ -92,8 +92,8 @@ def test_slope_vs_accuracy_pairs_the_models_at_the_largest_flag_limit():
     f1 = {"a": 0.70, "b": 0.65, "c": 0.60, "d": 0.55, "e": 0.50}
     table = {e: {"1024": {"macro_f1": 0.4}, "100000": {"macro_f1": v}} for e, v in f1.items()}
     table["short"] = {"1024": {"macro_f1": 0.9}}
-    d = {e: {"post": {"flag_limit": 100000, "slope_at_largest_flag_limit": -0.1 - 2 * (v - 0.5)}} for e, v in f1.items()}
-    d["short"] = {"post": {"flag_limit": 1024, "slope_at_largest_flag_limit": 0.0}}
+    d = {e: {"pre": {"flag_limit": 100000, "slope_at_largest_flag_limit": -0.1 - 2 * (v - 0.5)}} for e, v in f1.items()}
+    d["short"] = {"pre": {"flag_limit": 1024, "slope_at_largest_flag_limit": 0.0}}
     r = _slope_vs_accuracy(table, d)                      # 'short' has no 'all' run: left out
     assert "short" not in r["points"]
     assert r["flag_limit"] == 100000 and r["n_models"] == 5 and r["r"] == pytest.approx(-1.0)
@@ -204,7 +204,7 @@ def test_schedule_table_splits_a_step_into_steps_and_cells(tmp_path, monkeypatch
         slope = dict(slope=-.4, seed_ci=[-.5, -.3], n_runs=3, flag_limit=fl)
         (tmp_path / f"crchisto_flaglimit_shared40_{x}.json").write_text(json.dumps(dict(
             configs=[cfg(fl, ep)], runs=3, runs_ok=3, train_seconds_total=60.0, table={"bb · full_ft": {str(fl): row}},
-            d_blur_slopes={"bb · full_ft": {"post": slope}})))
+            d_blur_slopes={"bb · full_ft": {"pre": slope}})))
     folder("short", 512, 4, [.60, .61, .62]); folder("long", 512, 8, [.63, .65, .64]); folder("more", 1024, 4, [.67, .68, .69])
     monkeypatch.setattr(tables, "RESULTS", tmp_path)
     monkeypatch.setattr(tables, "_load", lambda n: json.loads((tmp_path / f"{n}.json").read_text()))
@@ -388,7 +388,7 @@ def test_tables_quote_the_committed_ft_extension_results():
                  "| effnet_lite0_in1k · ft_last | 512 -> 1024 | 0.680 | 0.667 | +0.013 [-0.013, +0.038] | Welch over seed means |",
                  "| effnet_lite0_in1k · linear_probe | 1024 -> 1024 | 0.635 | 0.635 | +0.000 [-0.016, +0.016] |",
                  "| effnet_lite0_in1k · ft_last minus linear_probe | 1024 | +0.045 [-0.000, +0.090] (n=3) |",
-                 "effnet_lite0_in1k · ft_last post -0.380 [-0.482, -0.277] (n=3) at 1024"))
+                 "effnet_lite0_in1k · ft_last pre -0.380 [-0.482, -0.277] (n=3) at 1024"))
     _table_says("ft2048", ("| effnet_lite0_in1k · ft_last | 2048 | 0.703 (n=3) | 0: 0.705, 1: 0.712, 2: 0.692 |",
                  "| effnet_lite0_in1k · ft_last | 1024 -> 2048 | 0.703 | 0.680 | +0.023 [+0.018, +0.028] | paired by seed | crchisto_flaglimit_shared40_ft1024.json |",
                  "| effnet_lite0_in1k · linear_probe | 2048 -> 2048 | 0.642 | 0.642 | +0.000 [-0.007, +0.007] |",

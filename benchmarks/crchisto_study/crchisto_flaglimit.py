@@ -9,7 +9,7 @@ grid only runs what is new. Then, from the collected results table of every run 
   (b) does the backbone's linear probe saturate early?  the smallest FlagLimit reaching 95% of its best macro-F1,
       against the same for the scratch models (and for a fine-tuning protocol with a curve of its own);
   (c) the small-patch ViT against the CNNs at the largest FlagLimit custom_vit ran at (paired gain, 95% CI);
-  (d) blur degradation slopes (macro-F1 per unit log2(1+sigma)), pre and post, per model at the largest FlagLimit
+  (d) blur degradation slopes (macro-F1 per unit log2(1+sigma)) per placement (source, pre, post), per model at the largest FlagLimit
       run with every seed, mean over seeds with a t-based 95% CI (and the slope at the largest FlagLimit);
   (e) when <run folder>_balanced exists (crchisto_flaglimit_balanced.yaml: the same runs at all cells with a
       class-balanced loss): is the 2048 -> all drop the class mix? balanced-loss and prior-corrected runs against the
@@ -220,7 +220,7 @@ def protocol_gains(clean, out=None) -> dict:
                     per_seed=_paired_runs(out, clean, a, b, fl) if out is not None else None)
     return outd
 
-def _slope_vs_accuracy(table, d, placement="post"):
+def _slope_vs_accuracy(table, d, placement="pre"):
     """Across the models that ran the largest FlagLimit: Pearson r of clean macro-F1 (mean over seeds) against the blur
     slope there (mean over seeds), with its Fisher-z 95% CI: does robustness to blur follow accuracy?"""
     if not table or "error" in d: return None

@@ -74,7 +74,7 @@ def findings_table() -> str:
     "Findings (a)-(d) per model, from the FlagLimit JSON."
     d = _load("crchisto_flaglimit")
     a, b, c, bl = d["a_scratch_keeps_rising"], d["b_saturation"], d["c_vit_vs_cnns"], d["d_blur_slopes"]
-    rows = ["| model | (a) gain over the span with every seed | (a) last step | (b) best macro-F1, 95% of it at | (d) blur slope post | (d) blur slope pre | (c) custom_vit minus this model |",
+    rows = ["| model | (a) gain over the span with every seed | (a) last step | (b) best macro-F1, 95% of it at | (d) blur slope pre (40-px patch) | (d) blur slope source (crop before resize) | (c) custom_vit minus this model |",
             "|---|---|---|---|---|---|---|"]
     for e in sorted(d["table"]):
         ae, be, de = a.get(e, {}), b.get(e, {}), bl.get(e, {})
@@ -86,7 +86,7 @@ def findings_table() -> str:
         vit = "; ".join(f"at {_lab(f)}: {_g(v['vit_minus_model'])}" + "".join(
                   f", seed {r['seed']} {r['diff']:+.3f} [{r['image_boot_ci'][0]:+.3f}, {r['image_boot_ci'][1]:+.3f}]" for r in (v["per_seed"] or []) if v['vit_minus_model']['n'] == 1)
               for f, v in sorted(c.get(e, {}).items(), key=lambda kv: int(kv[0])))
-        rows.append(f"| {e} | {span} | {last} | {sat} | {sl('post')} | {sl('pre')} | {vit} |")
+        rows.append(f"| {e} | {span} | {last} | {sat} | {sl('pre')} | {sl('source')} | {vit} |")
     sa = d.get("d_slope_vs_accuracy")
     corr = ("" if not sa else f"\n\n(d) blur slope ({sa['placement']}) against clean macro-F1 across the {sa['n_models']} models at "
             f"{_lab(sa['flag_limit'])} (means over seeds): Pearson r = {sa['r']:+.2f} [{sa['ci'][0]:+.2f}, {sa['ci'][1]:+.2f}], p = {sa['p']:.3f}")
@@ -128,7 +128,7 @@ def _r_with(old, new):
     return _slope_vs_accuracy({**old["table"], **new["table"]}, {**old["d_blur_slopes"], **new["d_blur_slopes"]}), rep
 
 def _slopes(sl) -> str:
-    "Finding (d): each entry's blur slopes, pre and post, mean over seeds [t 95% CI] at the FlagLimit they were read at."
+    "Finding (d): each entry's blur slopes, source and pre, mean over seeds [t 95% CI] at the FlagLimit they were read at."
     return "; ".join(f"{e} {pl} {_g(dict(mean=v['slope'], ci=v['seed_ci'], n=v['n_runs']))} at {_lab(v['flag_limit'])}"
                      for e, pls in sorted(sl.items()) if isinstance(pls, dict) for pl, v in sorted(pls.items()))
 
