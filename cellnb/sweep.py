@@ -42,17 +42,17 @@ class StudyConfig:
     flag_limits:list=field(default_factory=lambda: [32, 64, 128]) # per-class caps on training cells
     seeds:list=field(default_factory=lambda: [0, 1]) # training seeds (and FlagLimit subset seeds)
     split_seed:int=0 # the train/valid/test split, fixed across seeds
-    blur_sigmas:list=field(default_factory=lambda: [0.8, 1.6]) # blur strengths (at 40 px) evaluated besides clean
-    blur_placements:list=field(default_factory=lambda: ['pre', 'post']) # blur before / after the resize to 40 px
-    epochs:int|dict=5 # epochs, or a policy {model/protocol|model|protocol|default: epochs}
+    blur_sigmas:list=field(default_factory=lambda: [0.5, 1.0, 1.6, 2.4]) # blur sigmas evaluated besides clean (40-px pixels for source/pre, model-input pixels for post); four, so a slope is a fit
+    blur_placements:list=field(default_factory=lambda: ['source', 'pre', 'post']) # the crop before resize to 40 px | the 40-px patch | the model input (cellnb.transforms)
+    epochs:int|dict|None=None # epochs (None: the training policy, `cellnb.train.TRAIN_POLICY`), or {model/protocol|model|protocol|default: epochs}
     lr:float|None=None # learning rate (None: the protocol's default)
-    batch_size:int=128 # training batch size
+    batch_size:int=64 # training batch size (the training policy's)
     weights:dict=field(default_factory=dict) # {backbone: weights path} for backbones not found offline otherwise
     device:str='auto' # 'auto', 'cpu', 'cuda' or 'cuda:N'
     executor:str='local' # 'local' or 'ray'
     workers:int=1 # runs executed at once
     gpus_per_run:float|None=None # Ray: GPU fraction per run (None: 0.25 for small runs, 1 for fine-tuning, 0 on CPU)
-    min_steps:int=0 # scratch/fine-tuning: train at least this many optimizer steps (raises epochs for small FlagLimits)
+    min_steps:int|None=None # scratch/fine-tuning: at least this many optimizer steps (None: the policy's 500 where epochs are not given, else 0)
     augment:bool|dict=True # training augmentation: true, false or strengths such as {shift: 2} (see `cellnb.transforms.augment_options`)
     class_weight:str|None=None # 'balanced': weight each class's loss by n / (k * n_class) (see `cellnb.train.fit_cell_model`)
     n_boot:int=1000 # bootstrap resamples for the confidence intervals
@@ -76,12 +76,12 @@ _FIELD_TYPES = dict(
     protocols=(_list_of(_is_str), "a list of protocols (linear_probe, ft_last, full_ft)"),
     flag_limits=(_list_of(_is_int), "a list of integers"), seeds=(_list_of(_is_int), "a list of integers"),
     split_seed=(_is_int, "an integer"), blur_sigmas=(_list_of(_is_num), "a list of numbers"),
-    blur_placements=(_list_of(_is_str), "a list of 'pre' / 'post'"),
-    epochs=(_epochs_ok, "an integer or a mapping {model/protocol|model|protocol|default: integer}"),
+    blur_placements=(_list_of(_is_str), "a list of 'source' / 'pre' / 'post'"),
+    epochs=(_opt(_epochs_ok), "an integer, null (the training policy) or a mapping {model/protocol|model|protocol|default: integer}"),
     lr=(_opt(_is_num), "a number or null"), batch_size=(_is_int, "an integer"),
     weights=(_weights_ok, "a mapping {backbone: weights path}"), device=(_is_str, "a string: auto, cpu, cuda or cuda:N"),
     executor=(_is_str, "a string: local or ray"), workers=(_is_int, "an integer"),
-    gpus_per_run=(_opt(_is_num), "a number (GPU fraction per run) or null"), n_boot=(_is_int, "an integer"), min_steps=(_is_int, "an integer"),
+    gpus_per_run=(_opt(_is_num), "a number (GPU fraction per run) or null"), n_boot=(_is_int, "an integer"), min_steps=(_opt(_is_int), "an integer or null (the training policy's floor)"),
     augment=(lambda v: isinstance(v, (bool, dict)), "true, false or a mapping of strengths such as {shift: 2}"),
     class_weight=(_opt(_is_str), "null (plain loss) or balanced"),
     name=(_is_str, "a string"))
@@ -145,8 +145,9 @@ def _check_values(c:StudyConfig, src:str):
         _check_finite('blur_sigmas', s, src)
         if s < 0: raise _bad('blur_sigmas', f"{s} is negative; sigmas are >= 0", src)
     for p in c.blur_placements:
-        if p not in ('pre', 'post'): raise _bad('blur_placements', f"unknown placement {p!r}; use 'pre' and/or 'post'", src)
-    for k, e in ({'default': c.epochs} if _is_int(c.epochs) else c.epochs).items():
+        if p not in ('source', 'pre', 'post'):   # cellnb.transforms.BLUR_PLACEMENTS
+            raise _bad('blur_placements', f"unknown placement {p!r}; use 'source' (the crop before resize to 40 px), 'pre' (the 40-px patch) and/or 'post' (the model input)", src)
+    for k, e in ({} if c.epochs is None else {'default': c.epochs} if _is_int(c.epochs) else c.epochs).items():
         if e < 1: raise _bad('epochs', f"{k}: {e} must be >= 1", src)
         _check_policy_key('epochs', k, c, src)
     if c.batch_size < 1: raise _bad('batch_size', f"{c.batch_size} must be >= 1", src)
@@ -157,7 +158,7 @@ def _check_values(c:StudyConfig, src:str):
     if c.gpus_per_run is not None: _check_finite('gpus_per_run', c.gpus_per_run, src)
     if c.gpus_per_run is not None and c.gpus_per_run < 0: raise _bad('gpus_per_run', f"{c.gpus_per_run} must be >= 0", src)
     if c.n_boot < 0: raise _bad('n_boot', f"{c.n_boot} must be >= 0", src)
-    if c.min_steps < 0: raise _bad('min_steps', f"{c.min_steps} must be >= 0", src)
+    if c.min_steps is not None and c.min_steps < 0: raise _bad('min_steps', f"{c.min_steps} must be >= 0", src)
     if isinstance(c.augment, dict):
         from cellnb.transforms import augment_options
         try: augment_options(c.augment)
@@ -254,12 +255,12 @@ def run_id(params:dict) -> str:
     return hashlib.sha1(canon.encode()).hexdigest()[:12]
 
 @patch
-def epochs_for(self:StudyConfig, model:str, protocol:str) -> int:
-    "Epochs for one run under the epochs policy (model/protocol, then model, then protocol, then default)."
-    if _is_int(self.epochs): return self.epochs
+def epochs_for(self:StudyConfig, model:str, protocol:str) -> int|None:
+    "Epochs for one run (model/protocol, then model, then protocol, then default); None: the training policy's."
+    if self.epochs is None or _is_int(self.epochs): return self.epochs
     for k in (f"{model}/{protocol}", model, protocol, 'default'):
         if k in self.epochs: return self.epochs[k]
-    return 5
+    return None
 
 @patch
 def data_source(self:StudyConfig) -> tuple:
@@ -303,19 +304,24 @@ def expand(config, # a StudyConfig, a dict of its fields or a YAML path
     common = dict(dataset=kind, data_path=path, crop=c.crop, n_per_class=c.n_per_class, data_seed=c.data_seed,
                   split_seed=c.split_seed, lr=c.lr, batch_size=c.batch_size, blur_sigmas=[float(s) for s in c.blur_sigmas],
                   blur_placements=list(c.blur_placements), n_boot=c.n_boot)
-    if c.min_steps: common['min_steps'] = int(c.min_steps)   # only when set: older run ids stay valid
-    if c.augment is not True: common['augment'] = c.augment   # likewise
+    if c.augment is not True: common['augment'] = c.augment   # only when set: older run ids stay valid
     if c.class_weight is not None: common['class_weight'] = c.class_weight   # likewise
     if c.groups is not None: common['groups'] = c.groups   # likewise
     pairs = [(m, 'scratch') for m in c.models] + [(b, p) for p in c.protocols for b in c.backbones]
     tags = {pair: _version_tags(*pair) for pair in pairs}   # once per model, not once per run
+    # a step floor is written only when set (older run ids stay valid); 'passes' marks the floor's rule since it
+    # lengthens epochs instead of adding them, so a run recorded under the older rule is never resumed under this one
+    def floor(epochs):
+        if c.min_steps is None or (c.min_steps == 0 and epochs is not None): return {}   # no floor, as before
+        return {'min_steps': int(c.min_steps)} | ({'floor_by': 'passes'} if c.min_steps else {})
     runs, seen = [], set()
     for seed in c.seeds:
         for n in c.flag_limits:
             for model, protocol in pairs:
+                e = c.epochs_for(model, protocol)
                 p = dict(common, model=model, protocol=protocol, flag_limit=int(n), seed=int(seed),
-                         epochs=c.epochs_for(model, protocol), weights=c.weights.get(model) if protocol != 'scratch' else None,
-                         **tags[(model, protocol)])
+                         epochs=e, weights=c.weights.get(model) if protocol != 'scratch' else None,
+                         **tags[(model, protocol)], **floor(e))
                 rid = run_id(p)
                 if rid not in seen: seen.add(rid); runs.append(dict(p, run_id=rid))
     return runs
