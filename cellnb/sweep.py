@@ -233,9 +233,9 @@ def to_yaml(self:StudyConfig, path=None # write here (atomically) when given
 # %% ../nbs/11_sweep.ipynb #1169b12f
 @patch(cls_method=True)
 def quick(cls:StudyConfig, **kw):
-    "The `make study` grid: 3 scratch models + EfficientNet-Lite0 probe, 3 FlagLimits, 2 seeds, 2 blur sigmas."
+    "The `make study` grid: 3 scratch models + EfficientNet-Lite0 probe, 3 FlagLimits, 2 seeds, 4 blur sigmas in 3 placements."
     d = dict(models=['cnn', 'resnet', 'custom_vit'], backbones=['effnet_lite0_in1k'], protocols=['linear_probe'],
-             flag_limits=[32, 64, 128], seeds=[0, 1], n_per_class=240, blur_sigmas=[0.8, 1.6], blur_placements=['pre', 'post'],
+             flag_limits=[32, 64, 128], seeds=[0, 1], n_per_class=240, blur_sigmas=[0.5, 1.0, 1.6, 2.4], blur_placements=['source', 'pre', 'post'],
              epochs=4, min_steps=80, batch_size=32, n_boot=200, workers=2, name='cellnb quick study (synthetic)')
     return cls(**{**d, **kw}).validate()
 

@@ -73,7 +73,7 @@ def test_expand_ids_and_pairs():
     assert [r['run_id'] for r in expand(StudyConfig.quick())] == [r['run_id'] for r in runs]  # stable
     # the quick grid satisfies `make study`'s spec
     assert 'custom_vit' in c.models and len(c.flag_limits) == 3 and len(c.seeds) == 2
-    assert set(c.blur_placements) == {'pre', 'post'} and len(c.blur_sigmas) == 2
+    assert set(c.blur_placements) == {'source', 'pre', 'post'} and len(c.blur_sigmas) == 4   # a slope is a fit over four sigmas
 
 def test_parameters_tag_survives_nbdev_clean(tmp_path):
     nb = tmp_path/'nbs'/'cell_experiment.ipynb'
