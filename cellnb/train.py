@@ -32,7 +32,7 @@ from .transforms import CellPipeline, pipeline_for, tune_malloc, augment_options
 # %% auto #0
 __all__ = ['TRAIN_POLICY', 'PROTOCOLS', 'CONDITIONS', 'CHECKPOINT_FORMAT', 'DEFAULT_LR', 'PROBE_CS', 'CLASS_WEIGHTS',
            'EXTRA_OPTIONS', 'CellDataLoader', 'cell_dataloaders', 'resolve_policy', 'train_schedule', 'macro_f1',
-           'MacroF1', 'KeepBestCallback', 'StopOnNaNCallback', 'FrozenBNCallback', 'frozen_bn_modules',
+           'MacroF1', 'KeepBestCallback', 'StopOnNaNCallback', 'FrozenBNCallback', 'frozen_bn_modules', 'family_of',
            'BackboneClassifier', 'FittedModel', 'dihedral_views', 'read_checkpoint', 'CheckpointCallback',
            'last_stage_modules', 'check_model', 'balanced_class_weights', 'fit_cell_model', 'majority_macro_f1',
            'learning_warning']
@@ -219,6 +219,15 @@ def frozen_bn_modules(model:nn.Module) -> list:
 
 # %% ../nbs/07_train.ipynb #bef90922
 PROTOCOLS = ['scratch', 'linear_probe', 'ft_last', 'full_ft']
+def family_of(model:str, # a scratch architecture or a backbone name
+              protocol:str, # 'scratch' or a backbone protocol
+             ) -> str:
+    "A result row's family: 'scratch' for the 40-px models, else the backbone's: 'foundation' (UNI, CTransPath) or 'pretrained' (ImageNet)."
+    if protocol == 'scratch': return 'scratch'
+    from cellnb.foundation import get_spec
+    try: return get_spec(model).family
+    except CellnbError: return 'pretrained'   # a name only the user's own experiment notebook knows
+
 CONDITIONS = ('clean', *BLUR_PLACEMENTS)   # clean, or a blur placement of `cellnb.transforms`
 
 class BackboneClassifier(nn.Module):
@@ -259,8 +268,8 @@ class FittedModel:
 
     @property
     def family(self) -> str:
-        "'scratch' or 'foundation'."
-        return 'scratch' if self.protocol == 'scratch' else 'foundation'
+        "'scratch', or the backbone's family: 'foundation' (pathology foundation models) or 'pretrained' (ImageNet weights)."
+        return family_of(self.model_name, self.protocol)
 
     @property
     def backbone(self):

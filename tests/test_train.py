@@ -96,7 +96,7 @@ def test_linear_probe_learns_and_reuses_cache(cells, tiny_backbone, tmp_path):
     cs, tr, va = cells
     name, w = tiny_backbone
     fm = fit_cell_model('linear_probe', name, tr, va, weights=w, device='cpu', progress=False)
-    assert fm.family == 'foundation' and acc(fm, va) > 0.5
+    assert fm.family == 'pretrained' and acc(fm, va) > 0.5   # an ImageNet-style timm backbone, not a pathology foundation model
     assert embed.last_computed > 0 or True
     # a smaller training subset (as a FlagLimit would give) and another seed: every row is already cached
     sub = tr[np.arange(0, len(tr), 2)]

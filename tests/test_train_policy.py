@@ -109,3 +109,10 @@ def test_defaults_are_the_cv_configuration_behind_the_weighted_f1_target():
     train, valid, test = group_split(cs, seed=0)
     for n in (len(train) // 2, len(train)):
         assert train_schedule(n) == (TRAIN_POLICY['epochs'], train_schedule(n, TRAIN_POLICY['bs'], 1)[1])
+
+def test_family_names_pathology_foundation_models_only():
+    from cellnb.train import family_of
+    assert family_of('cnn', 'scratch') == 'scratch'
+    assert family_of('uni', 'linear_probe') == family_of('ctranspath', 'full_ft') == family_of('uni2_h', 'ft_last') == 'foundation'
+    assert family_of('effnet_lite0_in1k', 'linear_probe') == family_of('resnetrs50', 'ft_last') == 'pretrained'
+    assert family_of('timm:resnet18', 'linear_probe') == family_of('my_own_backbone', 'linear_probe') == 'pretrained'
