@@ -33,6 +33,10 @@ def check_results(results:pd.DataFrame, # a results table (RESULT_COLUMNS)
     from cellnb.evaluate import upgrade_blur_names
     from cellnb.transforms import blur_record
     results = upgrade_blur_names(results, what)   # old two-placement tables: mapped with a warning; unknown placements refused
+    if results["family"].eq("foundation").any():   # tables written before 'pretrained' existed called every backbone 'foundation'
+        from cellnb.train import family_of
+        results = results.assign(family=[family_of(m, p) if f == "foundation" else f
+                                         for m, p, f in zip(results["model"], results["protocol"], results["family"])])
     s40 = pd.to_numeric(results["sigma_40px"], errors="coerce")
     if s40.isna().any():   # rows built without it: derive it where the placement (and for post the input size) says what sigma means
         size = results["input_size"] if "input_size" in results.columns else pd.Series(np.nan, index=results.index)

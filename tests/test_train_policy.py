@@ -116,3 +116,11 @@ def test_family_names_pathology_foundation_models_only():
     assert family_of('uni', 'linear_probe') == family_of('ctranspath', 'full_ft') == family_of('uni2_h', 'ft_last') == 'foundation'
     assert family_of('effnet_lite0_in1k', 'linear_probe') == family_of('resnetrs50', 'ft_last') == 'pretrained'
     assert family_of('timm:resnet18', 'linear_probe') == family_of('my_own_backbone', 'linear_probe') == 'pretrained'
+
+def test_old_tables_name_imagenet_backbones_pretrained():
+    "A results table written when every backbone was 'foundation' reads with the family each backbone has."
+    from cellnb.figures import check_results
+    rows = pd.DataFrame(dict(run_id=['a', 'b', 'c'], model=['cnn', 'effnet_lite0_in1k', 'uni'], family=['scratch', 'foundation', 'foundation'],
+                             protocol=['scratch', 'linear_probe', 'linear_probe'], flag_limit=64, seed=0, condition='clean', sigma=0.0,
+                             sigma_40px=0.0, macro_f1=0.5, status='ok'))
+    assert check_results(rows)['family'].tolist() == ['scratch', 'pretrained', 'foundation']
