@@ -23,7 +23,8 @@ Writes benchmarks/results/<run folder name>.json (crchisto_flaglimit.json by def
 figures/ show the runs as cellnb-study draws them. The report's figures come from the tidy tables instead
 (benchmarks/results_tables.py, then `make figures`).
 Usage: python benchmarks/crchisto_study/crchisto_flaglimit.py [--config a.yaml [b.yaml ...]] [--out DIR] [--workers 2] [--summarise-only]
-       [--seeds 0] [--flag-limits 64,128] [--no-backbones | --no-scratch]   (run part of the grid now; later calls add the rest)
+       [--seeds 0] [--flag-limits 64,128] [--no-backbones | --no-scratch] [--models cnn,custom_vit] [--protocols ft_last]
+       (run part of the grid now; later calls add the rest)
        [--prior benchmarks/results/<earlier study>.json ...]   (finding (g): this folder's FlagLimits against those curves)
        [--records benchmarks/results/run_records/<study>]   (finished runs kept in git: restored into --out, and added to)
 """
@@ -328,6 +329,8 @@ def main():
     ap.add_argument("--flag-limits", default=None, help="comma list: run only these FlagLimits of each config now")
     ap.add_argument("--no-backbones", action="store_true", help="run only the scratch models of each config now")
     ap.add_argument("--no-scratch", action="store_true", help="run only the backbones of each config now")
+    ap.add_argument("--models", default=None, help="comma list: run only these scratch models of each config now")
+    ap.add_argument("--protocols", default=None, help="comma list: run only these backbone protocols of each config now")
     ap.add_argument("--prior", nargs="+", default=None, help="earlier results JSONs whose curves this folder extends: finding (g)")
     ap.add_argument("--records", default=None, help="a folder kept in git (benchmarks/results/run_records/<study>): finished runs "
                     "missing from --out are restored from it first, and each finished run is kept in it (no weights)")
@@ -345,6 +348,9 @@ def main():
                 if a.flag_limits: cfg.flag_limits = [v for v in cfg.flag_limits if str(v) in a.flag_limits.split(",")]
                 if a.no_backbones: cfg.backbones = []
                 if a.no_scratch: cfg.models = []
+                if a.models: cfg.models = [m for m in cfg.models if m in a.models.split(",")]
+                if a.protocols: cfg.protocols = [p for p in cfg.protocols if p in a.protocols.split(",")]
+                if not cfg.protocols: cfg.backbones = []
                 if not cfg.flag_limits or not (cfg.models or cfg.backbones): continue
                 run_study(cfg, out, workers=a.workers)  # run ids hash each run's own parameters: phases add up to the grid
                 walls[Path(c).name] = time.perf_counter() - t
