@@ -4,14 +4,15 @@
 
 # %% ../nbs/10_cost.ipynb #3eb7ae44
 from __future__ import annotations
-import time, threading, statistics, contextlib
+import os, sys, time, threading, statistics, contextlib
 import torch, torch.nn as nn
 import pandas as pd
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count, conv_flop_count, flop_registry
 from .core import CellnbError, get_device, is_positive_int, _is_count
 
 # %% auto #0
-__all__ = ['FLOP_FORMULAS', 'count_params', 'count_flops', 'model_cost', 'cost_table']
+__all__ = ['FLOP_FORMULAS', 'BUSY_LOAD', 'PATHS', 'count_params', 'count_flops', 'spread', 'core_load', 'busy_warning',
+           'CompiledModel', 'model_cost', 'cost_table']
 
 # %% ../nbs/10_cost.ipynb #e5855bfb
 def _cpu_sdpa_flops(q, k, v, *args, out_shape=None, **kw):
@@ -52,18 +53,29 @@ def count_flops(model:nn.Module, # the model (any device)
 def _sync(device):
     if device.type == 'cuda': torch.cuda.synchronize(device)
 
-def _median_seconds(fn, device, warmup, repeats):
-    "Median wall seconds of `fn()` after `warmup` untimed calls, synchronised on `device` (CUDA: the work, not the launches)."
+def _seconds(fn, device, warmup, repeats) -> list:
+    "Wall seconds of each of `repeats` calls of `fn()` after `warmup` untimed calls, synchronised on `device` (CUDA: the work, not the launches)."
     for _ in range(warmup): fn()
     _sync(device); times = []
     for _ in range(repeats):
         t = time.perf_counter(); fn(); _sync(device)
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return times
 
-def _time_forward(model, x, warmup, repeats, ctx):
-    "Median seconds of one forward pass on `x` after `warmup` passes."
-    with torch.inference_mode(), ctx(): return _median_seconds(lambda: model(x), x.device, warmup, repeats)
+def _median_seconds(fn, device, warmup, repeats):
+    "Median wall seconds of `fn()` after `warmup` untimed calls."
+    return statistics.median(_seconds(fn, device, warmup, repeats))
+
+def spread(xs) -> dict:
+    "Median, quartiles (linear interpolation), min, max and count of the repeats `xs`."
+    s = sorted(xs)
+    if not s: raise CellnbError("spread() needs at least one value")
+    q = statistics.quantiles(s, n=4, method='inclusive') if len(s) > 1 else [s[0]] * 3
+    return dict(median=statistics.median(s), q1=q[0], q3=q[2], min=s[0], max=s[-1], n=len(s))
+
+def _time_forward(model, x, warmup, repeats, ctx) -> list:
+    "Seconds of each timed forward pass on `x` after `warmup` passes."
+    with torch.inference_mode(), ctx(): return _seconds(lambda: model(x), x.device, warmup, repeats)
 
 class _RSSPeak:
     "Context manager: peak growth of this process's resident memory (MB) while inside, sampled every millisecond."
@@ -80,17 +92,80 @@ class _RSSPeak:
         self.stop.set(); self.th.join()
         self.mb = (self.peak - self.base) / 2**20
 
+# %% ../nbs/10_cost.ipynb #70bd9bcd
+BUSY_LOAD = 0.25   # other processes' share of the affinity cores above which a timing is flagged busy
+
+def core_load(window:float=0.3, # seconds to sample (this process sleeps meanwhile)
+             ) -> dict:
+    "How loaded the cores this process may run on are by *other* processes: `load` in 0..1 of their capacity, with every core's percent."
+    import psutil
+    cores, me = sorted(os.sched_getaffinity(0)), psutil.Process()
+    c0, t0 = me.cpu_times(), time.perf_counter()
+    pc = psutil.cpu_percent(interval=window, percpu=True)
+    c1, dt = me.cpu_times(), time.perf_counter() - t0
+    own = (c1.user + c1.system - c0.user - c0.system) / dt   # cores' worth this process used (its threads), not counted as load
+    on = sum(pc[c] for c in cores if c < len(pc)) / 100
+    return dict(cores=cores, load=round(min(1.0, max(0.0, on - own) / len(cores)), 3), percpu=[round(p, 1) for p in pc])
+
+def busy_warning(before:dict, after:dict, what:str='the timing') -> bool:
+    "True, with one line on stderr, when `core_load` found the cores busy before or after `what`."
+    load = max(before['load'], after['load'])
+    if load <= BUSY_LOAD: return False
+    cores = before['cores']
+    print(f"cellnb.cost: warning: {'core' if len(cores) == 1 else 'cores'} {','.join(map(str, cores))} {'was' if len(cores) == 1 else 'were'} "
+          f"{100 * load:.0f}% busy with other processes around {what}; its times are inflated: rerun on a quiet machine", file=sys.stderr, flush=True)
+    return True
+
+# %% ../nbs/10_cost.ipynb #b007486d
+PATHS = ('eager', 'compiled', 'cuda_graphs')
+
+class CompiledModel(nn.Module):
+    "`model` for inference through `torch.compile` ('compiled') or, on CUDA, compiled with CUDA graphs replayed per fixed batch shape ('cuda_graphs'); falls back to eager, with one line, when compilation fails."
+    def __init__(self, model:nn.Module, # the network (any cellnb model or timm backbone)
+                 path:str='compiled', # one of PATHS
+                ):
+        super().__init__()
+        if path not in PATHS: raise CellnbError(f"path={path!r} is unknown; use one of {list(PATHS)}")
+        self.model, self.path, self.compile_s, self._seen = model, path, 0.0, set()
+        mode = 'reduce-overhead' if path == 'cuda_graphs' else None   # reduce-overhead: CUDA graphs, one per input shape
+        self.__dict__['_fast'] = model if path == 'eager' else torch.compile(model, mode=mode, dynamic=False)
+
+    def forward(self, x):
+        if self.path == 'eager': return self.model(x)
+        if self.path == 'cuda_graphs' and x.device.type != 'cuda':
+            raise CellnbError(f"path='cuda_graphs' needs a CUDA device, got an input on {x.device}; use path='compiled'")
+        key = (tuple(x.shape), x.dtype, str(x.device), torch.is_grad_enabled(), torch.is_inference_mode_enabled(),
+               torch.is_autocast_enabled(x.device.type))
+        if key in self._seen: y = self._fast(x)
+        else:   # the first call of a shape compiles (and records the graph): time it
+            t = time.perf_counter()
+            try: y = self._fast(x)
+            except Exception as e:
+                y = self.model(x)   # a bad input fails here too, with eager's own error
+                self.path = 'eager'
+                print(f"cellnb: torch.compile failed ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:150]}); "
+                      "running eager instead (path 'eager')", file=sys.stderr, flush=True)
+                return y
+            _sync(x.device); self.compile_s += time.perf_counter() - t; self._seen.add(key)
+        return y.clone() if self.path == 'cuda_graphs' else y   # a replayed graph overwrites its output buffer on the next call
+
+    def __getattr__(self, name):   # input_size, mean, std, cellnb_spec...: the wrapped model's
+        try: return super().__getattr__(name)
+        except AttributeError: return getattr(self.model, name)
+
 # %% ../nbs/10_cost.ipynb #7e0f3618
 def model_cost(model:nn.Module, # the model to measure (weights do not matter)
                input_size:int, # side of the square input it gets (40 for cellnb models, 224 for foundation backbones)
                batch_sizes:tuple=(1, 256), # batch sizes to time; latency_ms_per_patch is at the first (use 1)
                device='cpu', # where to measure: 'cpu', 'cuda', 'cuda:N' or a torch.device
-               warmup:int=2, # untimed passes per batch size
-               repeats:int=5, # timed passes per batch size (the median is reported)
+               warmup:int=2, # untimed passes per batch size (after compilation, for a compiled path)
+               repeats:int=5, # timed passes per batch size (median, quartiles, min and max reported)
                dtype:torch.dtype|None=None, # autocast dtype (e.g. torch.bfloat16); None: float32
                threads:int|None=None, # CPU threads while measuring (restored after); None: torch's current setting
+               path:str='eager', # 'eager', 'compiled' (torch.compile) or 'cuda_graphs' (compiled with CUDA graphs; CUDA only)
+               load_check:float=0.3, # seconds to sample the cores' load by other processes before and after timing; 0: skip
               ) -> dict:
-    "Parameters, FLOPs per patch, latency/throughput per batch size and peak memory of `model` on `device`."
+    "Parameters, FLOPs per patch, latency (median and spread)/throughput per batch size and peak memory of `model` on `device`, on an inference `path`."
     dev = get_device(device)
     _check_input_size(input_size)
     bss = [batch_sizes] if isinstance(batch_sizes, int) else list(batch_sizes)
@@ -103,6 +178,10 @@ def model_cost(model:nn.Module, # the model to measure (weights do not matter)
     ctx = (lambda: torch.autocast(dev.type, dtype=dtype)) if dtype is not None else contextlib.nullcontext
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise CellnbError(f"threads={threads!r} is invalid; use a positive integer or None")
+    if path not in PATHS: raise CellnbError(f"path={path!r} is unknown; use one of {list(PATHS)}")
+    if path == 'cuda_graphs' and dev.type != 'cuda': raise CellnbError(f"path='cuda_graphs' needs device='cuda', not {dev}; use path='compiled'")
+    if isinstance(load_check, bool) or not isinstance(load_check, (int, float)) or not 0 <= load_check <= 10:
+        raise CellnbError(f"load_check={load_check!r} is invalid; give seconds between 0 (skip) and 10, e.g. 0.3")
     p0 = next(model.parameters(), None)
     home, was_training, old_threads = (p0.device if p0 is not None else None), model.training, torch.get_num_threads()
     if threads is not None: torch.set_num_threads(threads)
@@ -112,19 +191,28 @@ def model_cost(model:nn.Module, # the model to measure (weights do not matter)
         except (RuntimeError, AssertionError, ValueError) as e:   # shape errors; timm ViTs assert their input size
             raise CellnbError(f"{type(model).__name__} failed on a (1, 3, {input_size}, {input_size}) input "
                               f"({(str(e).splitlines() or [type(e).__name__])[0][:120]}); pass the input_size the model expects") from None
+        run = CompiledModel(model, path)
         out = dict(params=count_params(model), gflops=flops / 1e9)
+        for b in bss:   # compile (and record graphs) for every batch size first: compilation stays out of the timed region
+            if path != 'eager':
+                with torch.inference_mode(), ctx(): run(torch.randn(b, 3, input_size, input_size, device=dev))
+        before = core_load(load_check) if load_check else None
         for b in bss:
             x = torch.randn(b, 3, input_size, input_size, device=dev)
             last = b == max(bss)
             if last and dev.type == 'cuda': torch.cuda.reset_peak_memory_stats(dev); base = torch.cuda.memory_allocated(dev)
             with (_RSSPeak() if last and dev.type == 'cpu' else contextlib.nullcontext()) as rss:
-                t = _time_forward(model, x, warmup, repeats, ctx)
+                s = spread(_time_forward(run, x, warmup, repeats, ctx))
             if last: peak = (torch.cuda.max_memory_allocated(dev) - base) / 2**20 if dev.type == 'cuda' else rss.mb
-            out[f'latency_ms_per_patch_bs{b}'] = 1000 * t / b
-            out[f'throughput_bs{b}'] = b / t
+            out[f'latency_ms_per_patch_bs{b}'] = 1000 * s['median'] / b
+            for k in ('q1', 'q3', 'min', 'max'): out[f'latency_{k}_ms_per_patch_bs{b}'] = 1000 * s[k] / b
+            out[f'throughput_bs{b}'] = b / s['median']
             del x
+        after = core_load(load_check) if load_check else None
+        busy = busy_warning(before, after, f"{type(model).__name__}'s timing") if load_check else None
         first = dict(params=out.pop('params'), gflops=out.pop('gflops'), latency_ms_per_patch=out[f'latency_ms_per_patch_bs{bss[0]}'])
-        return {**first, **out, 'peak_mem_mb': peak}
+        return {**first, **out, 'peak_mem_mb': peak, 'path': run.path, 'compile_s': run.compile_s, 'repeats': repeats,
+                'busy': busy, 'load_before': before and before['load'], 'load_after': after and after['load']}
     finally:
         torch.set_num_threads(old_threads)
         model.train(was_training)
@@ -132,7 +220,7 @@ def model_cost(model:nn.Module, # the model to measure (weights do not matter)
 
 # %% ../nbs/10_cost.ipynb #9a507655
 def cost_table(models:dict, # name -> (model, input_size)
-               **kw, # passed to `model_cost` (batch_sizes, device, warmup, repeats, dtype)
+               **kw, # passed to `model_cost` (batch_sizes, device, warmup, repeats, dtype, threads, path, load_check)
               ) -> pd.DataFrame:
     "`model_cost` for each model: a DataFrame indexed by name, with the input size and params in millions."
     if not isinstance(models, dict) or not models:
