@@ -1,32 +1,41 @@
 """P3: custom_vit training throughput in FLOP/s as a fraction of this machine's dense matmul FLOP/s.
 
-Both measured in this one process: FLOPs of one training step (forward + backward, torch's flop counter) times
-steps/s, against the FLOP/s of a large float32 matmul. Prints the fraction last (target >= 0.40 on CPU).
+Both measured in this one process, interleaved: each of --repeats (>= 5) repeats times --steps training steps (forward +
+backward + AdamW; FLOPs from torch's flop counter with cellnb.cost.FLOP_FORMULAS) and then the best of a few large
+matmuls, so a load that comes and goes hits both; the fraction is reported as the median of the repeats with its IQR
+and range. --threads defaults to 1 (pin the process to one core, e.g. `taskset -c 1`). The run is flagged busy (one
+warning line) when other processes load the cores this process may run on, before or after it. Prints the fraction last
+(target >= 0.5 on CPU).
 With --bf16 (for a GPU: cellnb trains there under bf16 autocast) the step runs under bf16 autocast and the reference is a
 bf16 matmul.
-Usage: python benchmarks/performance/bench_flops.py [--bs 128] [--steps 8] [--device cuda --bf16]
+Usage: taskset -c 1 python benchmarks/performance/bench_flops.py [--bs 128] [--steps 2] [--repeats 5] [--device cuda --bf16]
 """
-import argparse, contextlib, time, torch
+import argparse, contextlib, sys, time, torch
 from torch.utils.flop_counter import FlopCounterMode
-from cellnb.cost import FLOP_FORMULAS
+from cellnb.cost import FLOP_FORMULAS, spread, core_load, busy_warning
 import sys as _sys, pathlib as _pl; _sys.path[:0] = [str(_pl.Path(__file__).resolve().parents[1]), str(_pl.Path(__file__).resolve().parents[1] / "crchisto_study")]   # _common, the study scripts
 from _common import write_result
 from cellnb.models import create_model
 
-def matmul_flops(n=2048, reps=10, device="cpu", dtype=torch.float32):
-    "Dense matmul FLOP/s (2 n^3 per product) in `dtype`, best of `reps`."
+def matmul_flops(n=2048, reps=5, device="cpu", dtype=torch.float32):
+    "Dense matmul FLOP/s (2 n^3 per product) in `dtype`, best of `reps` after two untimed."
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     best = float("inf")
-    for _ in range(reps + 2):
+    for i in range(reps + 2):
         t = time.perf_counter(); a @ b
         if device != "cpu": torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
+        if i >= 2: best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best
 
 def main():
-    ap = argparse.ArgumentParser(); ap.add_argument("--bs", type=int, default=128); ap.add_argument("--steps", type=int, default=8)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0]); ap.add_argument("--bs", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=2, help="training steps timed per repeat"); ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default 1)")
     ap.add_argument("--device", default="cpu"); ap.add_argument("--bf16", action="store_true", help="bf16 autocast step, bf16 matmul")
+    ap.add_argument("--note", default="", help="what else ran on the machine, recorded in the result")
     a = ap.parse_args()
+    if a.repeats < 5: sys.exit("bench_flops.py: --repeats must be >= 5 (the spread needs them)")
+    if a.device == "cpu" or a.threads: torch.set_num_threads(a.threads or 1)
     amp = (lambda: torch.autocast(torch.device(a.device).type, dtype=torch.bfloat16)) if a.bf16 else contextlib.nullcontext
     torch.manual_seed(0)
     m = create_model("custom_vit", 4).to(a.device).train()
@@ -39,20 +48,34 @@ def main():
     with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as fc: step()   # groups-aware conv backward
     step_flops = fc.get_total_flops()
     sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)   # CUDA: time the work, not the launches
-    for _ in range(2): step()
-    sync(); t = time.perf_counter()
-    for _ in range(a.steps): step()
-    sync(); dt = (time.perf_counter() - t) / a.steps
-    train_fps = step_flops / dt
     n = 8192 if a.device.startswith("cuda") else 2048   # a GPU needs a larger product to reach its peak
-    peak = matmul_flops(n, device=a.device, dtype=torch.bfloat16 if a.bf16 else torch.float32)
-    frac = train_fps / peak
-    print(f"custom_vit train step: {step_flops/1e9:.2f} GFLOP per batch of {a.bs}, {a.bs/dt:.0f} img/s, {train_fps/1e9:.1f} GFLOP/s")
-    print(f"dense matmul peak ({n}^2 {'bf16' if a.bf16 else 'fp32'}): {peak/1e9:.1f} GFLOP/s on {a.device}, {torch.get_num_threads()} threads")
-    p = write_result("bench_flops", dict(ratio=frac, target=0.40, step_gflops=step_flops/1e9, img_per_s=a.bs/dt,
-                                         train_gflops_per_s=train_fps/1e9, matmul_gflops_per_s=peak/1e9, bs=a.bs,
-                                         device=a.device, precision="bf16-autocast" if a.bf16 else "fp32", matmul_n=n))
+    mm_dtype = torch.bfloat16 if a.bf16 else torch.float32
+    for _ in range(2): step()
+    start = core_load(1.0)
+    train, peak = [], []
+    for _ in range(a.repeats):
+        sync(); t = time.perf_counter()
+        for _ in range(a.steps): step()
+        sync(); train.append(step_flops * a.steps / (time.perf_counter() - t))
+        peak.append(matmul_flops(n, device=a.device, dtype=mm_dtype))
+    end = core_load(1.0)
+    busy = busy_warning(start, end, "the benchmark")
+    frac = spread([t / p for t, p in zip(train, peak)])
+    tr, pk = spread([t / 1e9 for t in train]), spread([p / 1e9 for p in peak])
+    outside = {str(i): dict(start=start["percpu"][i], end=end["percpu"][i]) for i in range(len(start["percpu"])) if i not in start["cores"]}
+    print(f"custom_vit train step: {step_flops/1e9:.2f} GFLOP per batch of {a.bs}, {a.bs * tr['median'] * 1e9 / step_flops:.1f} img/s, "
+          f"{tr['median']:.1f} GFLOP/s [IQR {tr['q1']:.1f}-{tr['q3']:.1f}]")
+    print(f"dense matmul ({n}^2 {'bf16' if a.bf16 else 'fp32'}): {pk['median']:.1f} GFLOP/s [IQR {pk['q1']:.1f}-{pk['q3']:.1f}] on {a.device}, "
+          f"{torch.get_num_threads()} threads")
+    p = write_result("bench_flops", dict(ratio=frac["median"], target=0.5, ratio_spread=frac, step_gflops=step_flops/1e9,
+                                         img_per_s=a.bs * tr["median"] * 1e9 / step_flops, train_gflops_per_s=tr["median"],
+                                         matmul_gflops_per_s=pk["median"], train_gflops_per_s_spread=tr, matmul_gflops_per_s_spread=pk,
+                                         bs=a.bs, steps=a.steps, repeats=a.repeats, threads=torch.get_num_threads(),
+                                         device=a.device, precision="bf16-autocast" if a.bf16 else "fp32", matmul_n=n,
+                                         busy=busy, affinity=start["cores"], load_start=start["load"], load_end=end["load"],
+                                         cores_outside_affinity=outside, note=a.note or None))
     print(f"wrote {p}")
-    print(f"ratio {frac:.3f} (train FLOP/s / matmul FLOP/s, target >= 0.40)")
+    print(f"ratio {frac['median']:.3f} [IQR {frac['q1']:.3f}-{frac['q3']:.3f}, range {frac['min']:.3f}-{frac['max']:.3f}, {a.repeats} repeats] "
+          f"(train FLOP/s / matmul FLOP/s, target >= 0.5){'  BUSY' if busy else ''}")
 
 if __name__ == "__main__": main()
