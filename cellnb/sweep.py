@@ -18,9 +18,9 @@ except ImportError: fcntl = None  # not POSIX: the study lock is skipped
 
 # %% auto #0
 __all__ = ['BACKBONE_PROTOCOLS', 'EXECUTORS', 'DATA_KINDS', 'SEED_MAX', 'MAX_CROP', 'EXEC_KEYS', 'PENDING', 'RUN_CHECKPOINT',
-           'KERNEL_START_TRIES', 'StudyConfig', 'run_id', 'expand', 'study_lock', 'failed_row', 'execute_run',
-           'launch_run', 'write_samples', 'experiment_notebook', 'collect', 'load_predictions', 'preflight',
-           'run_study', 'study_summary']
+           'KERNEL_START_TRIES', 'RAY_RETRIES', 'RAY_LAUNCH', 'StudyConfig', 'run_id', 'expand', 'study_lock',
+           'failed_row', 'execute_run', 'launch_run', 'write_samples', 'experiment_notebook', 'collect',
+           'load_predictions', 'preflight', 'run_study', 'study_summary']
 
 # %% ../nbs/11_sweep.ipynb #b7c5f47b
 BACKBONE_PROTOCOLS = ('linear_probe', 'ft_last', 'full_ft')  # scratch models always use protocol 'scratch'
@@ -487,36 +487,71 @@ def _gpus_per_run(run:dict, gpus_per_run, device:str, have_gpu:bool) -> float:
     if gpus_per_run is not None: return float(gpus_per_run)
     return 1.0 if run['protocol'] in ('ft_last', 'full_ft') else 0.25
 
+RAY_RETRIES = 2   # a run whose node (or Ray worker) died is started again on a live node at most this many times
+RAY_LAUNCH = '.ray_launch.json'   # in a run folder: the Ray launch of the study that last started the run
+
+def _loopback_ip() -> str:
+    """The address of a local Ray instance, on the loopback interface. Ray replaces 127.0.0.1 and localhost with the
+    machine's routable address (`ray._private.services.resolve_ip_for_localhost`) but keeps any other address of
+    127.0.0.0/8, all of which Linux routes to the loopback; on macOS and Windows Ray itself uses 127.0.0.1."""
+    import sys
+    return '127.0.0.2' if sys.platform.startswith('linux') else '127.0.0.1'
+
+def _ray_init_kw(address:str|None) -> dict:
+    "ray.init's arguments: a local instance on the loopback address, or the cluster at `address`; a driver joining a cluster on loopback addresses takes the head's address as its own."
+    if not address: return dict(num_cpus=_cores(), _node_ip_address=_loopback_ip())
+    import ipaddress
+    host = address.rsplit(':', 1)[0].strip('[]')
+    try: loopback = '://' not in address and ipaddress.ip_address(host).is_loopback
+    except ValueError: loopback = False
+    return dict(address=address, **({'_node_ip_address': host} if loopback else {}))
+
+def _launch_once(run_dir, launch:str, **launch_kw) -> dict:
+    """A Ray task's body: `launch_run`, once per launch. Ray starts a task again when its node dies, also when the node died
+    after the run recorded its result; the run folder keeps the launch that started it, so a repeat returns that result."""
+    rd = Path(run_dir)
+    if _read_json(rd/RAY_LAUNCH) == launch and (status := _run_status(rd)) is not None:
+        return dict(run_id=rd.name, status=status, seconds=0.0)
+    (rd/'result.json').unlink(missing_ok=True)   # from here on, a result.json is this launch's
+    atomic_write_json(rd/RAY_LAUNCH, launch)
+    return launch_run(rd, **launch_kw)
+
 def _run_ray(todo:list, runs:dict, launch_kw:dict, workers:int, cfg:StudyConfig, on_done):
-    "Run the folders in `todo` as Ray tasks (joining `RAY_ADDRESS` when set, else a local Ray instance)."
+    """Run the folders in `todo` as Ray tasks (joining `RAY_ADDRESS` when set, else a local Ray instance). A run whose node
+    dies is run again on a live node; one that Ray gives up on is left without a result, for the next run of the study."""
     try: import ray
     except ImportError: raise CellnbError("executor 'ray' needs Ray; install it with `pip install 'cellnb[ray]'` or use --executor local") from None
+    import uuid
     started = False
     if not ray.is_initialized():
-        kw = dict(include_dashboard=False, log_to_driver=False, logging_level='ERROR')
-        if os.environ.get('RAY_ADDRESS'): ray.init(address=os.environ['RAY_ADDRESS'], **kw)
-        else: ray.init(num_cpus=_cores(), _node_ip_address='127.0.0.1', **kw)   # a local instance listens on the loopback address only
+        ray.init(include_dashboard=False, log_to_driver=False, logging_level='ERROR', **_ray_init_kw(os.environ.get('RAY_ADDRESS')))
         started = True
     try:
         have_gpu = ray.cluster_resources().get('GPU', 0) > 0
-        cpus = max(1, int(ray.cluster_resources().get('CPU', _cores())) // workers)
-        task = ray.remote(max_retries=0)(launch_run)
-        refs = {}
+        largest = max((n['Resources'].get('CPU', 0) for n in ray.nodes() if n.get('Alive')), default=_cores())
+        cpus = max(1, min(int(ray.cluster_resources().get('CPU', _cores())) // workers, int(largest)))   # a run fits on one node
+        task = ray.remote(max_retries=RAY_RETRIES)(_launch_once)
+        launch, refs = uuid.uuid4().hex, {}
         for rd in todo:
             r = runs[rd.name]
             kw = {**launch_kw, 'exec_params': {**launch_kw['exec_params'], 'threads': cpus},
                   'env': {**launch_kw['env'], 'OMP_NUM_THREADS': str(cpus), 'MKL_NUM_THREADS': str(cpus)}}
             opts = dict(num_cpus=cpus, num_gpus=_gpus_per_run(r, cfg.gpus_per_run, cfg.device, have_gpu))
-            refs[task.options(**opts).remote(str(rd), **kw)] = rd
-        pending = list(refs)
+            refs[task.options(**opts).remote(str(rd), launch, **kw)] = rd
+        pending, lost = list(refs), []
         try:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
-                on_done(ray.get(done[0]))
+                try: r = ray.get(done[0])
+                except ray.exceptions.RayError as e:   # its node died RAY_RETRIES + 1 times: left for a rerun
+                    lost.append(f"{refs[done[0]].name} ({type(e).__name__})")
+                    continue
+                on_done(r)
         except BaseException:
             for ref in pending:
                 with contextlib.suppress(Exception): ray.cancel(ref, force=True)
             raise
+        if lost: warnings.warn(f"Ray lost {len(lost)} run(s) with their nodes: {', '.join(lost)}; they have no result: rerun the same command to run them")
     finally:
         if started: ray.shutdown()
 
