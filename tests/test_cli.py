@@ -193,3 +193,34 @@ def test_predict_groups_from_file_names(study, tmp_path):
     assert r.returncode == 0, r.stderr
     p = pd.read_csv(tmp_path/'p.csv')
     assert list(p.source) == ['img0_0.png', 'img0_2.png', 'img1_1.png', 'img1_3.png'] and list(p.group) == ['img0', 'img0', 'img1', 'img1']
+
+def test_predict_compile_matches_eager(tmp_path):
+    "cellnb-predict --compile (torch.compile of a CNN on the CPU, about a minute) writes the eager run's probabilities within 1e-4 and names its path."
+    import torch, torch.nn as nn
+    from cellnb.models import create_model
+    from cellnb.train import FittedModel
+    from cellnb.datasets import load_dataset
+    torch.manual_seed(0)
+    net = create_model('cnn', 4)
+    for m in net.modules():   # batch-norm statistics from data-like inputs: random weights with default statistics give near-constant outputs
+        if isinstance(m, nn.modules.batchnorm._BatchNorm): m.reset_running_stats(); m.momentum = None
+    with torch.no_grad(): net.train()(torch.randn(32, 3, 40, 40))
+    cs = load_dataset('synthetic', n_per_class=2, seed=0)
+    FittedModel('scratch', 'cnn', cs.classes, cs.size, model=net.eval()).save(tmp_path/'model')
+    args = ('cellnb-predict', '--model', tmp_path/'model', '--data', 'synthetic', '--n-per-class', 8, '--bs', 32, '--device', 'cpu')
+    e, c = sh(*args, '--out', tmp_path/'e.csv'), sh(*args, '--out', tmp_path/'c.csv', '--compile')
+    assert e.returncode == 0 and c.returncode == 0, e.stderr + c.stderr
+    assert 'inference path' not in e.stdout and c.stdout.splitlines()[1].startswith('inference path: compiled (compiled in '), c.stdout
+    pe, pc = pd.read_csv(tmp_path/'e.csv'), pd.read_csv(tmp_path/'c.csv')
+    probs = lambda p: p.filter(like='prob_').to_numpy()
+    assert len(pe) == 32 and probs(pe).std(0).max() > 1e-3 and np.allclose(probs(pc), probs(pe), atol=1e-4, rtol=1e-4)
+    assert list(pc.pred) == list(pe.pred)
+
+def test_predict_compile_refuses_a_linear_probe(tmp_path):
+    "--compile on a linear-probe run: one line, exit 2, nothing written."
+    (tmp_path/'model').mkdir()
+    (tmp_path/'model'/'config.json').write_text(json.dumps(dict(protocol='linear_probe', model_name='effnet_lite0_in1k', classes=['a', 'b'], src_size=40)))
+    np.savez(tmp_path/'model'/'probe.npz', coef=np.zeros((1, 4)), intercept=np.zeros(1), mean=np.zeros(4), scale=np.ones(4), label_idx=np.arange(2))
+    r = sh('cellnb-predict', '--model', tmp_path/'model', '--data', 'synthetic', '--out', tmp_path/'p.csv', '--compile')
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()] and '--compile is for trained networks' in r.stderr, r.stderr
+    assert not (tmp_path/'p.csv').exists()
