@@ -167,12 +167,12 @@ def report_cmd(argv=None) -> int:
 def report_main(): _exit('cellnb-report', report_cmd)
 
 # %% ../nbs/13_cli.ipynb #c929cc07
-def _load_fitted(mdir:Path, device:str='auto'):
+def _load_fitted(mdir:Path, device:str='auto', weights=None):
     "`FittedModel.load` with a damaged or unsafe model folder turned into one clear line."
     import pickle, zipfile
     from cellnb.core import CellnbError
     from cellnb.train import FittedModel
-    try: return FittedModel.load(mdir, device=None if device == 'auto' else device)
+    try: return FittedModel.load(mdir, device=None if device == 'auto' else device, weights=weights)
     except CellnbError: raise
     except pickle.UnpicklingError as e:
         raise CellnbError(f"model in {mdir} refused: its weights file holds more than tensors ({(str(e).splitlines() or [''])[0][:100]}); "
@@ -255,7 +255,7 @@ def predict_cmd(argv=None) -> int:
     p.add_argument('--crop', type=int, metavar='PX', help="source crop size (default: the run's)")
     p.add_argument('--groups', metavar='REGEX|CSV', help="folder/csv data: each crop's group (patient, slide, tile) for the group column: "
                    "a regex on the file name, e.g. '^(.+)_\\d+$', or a path,group CSV")
-    p.add_argument('--weights', metavar='FILE', help="backbone weights of a linear-probe run, where the path it recorded does not exist on this machine")
+    p.add_argument('--weights', metavar='FILE', help="backbone weights of a linear-probe or lora run, where the path it recorded does not exist on this machine")
     p.add_argument('--n-per-class', type=int, metavar='N', help="synthetic cells per class")
     p.add_argument('--device', default='auto', metavar='DEV', help="auto | cpu | cuda | cuda:N")
     p.add_argument('--bs', type=int, default=256, help="inference batch size")
@@ -273,12 +273,15 @@ def predict_cmd(argv=None) -> int:
     import warnings
     import numpy as np, pandas as pd
     from cellnb.datasets import load_dataset
-    fitted = _load_fitted(mdir, a.device)
-    if a.weights is not None:
-        if fitted.protocol != 'linear_probe':
-            raise CellnbError(f"--weights is for linear-probe runs; this {fitted.protocol} run keeps every weight in its model.pt: drop --weights")
+    weights = None
+    if a.weights is not None:   # a lora run's adapters are put onto these weights as it loads (checked by hash)
+        try: protocol = json.loads((mdir/'config.json').read_text()).get('protocol')
+        except (OSError, ValueError, AttributeError): protocol = None   # loading names what is wrong with the folder
+        if protocol is not None and protocol not in ('linear_probe', 'lora'):
+            raise CellnbError(f"--weights is for linear-probe runs and lora runs; this {protocol} run keeps every weight in its model.pt: drop --weights")
         if not Path(a.weights).expanduser().exists(): raise CellnbError(f"--weights {a.weights} does not exist; pass the backbone's weights file")
-        fitted.weights = str(Path(a.weights).expanduser().resolve())
+        weights = str(Path(a.weights).expanduser().resolve())
+    fitted = _load_fitted(mdir, a.device, weights)
     if a.compile:
         if fitted.protocol == 'linear_probe':
             raise CellnbError("--compile is for trained networks (scratch, ft_last, full_ft, lora); a linear probe classifies the backbone's cached embeddings: drop --compile")

@@ -10,13 +10,16 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['CellnbError', 'crchisto_path', 'require_crchisto', 'default_device', 'get_device', 'bf16_autocast', 'is_positive_int',
-           'check_count', 'check_seed', 'seed_everything', 'cache_dir', 'atomic_write', 'atomic_write_text',
-           'atomic_write_json', 'sha1_file', 'tensor_fingerprint']
+__all__ = ['PROTOCOLS', 'CellnbError', 'crchisto_path', 'require_crchisto', 'default_device', 'get_device', 'bf16_autocast',
+           'is_positive_int', 'check_count', 'check_seed', 'seed_everything', 'cache_dir', 'atomic_write',
+           'atomic_write_text', 'atomic_write_json', 'sha1_file', 'tensor_fingerprint']
 
 # %% ../nbs/00_core.ipynb #d615c7c1
 class CellnbError(ValueError):
     "A user-facing error: one line saying what was wrong (file, row, value) and what to do."
+
+# %% ../nbs/00_core.ipynb #c0a1b2d4
+PROTOCOLS = ('scratch', 'linear_probe', 'ft_last', 'full_ft', 'lora')   # how a model is trained: from scratch, or from a backbone
 
 # %% ../nbs/00_core.ipynb #892a9b79
 def _walk_up(start:Path):

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")   # before timm/huggingface_hub are imported: never reach the network
-import io, re, json, time, pickle, hashlib, warnings, dataclasses, importlib.util, contextlib, sys
+import io, re, json, time, pickle, hashlib, warnings, dataclasses, importlib.util, contextlib, sys, functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -19,9 +19,10 @@ from .core import CellnbError, cache_dir, atomic_write, atomic_write_json, sha1_
 from .transforms import CellPipeline, INTERPOLATIONS, IMAGENET_MEAN, IMAGENET_STD, pipeline_for, BLUR_PLACEMENTS
 
 # %% auto #0
-__all__ = ['BACKBONES', 'ConvStem', 'lite0_to_timm', 'BackboneSpec', 'build_resnetrs50', 'build_ctranspath', 'build_uni',
-           'build_uni2_h', 'build_effnet_lite0', 'get_spec', 'resolve_weights', 'read_state_dict',
-           'load_state_dict_strict', 'load_backbone', 'embed']
+__all__ = ['BACKBONES', 'LORA_DEFAULTS', 'LORA_TARGETS', 'ConvStem', 'lite0_to_timm', 'BackboneSpec', 'build_resnetrs50',
+           'build_ctranspath', 'build_uni', 'build_uni2_h', 'build_effnet_lite0', 'get_spec', 'resolve_weights',
+           'read_state_dict', 'load_state_dict_strict', 'load_backbone', 'embed', 'lora_targets', 'lora_options',
+           'add_lora']
 
 # %% ../nbs/06_foundation.ipynb #d0ddde0d
 class ConvStem(nn.Module):
@@ -529,3 +530,89 @@ def embed(backbone, # a model from `load_backbone` (or a BACKBONES name to load)
     return torch.from_numpy(feats[ridx].copy())
 
 embed.last_computed = 0
+
+# %% ../nbs/06_foundation.ipynb #f1a0c002
+LORA_DEFAULTS = dict(rank=8, alpha=16.0, dropout=0.05, target_modules=None)   # target_modules None: the backbone family's (LORA_TARGETS)
+_ATTENTION = r".*\.attn\.(qkv|proj)"
+LORA_TARGETS = {   # timm model class -> the layers `lora` adapts by default (a regex matched against whole module names)
+    'VisionTransformer': _ATTENTION,   # UNI, UNI2-h: attention projections
+    'SwinTransformer': _ATTENTION,     # CTransPath
+    'EfficientNet': r"blocks\.\d+\.\d+\.(conv_pw|conv_pwl)",   # pointwise 1x1 convolutions of every block
+    'ResNet': r"layer\d\.\d+\.(conv1|conv3)",   # ResNet-RS50: the bottlenecks' 1x1 convolutions
+}
+
+def _adaptable(m:nn.Module) -> bool:
+    "Layers LoRA adapts here: linear layers and dense (groups=1) 2-d convolutions."
+    return isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1)
+
+@functools.cache
+def _architecture(name:str) -> tuple:
+    "(timm class name, ((module name, type name, adaptable), ...)) of backbone `name`, built without weights."
+    spec = get_spec(name)
+    try: model = spec.build(device='meta')
+    except Exception: model = spec.build()
+    return type(model).__name__, tuple((n, type(m).__name__, _adaptable(m)) for n, m in model.named_modules() if n)
+
+def _matches(name:str, target) -> bool:
+    "peft's rule: a string is a regex matched against the whole name; a list matches a name or a `.name` suffix."
+    return re.fullmatch(target, name) is not None if isinstance(target, str) else any(name == t or name.endswith('.' + t) for t in target)
+
+def _check_target(target):
+    ok = (isinstance(target, str) and target.strip()) or (isinstance(target, (list, tuple)) and target and all(isinstance(t, str) and t for t in target))
+    if not ok: raise CellnbError(f"lora target_modules={target!r} is invalid; give a regex on module names such as {_ATTENTION!r}, a list of names such as ['qkv', 'proj'], or None for the backbone's default")
+    if isinstance(target, str):
+        try: re.compile(target)
+        except re.error as e: raise CellnbError(f"lora target_modules={target!r} is not a valid regular expression ({e}); fix the pattern") from None
+
+def lora_targets(backbone, # a BACKBONES name, 'timm:<arch>', or a built backbone (nn.Module)
+                 target_modules=None, # a regex on module names, a list of names, or None: the family's default (`LORA_TARGETS`)
+                ) -> list:
+    "The names of the layers `lora` adapts in `backbone`; a one-line `CellnbError` when the target names none of its layers, or a layer LoRA cannot adapt."
+    if isinstance(backbone, nn.Module):
+        spec = getattr(backbone, 'cellnb_spec', None); label = spec.name if spec else type(backbone).__name__
+        cls, mods = type(backbone).__name__, [(n, type(m).__name__, _adaptable(m)) for n, m in backbone.named_modules() if n]
+    else:
+        label = get_spec(backbone).name
+        cls, mods = _architecture(label)
+    if target_modules is None:
+        if cls not in LORA_TARGETS:
+            raise CellnbError(f"backbone {label!r} ({cls}) has no default LoRA target; give lora target_modules, e.g. a regex on its module names (its layers: {_first([n for n, _, a in mods if a])})")
+        target_modules = LORA_TARGETS[cls]
+    _check_target(target_modules)
+    hit = [(n, t, a) for n, t, a in mods if _matches(n, target_modules)]
+    if not hit:
+        raise CellnbError(f"lora target_modules={target_modules!r} names no layer of backbone {label!r} ({cls}); "
+                          f"its linear/convolution layers are named e.g. {_first([n for n, _, a in mods if a])}; use such names or None for its default")
+    bad = [f"{n} ({t})" for n, t, a in hit if not a]
+    if bad: raise CellnbError(f"lora target_modules={target_modules!r} matches {_first(bad, 2)} in backbone {label!r}, which LoRA cannot adapt here; "
+                              "target linear layers or dense 2-d convolutions (not depthwise ones, not containers)")
+    return [n for n, _, _ in hit]
+
+def lora_options(rank=LORA_DEFAULTS['rank'], # adapter rank r
+                 alpha=LORA_DEFAULTS['alpha'], # scaling: the adapter's output is multiplied by alpha / r
+                 dropout=LORA_DEFAULTS['dropout'], # dropout on the adapter's input while training
+                 target_modules=LORA_DEFAULTS['target_modules'], # a regex or list of module names; None: the backbone family's default
+                ) -> dict:
+    "The LoRA options with their defaults, each checked: a one-line `CellnbError` naming a bad one."
+    if not is_positive_int(rank): raise CellnbError(f"lora rank={rank!r} is invalid; use an integer >= 1, e.g. {LORA_DEFAULTS['rank']}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.number)) or not np.isfinite(alpha) or alpha <= 0:
+        raise CellnbError(f"lora alpha={alpha!r} is invalid; use a number > 0, e.g. {LORA_DEFAULTS['alpha']:g} (the adapter is scaled by alpha / rank)")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.number)) or not 0 <= dropout < 1:
+        raise CellnbError(f"lora dropout={dropout!r} is invalid; use a number in [0, 1), e.g. {LORA_DEFAULTS['dropout']}")
+    if target_modules is not None:
+        _check_target(target_modules)
+        if not isinstance(target_modules, str): target_modules = list(target_modules)
+    return dict(rank=int(rank), alpha=float(alpha), dropout=float(dropout), target_modules=target_modules)
+
+def add_lora(backbone:nn.Module, # a backbone from `load_backbone`
+             **options, # rank, alpha, dropout, target_modules (see `lora_options`)
+            ) -> nn.Module:
+    "`backbone` wrapped by peft with LoRA adapters on its target layers: the backbone's own weights frozen, the adapters trainable."
+    o = lora_options(**options)
+    names = lora_targets(backbone, o['target_modules'])
+    from peft import LoraConfig, get_peft_model   # imported here: peft pulls transformers (seconds), only LoRA needs it
+    cfg = LoraConfig(r=o['rank'], lora_alpha=o['alpha'], lora_dropout=o['dropout'], target_modules=names, bias='none')
+    spec = getattr(backbone, 'cellnb_spec', None)
+    model = get_peft_model(backbone, cfg)
+    model.cellnb_spec = spec
+    return model

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from fastcore.basics import patch
-from .core import CellnbError, atomic_write, atomic_write_json, atomic_write_text, get_device
+from .core import CellnbError, PROTOCOLS, atomic_write, atomic_write_json, atomic_write_text, get_device
 try: import fcntl
 except ImportError: fcntl = None  # not POSIX: the study lock is skipped
 
@@ -23,7 +23,7 @@ __all__ = ['BACKBONE_PROTOCOLS', 'EXECUTORS', 'DATA_KINDS', 'SEED_MAX', 'MAX_CRO
            'load_predictions', 'preflight', 'run_study', 'study_summary']
 
 # %% ../nbs/11_sweep.ipynb #b7c5f47b
-BACKBONE_PROTOCOLS = ('linear_probe', 'ft_last', 'full_ft')  # scratch models always use protocol 'scratch'
+BACKBONE_PROTOCOLS = tuple(p for p in PROTOCOLS if p != 'scratch')  # cellnb.core.PROTOCOLS; scratch models always use protocol 'scratch'
 EXECUTORS = ('local', 'ray')
 DATA_KINDS = ('synthetic', 'crchisto', 'folder', 'csv', 'cellset')
 
@@ -39,6 +39,7 @@ class StudyConfig:
     models:list=field(default_factory=lambda: ['cnn', 'resnet', 'custom_vit']) # scratch architectures
     backbones:list=field(default_factory=list) # foundation backbones, each run with every protocol
     protocols:list=field(default_factory=lambda: ['linear_probe']) # protocols for the backbones
+    lora:dict=field(default_factory=dict) # protocol lora's options: rank, alpha, dropout, target_modules (`cellnb.foundation.lora_options`; unset: its defaults)
     flag_limits:list=field(default_factory=lambda: [32, 64, 128]) # per-class caps on training cells
     seeds:list=field(default_factory=lambda: [0, 1]) # training seeds (and FlagLimit subset seeds)
     split_seed:int=0 # the train/valid/test split, fixed across seeds
@@ -73,7 +74,8 @@ _FIELD_TYPES = dict(
     data_path=(_opt(_is_str), "a path string or null"), crop=(_opt(_is_int), "an integer (px) or null"),
     n_per_class=(_opt(_is_int), "an integer or null"), data_seed=(_is_int, "an integer"),
     models=(_list_of(_is_str), "a list of model names"), backbones=(_list_of(_is_str), "a list of backbone names"),
-    protocols=(_list_of(_is_str), "a list of protocols (linear_probe, ft_last, full_ft)"),
+    protocols=(_list_of(_is_str), "a list of protocols (linear_probe, ft_last, full_ft, lora)"),
+    lora=(lambda v: isinstance(v, dict) and all(_is_str(k) for k in v), "a mapping of LoRA options {rank, alpha, dropout, target_modules}"),
     flag_limits=(_list_of(_is_int), "a list of integers"), seeds=(_list_of(_is_int), "a list of integers"),
     split_seed=(_is_int, "an integer"), blur_sigmas=(_list_of(_is_num), "a list of numbers"),
     blur_placements=(_list_of(_is_str), "a list of 'source' / 'pre' / 'post'"),
@@ -131,10 +133,17 @@ def _check_values(c:StudyConfig, src:str):
     if c.crop is not None and c.crop > MAX_CROP: raise _bad('crop', f"{c.crop} px is above {MAX_CROP} px; cells are small patches: cut crops of 40 to {MAX_CROP} px", src)
     if c.n_per_class is not None and c.n_per_class <= 0: raise _bad('n_per_class', f"{c.n_per_class} must be > 0 (or null)", src)
     if not c.models and not c.backbones: raise _bad('models', "no scratch models and no backbones: nothing to run; list at least one", src)
-    if c.backbones and not c.protocols: raise _bad('protocols', "backbones given but no protocols; use linear_probe, ft_last or full_ft", src)
+    if c.backbones and not c.protocols: raise _bad('protocols', f"backbones given but no protocols; use {', '.join(BACKBONE_PROTOCOLS)}", src)
     for p in c.protocols:
-        if p == 'scratch': raise _bad('protocols', "'scratch' is implied for every entry of models; list only linear_probe, ft_last, full_ft here", src)
+        if p == 'scratch': raise _bad('protocols', f"'scratch' is implied for every entry of models; list only {', '.join(BACKBONE_PROTOCOLS)} here", src)
         if p not in BACKBONE_PROTOCOLS: raise _bad('protocols', f"unknown protocol {p!r}; use {', '.join(BACKBONE_PROTOCOLS)}", src)
+    if c.lora:   # options the runs would ignore are refused, and every option is checked here, before any run
+        if 'lora' not in c.protocols: raise _bad('lora', "options given but protocols has no lora; add lora to protocols or drop the lora key", src)
+        from cellnb.foundation import LORA_DEFAULTS, lora_options
+        unknown = [k for k in c.lora if k not in LORA_DEFAULTS]
+        if unknown: raise _bad('lora', f"unknown option {unknown[0]!r}; use {', '.join(LORA_DEFAULTS)}", src)
+        try: lora_options(**c.lora)
+        except CellnbError as e: raise _bad('lora', str(e), src) from None
     if not c.flag_limits: raise _bad('flag_limits', "empty; give at least one per-class cap, e.g. [64]", src)
     for n in c.flag_limits:
         if n <= 0: raise _bad('flag_limits', f"{n} is not a positive number of cells per class; use integers > 0", src)
@@ -309,6 +318,9 @@ def expand(config, # a StudyConfig, a dict of its fields or a YAML path
     if c.groups is not None: common['groups'] = c.groups   # likewise
     pairs = [(m, 'scratch') for m in c.models] + [(b, p) for p in c.protocols for b in c.backbones]
     tags = {pair: _version_tags(*pair) for pair in pairs}   # once per model, not once per run
+    if 'lora' in c.protocols:   # every option with its value (defaults included): a lora run's id says what it trains
+        from cellnb.foundation import lora_options
+        lora = lora_options(**c.lora)
     # a step floor is written only when set (older run ids stay valid); 'passes' marks the floor's rule since it
     # lengthens epochs instead of adding them, so a run recorded under the older rule is never resumed under this one
     def floor(epochs):
@@ -321,7 +333,7 @@ def expand(config, # a StudyConfig, a dict of its fields or a YAML path
                 e = c.epochs_for(model, protocol)
                 p = dict(common, model=model, protocol=protocol, flag_limit=int(n), seed=int(seed),
                          epochs=e, weights=c.weights.get(model) if protocol != 'scratch' else None,
-                         **tags[(model, protocol)], **floor(e))
+                         **tags[(model, protocol)], **floor(e), **({'lora': lora} if protocol == 'lora' else {}))
                 rid = run_id(p)
                 if rid not in seen: seen.add(rid); runs.append(dict(p, run_id=rid))
     return runs
@@ -485,7 +497,7 @@ def _run_local(todo:list, launch_kw:dict, workers:int, on_done):
 def _gpus_per_run(run:dict, gpus_per_run, device:str, have_gpu:bool) -> float:
     if device == 'cpu' or not have_gpu: return 0.0
     if gpus_per_run is not None: return float(gpus_per_run)
-    return 1.0 if run['protocol'] in ('ft_last', 'full_ft') else 0.25
+    return 1.0 if run['protocol'] in ('ft_last', 'full_ft', 'lora') else 0.25
 
 RAY_RETRIES = 2   # a run whose node (or Ray worker) died is started again on a live node at most this many times
 RAY_LAUNCH = '.ray_launch.json'   # in a run folder: the Ray launch of the study that last started the run
@@ -715,6 +727,11 @@ def preflight(cfg:StudyConfig, # a validated study config
             raise _bad('weights', f"{b!r} is not among the backbones {cfg.backbones}; fix the name (else its runs would use other weights) or add the backbone", src)
         p = Path(w).expanduser()
         if not p.exists(): raise _bad('weights', f"{b}: weights file {p} does not exist; fix the path or remove the entry", src)
+    if names and 'lora' in cfg.protocols:   # the target layers, on each backbone's architecture (no weights): a wrong name stops the study here
+        from cellnb.foundation import lora_targets
+        for b in cfg.backbones:
+            try: lora_targets(b, cfg.lora.get('target_modules'))
+            except CellnbError as e: raise _bad('lora', str(e), src) from None
     if cs is not None: _preflight_data(cfg, cs, names)
 
 def _preflight_data(cfg:StudyConfig, cs, names:bool):
@@ -740,7 +757,7 @@ def _preflight_data(cfg:StudyConfig, cs, names:bool):
                 epochs = cfg.epochs_for(model, protocol)
                 try:
                     train_schedule(len(sub), cfg.batch_size, epochs, cfg.min_steps if protocol != 'linear_probe' else 0)
-                    if names: _validate_inputs(protocol, model, sub, valid, epochs, cfg.batch_size, cfg.augment, cfg.class_weight, {},
+                    if names: _validate_inputs(protocol, model, sub, valid, epochs, cfg.batch_size, cfg.augment, cfg.class_weight, cfg.lora if protocol == 'lora' else {},
                                                label_smoothing=0.0, weights=cfg.weights.get(model) if protocol != 'scratch' else None,
                                                lr=cfg.lr, patience=getattr(cfg, 'patience', None))
                 except CellnbError as e: raise CellnbError(f"{where}: run {model}/{protocol} at FlagLimit {n}, seed {seed}: {e}") from None
@@ -808,6 +825,11 @@ def run_study(config, # a StudyConfig, a dict of its fields or a YAML path
         if 'groups' not in pm.inspect_notebook(str(notebook)):
             raise CellnbError(f"groups: the experiment notebook {notebook} has no `groups` parameter, so its runs would split the cells "
                               "without your groups; add `groups = None` to its parameters cell and pass it to load_dataset")
+    if cfg.lora and 'lora' in cfg.protocols:   # likewise the LoRA options
+        import papermill as pm
+        if 'lora' not in pm.inspect_notebook(str(notebook)):
+            raise CellnbError(f"lora: the experiment notebook {notebook} has no `lora` parameter, so its lora runs would train with the "
+                              "default options, not yours; add `lora = None` to its parameters cell and pass it to fit_cell_model")
     if checked is not None: checked()
     try: (out_dir/'runs').mkdir(parents=True, exist_ok=True)
     except OSError as e: raise CellnbError(f"cannot create the output folder {out_dir} ({e.strerror}); choose a writable --out") from None
