@@ -43,7 +43,8 @@ def logged_notebook(path):
 
 def executions(study) -> list:
     p = Path(study)/'executions.log'
-    return [l.split() for l in p.read_text().splitlines()] if p.exists() else []
+    lines = p.read_text().splitlines() if p.exists() else []
+    return [l.split() for l in lines if len(l.split()) == 3]   # a line being written is left for the next look
 
 # ---------------------------------------------------------------- a cluster of `ray start` processes
 def _free_ports(n):
