@@ -323,6 +323,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'cellnb.robustness.sweep_conditions': ('robustness.html#sweep_conditions', 'cellnb/robustness.py')},
             'cellnb.sweep': { 'cellnb.sweep.StudyConfig': ('sweep.html#studyconfig', 'cellnb/sweep.py'),
                               'cellnb.sweep.StudyConfig.data_source': ('sweep.html#studyconfig.data_source', 'cellnb/sweep.py'),
+                              'cellnb.sweep.StudyConfig.demo': ('sweep.html#studyconfig.demo', 'cellnb/sweep.py'),
                               'cellnb.sweep.StudyConfig.epochs_for': ('sweep.html#studyconfig.epochs_for', 'cellnb/sweep.py'),
                               'cellnb.sweep.StudyConfig.from_dict': ('sweep.html#studyconfig.from_dict', 'cellnb/sweep.py'),
                               'cellnb.sweep.StudyConfig.from_yaml': ('sweep.html#studyconfig.from_yaml', 'cellnb/sweep.py'),

@@ -255,6 +255,12 @@ def tiny(cls:StudyConfig, **kw):
              blur_placements=['post'], epochs=1, batch_size=32, n_boot=20, name='cellnb tiny study')
     return cls(**{**d, **kw}).validate()
 
+@patch(cls_method=True)
+def demo(cls:StudyConfig, **kw):
+    "The smallest grid whose model learns (a half-minute CNN on synthetic cells): `tiny()` trained for 120 steps."
+    d = dict(flag_limits=[32], n_per_class=48, epochs=30, name='cellnb demo study')
+    return cls.tiny(**{**d, **kw})
+
 # %% ../nbs/11_sweep.ipynb #c9886b5e
 EXEC_KEYS = ('run_id', 'out_dir', 'device', 'threads', 'result_file')  # run parameters that are not part of the run id
 
