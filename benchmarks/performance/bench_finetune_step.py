@@ -1,11 +1,12 @@
 """A full_ft training step of EfficientNet-Lite0 at 224 px, NCHW (torch's default) against NHWC (channels-last, what
-`fit_cell_model` uses for fine-tuning since session 40), side by side in this one process.
+`fit_cell_model` uses for fine-tuning, since 74cd9cd), side by side in this one process.
 
 The step is the study's: `BackboneClassifier` over the packaged ImageNet weights, a batch of CRCHisto cells (48-px
 crops) brought to the backbone's input by cellnb's own `pipeline_for` (48 -> 40 -> 224 px, ImageNet normalisation),
 cross-entropy, backward, AdamW with the backbone at a tenth of the head's lr; on CUDA under bf16 autocast, as
 `fit_cell_model` trains there. Median of repeats after one warm-up step; the two layouts alternate so that machine
-load hits both alike. Prints NCHW time / NHWC time last (bigger is better).
+load hits both alike. Prints NCHW time / NHWC time last (bigger is better) and writes it to
+benchmarks/results/bench_finetune_step.json.
 Usage: python benchmarks/performance/bench_finetune_step.py [--batch 64] [--repeats 3] [--threads N] [--device cpu|cuda]
 """
 import argparse, statistics, time, torch

@@ -1,8 +1,9 @@
 """Where custom_vit's time goes on a GPU: kernel launches, GPU busy time and CUDA-graph replay, side by side.
 
-On the H200 (session 37) custom_vit missed P2 (2.6x faster than UNI's ViT-L/16 at batch 1, 18.9x at batch 256; target
-100x) and P3 (its training step used 2% of the bf16 matmul peak), and fit_cell_model trained it at a fifth of the bare
-step's speed. This script measures, per model and batch, under bf16 autocast:
+On one H200 (results in benchmarks/results/) custom_vit missed P2 (bench_latency_h200.json: 2.6x faster than UNI's
+ViT-L/16 at batch 1, 18.9x at batch 256; target 100x) and P3 (bench_flops_h200.json: its training step used 2% of the
+bf16 matmul peak), and fit_cell_model trained it at a fifth of the bare step's speed (gpu_train_h200.json: 2,036 img/s
+at batch 256, against the bare step's 11,445 in bench_flops_h200.json). This script measures, per model and batch, under bf16 autocast:
 - a forward pass: its latency, the kernels it launches, and the GPU's busy fraction (summed kernel time over wall time,
   from torch.profiler); a low fraction means the GPU waits on the CPU (launch-bound), not on arithmetic;
 - the same pass replayed as one CUDA graph: the latency left once launch cost is gone;
