@@ -203,7 +203,7 @@ def _read_prior(p) -> dict:
     if not isinstance(d.get("table"), dict): raise SystemExit(f"--prior {p}: no 'table' of curves in it; give a results JSON this script wrote")
     return d
 
-PROTOCOL_ORDER = ("linear_probe", "ft_last", "full_ft")   # cheapest first: gains are "more training minus less"
+PROTOCOL_ORDER = ("linear_probe", "ft_last", "lora", "full_ft")   # cheapest first: gains are "more training minus less" (lora back-propagates through the whole backbone but trains few weights: between ft_last and full_ft)
 
 def protocol_gains(clean, out=None) -> dict:
     """(f) A backbone's protocols against each other wherever two ran the same FlagLimit: the costlier minus the cheaper
