@@ -91,7 +91,10 @@ class Node:
             args += ['--head', f'--port={self.address.rsplit(":", 1)[1]}', '--include-dashboard=false', '--no-monitor',
                      f'--ray-client-server-port={p[6]}']
         else: self.address, args = head, args + [f'--address={head}']
-        env = dict(os.environ, RAY_USAGE_STATS_ENABLED='0', RAY_agent_register_timeout_ms='120000')   # slow agents on a busy machine
+        # RAY_AUTH_MODE: left unset, a head turns Ray's token authentication on when ~/.ray/auth_token exists, but a node
+        # joining it does not send the token (refused: InvalidAuthToken). This cluster lives for one test and its nodes
+        # talk over loopback addresses, so it runs without tokens (Ray's servers do listen on every interface meanwhile).
+        env = dict(os.environ, RAY_USAGE_STATS_ENABLED='0', RAY_AUTH_MODE='disabled')
         env.pop('RAY_ADDRESS', None)
         with open(self.log, 'w') as f:
             self.proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -109,8 +112,9 @@ class Node:
     def why(self) -> str:
         "The raylet's fatal line, if it left one."
         lines = [l for f in self.log.parent.glob(f'{self.log.stem}/session_*/logs/raylet.out') for l in f.read_text(errors='replace').splitlines()]
-        fatal = next((l for l in reversed(lines) if 'Check failed' in l), 'no raylet error logged')
-        return fatal[fatal.find('Check failed'):][:300]
+        fatal = next((l[l.find('Check failed'):] for l in reversed(lines) if 'Check failed' in l), None)
+        own = [l for l in self.log.read_text(errors='replace').splitlines() if l.strip()]
+        return (fatal or (own[-1] if own else 'nothing logged'))[:300]
 
 def start_node(root:Path, name:str, head:str|None=None) -> Node:
     for i in range(NODE_TRIES):
@@ -143,6 +147,7 @@ def _alive_nodes(address) -> int:
 def test_study_on_two_nodes_survives_losing_one(cluster, tmp_path, monkeypatch):
     head, worker = cluster
     monkeypatch.setenv('RAY_ADDRESS', head.address)
+    monkeypatch.setenv('RAY_AUTH_MODE', 'disabled')   # as the nodes
     t0 = time.time()
     while _alive_nodes(head.address) < 2:   # the second node has registered with the head
         assert time.time() - t0 < NODE_START_S, "the second Ray node never joined the head"
