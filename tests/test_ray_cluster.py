@@ -3,7 +3,9 @@
 Both nodes are `ray start` processes on a loopback address (127.0.0.2: Ray replaces 127.0.0.1 and localhost with the
 machine's network address, not the rest of 127.0.0.0/8), so no traffic leaves the loopback interface. Each node runs in
 its own session; the test kills the second node's whole process tree (raylet, workers, the run's kernel) as a machine
-that dies would lose them, and tears down only the processes it started."""
+that dies would lose them, and tears down only the processes it started.
+Every test that starts Ray lives in this file: `make test` runs it on its own after the other files (which run in two
+processes), so no two Ray instances start side by side on a loaded machine."""
 import contextlib, json, os, socket, subprocess, sys, tempfile, threading, time, shutil
 from collections import Counter
 from pathlib import Path
@@ -229,3 +231,18 @@ def test_ray_addresses_stay_on_the_loopback():
     assert _ray_init_kw(None)['_node_ip_address'] == IP
     assert _ray_init_kw(f'{IP}:6379') == dict(address=f'{IP}:6379', _node_ip_address=IP)
     assert _ray_init_kw('auto') == dict(address='auto') and _ray_init_kw('10.1.2.3:6379') == dict(address='10.1.2.3:6379')
+
+def test_ray_executor(tmp_path, monkeypatch):
+    "A local Ray instance runs the study, on a loopback address only (Ray would turn 127.0.0.1 into the network address)."
+    monkeypatch.delenv('RAY_ADDRESS', raising=False)
+    addresses, real_init = [], ray.init
+    def init(*a, **kw):   # what the study's instance registered as its node address
+        ctx = real_init(*a, **kw)
+        addresses.extend(n['NodeManagerAddress'] for n in ray.nodes())
+        return ctx
+    monkeypatch.setattr(ray, 'init', init)
+    study = tmp_path/'study'
+    df = run_study(StudyConfig.tiny(seeds=[0, 1]), study, executor='ray', workers=2, progress=False)
+    assert df.run_id.nunique() == 2 and (df.status == 'ok').all(), df.error.tolist()
+    assert len(df) == 2 * 2
+    assert addresses and all(a.startswith('127.') for a in addresses), addresses

@@ -212,22 +212,6 @@ def test_a_run_killed_mid_training_resumes_at_its_next_epoch(tmp_path):
     assert pa.drop(columns='run_id').equals(pb.drop(columns='run_id'))
     assert json.loads((ck.parent/'model'/'config.json').read_text())['resumed_at_epoch'] == done + 1
 
-def test_ray_executor(tmp_path, monkeypatch):
-    "A local Ray instance runs the study, on a loopback address only (Ray would turn 127.0.0.1 into the network address)."
-    ray = pytest.importorskip('ray')
-    monkeypatch.delenv('RAY_ADDRESS', raising=False)
-    addresses, real_init = [], ray.init
-    def init(*a, **kw):   # what the study's instance registered as its node address
-        ctx = real_init(*a, **kw)
-        addresses.extend(n['NodeManagerAddress'] for n in ray.nodes())
-        return ctx
-    monkeypatch.setattr(ray, 'init', init)
-    study = tmp_path/'study'
-    df = run_study(StudyConfig.tiny(seeds=[0, 1]), study, executor='ray', workers=2, progress=False)
-    assert df.run_id.nunique() == 2 and (df.status == 'ok').all(), df.error.tolist()
-    assert len(df) == 2 * 2
-    assert addresses and all(a.startswith('127.') for a in addresses), addresses
-
 def test_ray_refuses_a_gpu_index_before_anything_runs(tmp_path):
     "Under Ray each run sees only the GPU Ray gave it (cuda:0): cuda:1 would fail in every run, so it fails at once."
     with pytest.raises(CellnbError, match=r"device: 'cuda:1' with executor ray: .* use device: cuda"):
