@@ -6,6 +6,8 @@ Reads the JSONs the experiment scripts write (benchmarks/results/*.json) and wri
   flaglimit_differences.csv  every paired or Welch difference the FlagLimit study computed (gains with data, model
                              against model, protocol against protocol, schedule controls, class mix, slope-accuracy r)
   flaglimit_blur_slopes.csv  blur degradation slopes per entry and placement
+  blur_curves.csv            the blur study (crchisto_blur.json): macro-F1 per entry x placement x sigma, image-bootstrap CI
+  blur_placement_slopes.csv  the blur study's degradation slopes per entry x placement x blur axis (sigma, sigma_40px)
   cv.csv                     the 2-fold cross-validation rows (CPU and GPU)
   latency.csv                the controlled latency benchmark (one row per device x model x batch size)
   performance.csv            the engineering benchmarks (P1-P5 and the others): one row per measured ratio
@@ -146,6 +148,13 @@ def blur_slopes() -> pd.DataFrame:
                                  ci_high=v["seed_ci"][1], n_runs=v["n_runs"]))
     return pd.DataFrame(rows)
 
+def _blur(part) -> pd.DataFrame:
+    "A table the blur study (crchisto_blur.py) keeps in its JSON; None (no CSV) until the study has run."
+    return pd.DataFrame(_load("crchisto_blur")[part]) if (RESULTS / "crchisto_blur.json").exists() else None
+
+def blur_curves() -> pd.DataFrame: return _blur("curves")
+def blur_placement_slopes() -> pd.DataFrame: return _blur("slopes")
+
 def cv() -> pd.DataFrame:
     rows = []
     for name, device in (("crchisto_cv", "cpu"), ("crchisto_cv_gpu", "H200")):
@@ -191,17 +200,21 @@ def performance() -> pd.DataFrame:
             d = _load(name); d.pop("machine", None); walk(name, "", d)
     return pd.DataFrame(rows)
 
-TABLES = dict(flaglimit=flaglimit, flaglimit_differences=differences, flaglimit_blur_slopes=blur_slopes, cv=cv,
+TABLES = dict(flaglimit=flaglimit, flaglimit_differences=differences, flaglimit_blur_slopes=blur_slopes,
+              blur_curves=blur_curves, blur_placement_slopes=blur_placement_slopes, cv=cv,
               latency=latency, performance=performance)
 
-def render(name) -> str:
-    buf = io.StringIO(); TABLES[name]().to_csv(buf, index=False, float_format="%.6g"); return buf.getvalue()
+def render(name) -> str | None:
+    t = TABLES[name]()
+    if t is None: return None
+    buf = io.StringIO(); t.to_csv(buf, index=False, float_format="%.6g"); return buf.getvalue()
 
 def main():
     ap = argparse.ArgumentParser(); ap.add_argument("--check", action="store_true"); a = ap.parse_args()
     stale = []
     for name in TABLES:
         p, text = RESULTS / f"{name}.csv", render(name)
+        if text is None: continue
         if a.check:
             if not p.exists() or p.read_text() != text: stale.append(p.name)
         else:
