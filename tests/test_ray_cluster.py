@@ -9,9 +9,10 @@ processes), so no two Ray instances start side by side on a loaded machine."""
 import contextlib, json, os, socket, subprocess, sys, tempfile, threading, time, shutil
 from collections import Counter
 from pathlib import Path
-import nbformat, pandas as pd, psutil, pytest
+import pandas as pd, psutil, pytest
 
 ray = pytest.importorskip('ray')
+from test_sweep import toy_notebook   # noqa: E402
 from cellnb.sweep import (StudyConfig, run_study, _launch_once, _ray_init_kw, _loopback_ip, RAY_LAUNCH,   # noqa: E402
                           RAY_RETRIES, _run_env)
 
@@ -35,13 +36,7 @@ p = Path(out_dir)/'runs'/run_id/result_file
 p.with_suffix('.tmp').write_text(json.dumps(rows)); os.replace(p.with_suffix('.tmp'), p)
 with open(log, 'a') as f: f.write(f"finish {run_id} {os.getpid()}\\n")'''
 
-def logged_notebook(path):
-    nb = nbformat.v4.new_notebook(metadata={'kernelspec': {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}})
-    nb.cells = [nbformat.v4.new_code_cell("dataset='synthetic'\nmodel='cnn'\nprotocol='scratch'\nflag_limit=8\nseed=0\n"
-                                          "out_dir='.'\nrun_id='adhoc'\nresult_file='result.json'", metadata={'tags': ['parameters']}),
-                nbformat.v4.new_code_cell(LOGGED)]
-    nbformat.write(nb, path)
-    return Path(path)
+def logged_notebook(path): return toy_notebook(path, LOGGED)
 
 def executions(study) -> list:
     p = Path(study)/'executions.log'

@@ -20,11 +20,12 @@ rows = [dict(run_id=run_id, dataset=dataset, model=model, family='scratch', prot
 p = Path(out_dir)/'runs'/run_id/result_file
 p.with_suffix('.tmp').write_text(json.dumps(rows)); os.replace(p.with_suffix('.tmp'), p)'''
 
-def toy_notebook(path):
+def toy_notebook(path, code=TOY):
+    "An experiment notebook: the contract's parameters cell, then `code`."
     nb = nbformat.v4.new_notebook(metadata={'kernelspec': {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}})
     nb.cells = [nbformat.v4.new_code_cell("dataset='synthetic'\nmodel='cnn'\nprotocol='scratch'\nflag_limit=8\nseed=0\n"
                                           "out_dir='.'\nrun_id='adhoc'\nresult_file='result.json'", metadata={'tags': ['parameters']}),
-                nbformat.v4.new_code_cell(TOY)]
+                nbformat.v4.new_code_cell(code)]
     nbformat.write(nb, path)
     return Path(path)
 
