@@ -561,15 +561,16 @@ def _run_ray(todo:list, runs:dict, launch_kw:dict, workers:int, cfg:StudyConfig,
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 try: r = ray.get(done[0])
-                except ray.exceptions.RayError as e:   # its node died RAY_RETRIES + 1 times: left for a rerun
-                    lost.append(f"{refs[done[0]].name} ({type(e).__name__})")
+                except ray.exceptions.RayError as e:   # its node died RAY_RETRIES + 1 times, or the launch itself failed: left for a rerun
+                    cause = getattr(e, 'cause', None) if isinstance(e, ray.exceptions.RayTaskError) else None
+                    lost.append(f"{refs[done[0]].name} ({' '.join(str(cause).split())[:200] if cause else type(e).__name__})")
                     continue
                 on_done(r)
         except BaseException:
             for ref in pending:
                 with contextlib.suppress(Exception): ray.cancel(ref, force=True)
             raise
-        if lost: warnings.warn(f"Ray lost {len(lost)} run(s) with their nodes: {', '.join(lost)}; they have no result: rerun the same command to run them")
+        if lost: warnings.warn(f"Ray could not finish {len(lost)} run(s) (a node died, or the run could not start): {'; '.join(lost)}; they have no result: rerun the same command to run them")
     finally:
         if started: ray.shutdown()
 
