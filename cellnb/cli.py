@@ -266,7 +266,7 @@ def predict_cmd(argv=None) -> int:
     a = p.parse_args(argv)
     run = Path(a.model)
     mdir = run/'model' if (run/'model').is_dir() else run
-    from cellnb.core import CellnbError, atomic_write
+    from cellnb.core import CellnbError, atomic_write, NETWORK_PROTOCOLS, WEIGHTS_APART
     if not mdir.is_dir(): raise CellnbError(f"--model {run} is not a folder; pass a run folder (study/runs/<run_id>) or its model/ folder")
     if Path(a.out).is_dir(): raise CellnbError(f"--out {a.out} is a folder; give the CSV file to write, e.g. {Path(a.out)/'predictions.csv'}")
     params = _read_params(run, mdir)
@@ -277,14 +277,14 @@ def predict_cmd(argv=None) -> int:
     if a.weights is not None:   # a lora run's adapters are put onto these weights as it loads (checked by hash)
         try: protocol = json.loads((mdir/'config.json').read_text()).get('protocol')
         except (OSError, ValueError, AttributeError): protocol = None   # loading names what is wrong with the folder
-        if protocol is not None and protocol not in ('linear_probe', 'lora'):
-            raise CellnbError(f"--weights is for linear-probe runs and lora runs; this {protocol} run keeps every weight in its model.pt: drop --weights")
+        if protocol is not None and protocol not in WEIGHTS_APART:
+            raise CellnbError(f"--weights is for {' and '.join(WEIGHTS_APART)} runs; this {protocol} run keeps every weight in its model.pt: drop --weights")
         if not Path(a.weights).expanduser().exists(): raise CellnbError(f"--weights {a.weights} does not exist; pass the backbone's weights file")
         weights = str(Path(a.weights).expanduser().resolve())
     fitted = _load_fitted(mdir, a.device, weights)
     if a.compile:
-        if fitted.protocol == 'linear_probe':
-            raise CellnbError("--compile is for trained networks (scratch, ft_last, full_ft, lora); a linear probe classifies the backbone's cached embeddings: drop --compile")
+        if fitted.protocol not in NETWORK_PROTOCOLS:
+            raise CellnbError(f"--compile is for trained networks ({', '.join(NETWORK_PROTOCOLS)}); a linear probe classifies the backbone's cached embeddings: drop --compile")
         from cellnb.cost import CompiledModel
         fitted.model = CompiledModel(fitted.model, 'cuda_graphs' if fitted.device.type == 'cuda' else 'compiled')
     crop = a.crop if a.crop is not None else params.get('crop')

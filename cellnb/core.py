@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['PROTOCOLS', 'CellnbError', 'crchisto_path', 'require_crchisto', 'default_device', 'get_device', 'bf16_autocast',
-           'is_positive_int', 'check_count', 'check_seed', 'seed_everything', 'cache_dir', 'atomic_write',
-           'atomic_write_text', 'atomic_write_json', 'sha1_file', 'tensor_fingerprint']
+__all__ = ['PROTOCOLS', 'NETWORK_PROTOCOLS', 'BACKBONE_TRAINING', 'WEIGHTS_APART', 'CellnbError', 'crchisto_path',
+           'require_crchisto', 'default_device', 'get_device', 'bf16_autocast', 'is_positive_int', 'check_count',
+           'check_seed', 'seed_everything', 'cache_dir', 'atomic_write', 'atomic_write_text', 'atomic_write_json',
+           'sha1_file', 'tensor_fingerprint']
 
 # %% ../nbs/00_core.ipynb #d615c7c1
 class CellnbError(ValueError):
@@ -20,6 +21,9 @@ class CellnbError(ValueError):
 
 # %% ../nbs/00_core.ipynb #c0a1b2d4
 PROTOCOLS = ('scratch', 'linear_probe', 'ft_last', 'full_ft', 'lora')   # how a model is trained: from scratch, or from a backbone
+NETWORK_PROTOCOLS = tuple(p for p in PROTOCOLS if p != 'linear_probe')      # those that train a network by gradient steps (the probe fits a head on cached embeddings)
+BACKBONE_TRAINING = tuple(p for p in NETWORK_PROTOCOLS if p != 'scratch')  # those that back-propagate through a backbone at its own input size
+WEIGHTS_APART = ('linear_probe', 'lora')   # runs saved without the backbone's weights: loading one takes those weights (checked by hash)
 
 # %% ../nbs/00_core.ipynb #892a9b79
 def _walk_up(start:Path):

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from fastcore.basics import patch
-from .core import CellnbError, PROTOCOLS, atomic_write, atomic_write_json, atomic_write_text, get_device
+from .core import CellnbError, PROTOCOLS, BACKBONE_TRAINING, atomic_write, atomic_write_json, atomic_write_text, get_device
 try: import fcntl
 except ImportError: fcntl = None  # not POSIX: the study lock is skipped
 
@@ -503,7 +503,7 @@ def _run_local(todo:list, launch_kw:dict, workers:int, on_done):
 def _gpus_per_run(run:dict, gpus_per_run, device:str, have_gpu:bool) -> float:
     if device == 'cpu' or not have_gpu: return 0.0
     if gpus_per_run is not None: return float(gpus_per_run)
-    return 1.0 if run['protocol'] in ('ft_last', 'full_ft', 'lora') else 0.25
+    return 1.0 if run['protocol'] in BACKBONE_TRAINING else 0.25
 
 RAY_RETRIES = 2   # a run whose node (or Ray worker) died is started again on a live node at most this many times
 RAY_LAUNCH = '.ray_launch.json'   # in a run folder: the Ray launch of the study that last started the run

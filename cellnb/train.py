@@ -25,7 +25,7 @@ with warnings.catch_warnings():  # fastai's own torch.jit.script at import: torc
     from fastai.metrics import AccumMetric
     from fastai.optimizer import Adam
 from fastcore.foundation import L
-from .core import CellnbError, PROTOCOLS, get_device, bf16_autocast, seed_everything, atomic_write, atomic_write_json, is_positive_int, check_seed, check_count
+from .core import CellnbError, PROTOCOLS, NETWORK_PROTOCOLS, get_device, bf16_autocast, seed_everything, atomic_write, atomic_write_json, is_positive_int, check_seed, check_count
 from .data import CellSet, require_cellset
 from .transforms import CellPipeline, pipeline_for, tune_malloc, augment_options, BLUR_PLACEMENTS
 
@@ -591,41 +591,47 @@ def last_stage_modules(backbone:nn.Module # a backbone from `load_backbone`
 DEFAULT_LR = dict(scratch=2e-3, ft_last=1e-3, full_ft=1e-3, lora=1e-3)
 PROBE_CS = (0.001, 0.01, 0.1, 1.0, 10.0)
 
-def _ckpt_args(kw) -> dict: return {k: kw[k] for k in ('checkpoint', 'key', 'started', 'passes') if kw.get(k) is not None}
+def _ckpt_args(kw) -> dict: return {k: kw[k] for k in ('checkpoint', 'key', 'started') if kw.get(k) is not None}
 
 def _fit_scratch(model_name, train, valid, epochs, lr, seed, device, bs, label_smoothing, patience, augment, progress,
-                 class_weight=None, **kw):
+                 class_weight=None, passes=1, **kw):
     from cellnb.models import create_model
     seed_everything(seed)
     model = create_model(model_name, train.n_classes, **kw.get('model_kwargs', {}))
     learn, model, best, hist = _fit_learner(model, train, valid, epochs, lr, seed, device, bs, label_smoothing, patience,
-                                            augment, progress, wd=kw.get('wd', 0.01), class_weight=class_weight, **_ckpt_args(kw))
+                                            augment, progress, wd=kw.get('wd', 0.01), class_weight=class_weight, passes=passes, **_ckpt_args(kw))
     return dict(model=model, best_epoch=best, history=hist, resumed_at=learn.resumed_at, train_seconds=learn.train_seconds)
 
+def _trainable_backbone(protocol, net, lr, kw):
+    "Make `net`'s backbone ready for `protocol`: which parameters train, in which groups, at which lr, with which callbacks."
+    if protocol == 'full_ft':
+        for p in net.parameters(): p.requires_grad_(True)
+        return lambda m: [list(m.backbone.parameters()), list(m.head.parameters())], [], slice(lr / 10, lr)   # discriminative: backbone lr/10, head lr
+    if protocol == 'ft_last':
+        for p in net.backbone.parameters(): p.requires_grad_(False)
+        for m in last_stage_modules(net.backbone):
+            for p in m.parameters(): p.requires_grad_(True)
+    else:   # lora: peft adds the adapters and freezes the backbone's own weights
+        from cellnb.foundation import add_lora, LORA_DEFAULTS
+        net.backbone = add_lora(net.backbone, **{k: kw[k] for k in LORA_DEFAULTS if k in kw})
+    body = [p for p in net.backbone.parameters() if p.requires_grad]   # the last stage, or the adapters
+    return lambda m: [body, list(m.head.parameters())], [FrozenBNCallback(frozen_bn_modules(net.backbone))], lr
+
 def _fit_finetune(protocol, model_name, train, valid, epochs, lr, seed, device, bs, label_smoothing, patience, augment,
-                  progress, weights=None, class_weight=None, **kw):
+                  progress, weights=None, class_weight=None, passes=1, **kw):
+    "ft_last, full_ft or lora: a backbone and a new head trained together, the backbone in part, in full or through adapters."
     from cellnb.foundation import load_backbone
     seed_everything(seed)
     net = BackboneClassifier(load_backbone(model_name, weights), train.n_classes)
-    net.backbone.weights_hash = None   # training changes the loaded weights: embedding caches must key on the parameters
+    weights_hash = net.backbone.weights_hash   # of the weights as loaded: a lora run is saved against them
+    splitter, cbs, lr_ = _trainable_backbone(protocol, net, lr, kw)
+    net.backbone.weights_hash = None   # training changes what it computes: embedding caches must not take it for the loaded backbone
     net = net.to(memory_format=torch.channels_last)   # NHWC convolutions, as `embed` runs them: 1.6x faster on this CPU
-    if protocol == 'ft_last':
-        for p in net.backbone.parameters(): p.requires_grad_(False)
-        last = last_stage_modules(net.backbone)
-        for m in last:
-            for p in m.parameters(): p.requires_grad_(True)
-        body = [p for p in net.backbone.parameters() if p.requires_grad]
-        splitter = lambda m: [body, list(m.head.parameters())]
-        cbs = [FrozenBNCallback(frozen_bn_modules(net.backbone))]
-        lr_ = lr
-    else:
-        for p in net.parameters(): p.requires_grad_(True)
-        splitter = lambda m: [list(m.backbone.parameters()), list(m.head.parameters())]
-        cbs, lr_ = [], slice(lr / 10, lr)   # discriminative: backbone lr/10, head lr
     learn, net, best, hist = _fit_learner(net, train, valid, epochs, lr_, seed, device, bs, label_smoothing, patience,
                                           augment, progress, splitter=splitter, cbs=cbs, wd=kw.get('wd', 0.01),
-                                          class_weight=class_weight, **_ckpt_args(kw))
-    return dict(model=net, best_epoch=best, history=hist, resumed_at=learn.resumed_at, train_seconds=learn.train_seconds)
+                                          class_weight=class_weight, passes=passes, **_ckpt_args(kw))
+    return dict(model=net, best_epoch=best, history=hist, resumed_at=learn.resumed_at, train_seconds=learn.train_seconds,
+                weights_hash=weights_hash)
 
 # %% ../nbs/07_train.ipynb #e1a5a60d
 _PROBE_BACKBONE = {}
@@ -673,30 +679,12 @@ def _fit_linear_probe(model_name, train, valid, seed, device, bs, weights=None, 
     return dict(probe=probe, backbone=backbone, history=pd.DataFrame(rows), best_epoch=None, C=C)
 
 # %% ../nbs/07_train.ipynb #a70e0002
-def _fit_lora(model_name, train, valid, epochs, lr, seed, device, bs, label_smoothing, patience, augment, progress,
-              weights=None, class_weight=None, **kw):
-    from cellnb.foundation import load_backbone, add_lora, LORA_DEFAULTS
-    seed_everything(seed)
-    backbone = load_backbone(model_name, weights)
-    weights_hash = backbone.weights_hash
-    net = BackboneClassifier(backbone, train.n_classes)
-    net.backbone = add_lora(net.backbone, **{k: kw[k] for k in LORA_DEFAULTS if k in kw})   # peft freezes the backbone's own weights
-    net.backbone.weights_hash = None   # the adapters change what it computes: embedding caches must not take it for the loaded backbone
-    net = net.to(memory_format=torch.channels_last)
-    body = [p for p in net.backbone.parameters() if p.requires_grad]   # the adapters
-    splitter = lambda m: [body, list(m.head.parameters())]
-    learn, net, best, hist = _fit_learner(net, train, valid, epochs, lr, seed, device, bs, label_smoothing, patience,
-                                          augment, progress, splitter=splitter, cbs=[FrozenBNCallback(frozen_bn_modules(net.backbone))],
-                                          wd=kw.get('wd', 0.01), class_weight=class_weight, **_ckpt_args(kw))
-    return dict(model=net, best_epoch=best, history=hist, resumed_at=learn.resumed_at, train_seconds=learn.train_seconds,
-                weights_hash=weights_hash)
-
 LORA_FILE = 'adapter.pt'   # what a saved lora run keeps: its adapters and head
 
 def _lora_used(net:nn.Module, kw:dict) -> dict:
     "The LoRA options a run trained with, its target resolved to the backbone family's default where none was given."
-    from cellnb.foundation import lora_options, LORA_TARGETS
-    o = lora_options(**{k: kw[k] for k in ('rank', 'alpha', 'dropout', 'target_modules') if k in kw})
+    from cellnb.foundation import lora_options, LORA_TARGETS, LORA_DEFAULTS
+    o = lora_options(**{k: kw[k] for k in LORA_DEFAULTS if k in kw})
     if o['target_modules'] is None: o['target_modules'] = LORA_TARGETS[type(net.backbone.get_base_model()).__name__]
     return o
 
@@ -781,7 +769,7 @@ def _check_options(protocol, extra, label_smoothing, weights, lr, patience, chec
                                   f"check the spelling (its own options: {', '.join(EXTRA_OPTIONS[protocol])}, and the named ones)")
     if protocol == 'scratch' and weights is not None: raise CellnbError(f"weights={weights!r} is for the foundation protocols; a scratch model starts from random weights: drop it")
     if checkpoint is not None:
-        if protocol == 'linear_probe': raise CellnbError("checkpoint= is for the trained protocols (scratch, ft_last, full_ft, lora); the linear probe has no epochs to resume: drop it")
+        if protocol not in NETWORK_PROTOCOLS: raise CellnbError(f"checkpoint= is for the trained protocols ({', '.join(NETWORK_PROTOCOLS)}); the linear probe has no epochs to resume: drop it")
         if not isinstance(checkpoint, (str, os.PathLike)) or Path(checkpoint).is_dir():
             raise CellnbError(f"checkpoint={checkpoint!r} is invalid; give a file path (created after the first epoch), e.g. 'run/checkpoint.pth'")
     if lr is not None and not (_real(lr) and lr > 0): raise CellnbError(f"lr={lr!r} is invalid; use a positive learning rate such as {DEFAULT_LR.get(protocol) or 1e-3}, or None for the protocol's default")
@@ -854,26 +842,22 @@ def fit_cell_model(protocol:str, # 'scratch' | 'linear_probe' | 'ft_last' | 'ful
     lr = DEFAULT_LR.get(protocol) if lr is None else float(lr)
     cw = balanced_class_weights(train) if class_weight == 'balanced' else None
     common = dict(train=train, valid=valid, seed=seed, device=device, bs=int(bs), class_weight=cw)
-    if passes > 1: kwargs = dict(kwargs, passes=passes)
     if protocol == 'lora': import peft  # noqa: F401  (its import takes seconds: before the clock starts, not counted as training)
     t0 = time.perf_counter()
     if checkpoint is not None:   # plain values only: the key is compared with the one read back from the file
         kwargs = dict(kwargs, checkpoint=Path(checkpoint), started=t0, key=dict(protocol=protocol, model=model_name, train=train.fingerprint(),
             valid=valid.fingerprint(), epochs=int(epochs), lr=float(lr), seed=int(seed), bs=int(bs), label_smoothing=float(label_smoothing),
             patience=None if patience is None else int(patience), augment=json.dumps(augment, sort_keys=True), class_weight=class_weight,
-            weights=None if weights is None else str(weights), options=json.dumps({k: v for k, v in kwargs.items() if k != 'passes'}, sort_keys=True, default=str), device=device.type,
+            weights=None if weights is None else str(weights), options=json.dumps(kwargs, sort_keys=True, default=str), device=device.type,
             **({'passes': passes} if passes > 1 else {})))
     if protocol == 'scratch':
         out = _fit_scratch(model_name, epochs=int(epochs), lr=lr, label_smoothing=label_smoothing, patience=patience,
-                           augment=augment, progress=progress, **common, **kwargs)
+                           augment=augment, progress=progress, passes=passes, **common, **kwargs)
     elif protocol == 'linear_probe':
         out = _fit_linear_probe(model_name, weights=weights, progress=progress, cache=cache, **common, **kwargs)
-    elif protocol == 'lora':
-        out = _fit_lora(model_name, epochs=int(epochs), lr=lr, label_smoothing=label_smoothing, patience=patience,
-                        augment=augment, progress=progress, weights=weights, **common, **kwargs)
     else:
         out = _fit_finetune(protocol, model_name, epochs=int(epochs), lr=lr, label_smoothing=label_smoothing, patience=patience,
-                            augment=augment, progress=progress, weights=weights, **common, **kwargs)
+                            augment=augment, progress=progress, weights=weights, passes=passes, **common, **kwargs)
     secs = out.get('train_seconds') or time.perf_counter() - t0   # a resumed fit counts its interrupted part too
     cfg = dict(lr=lr, epochs=None if protocol == 'linear_probe' else int(epochs), seed=int(seed), bs=int(bs), cache=bool(cache),
                label_smoothing=float(label_smoothing), augment=augment if isinstance(augment, dict) else bool(augment), model_kwargs=kwargs.get('model_kwargs', {}))

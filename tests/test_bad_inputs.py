@@ -160,7 +160,7 @@ CASES = {  # id: (build(tmp, model_dir) -> argv, parts the one error line must c
                                 ["--out", "is a folder; give the CSV file to write"]),
     'report_of_a_file': (lambda t, m: ['cellnb-report', t/'out'/'keep.txt'], ["keep.txt is not a folder"]),
     'predict_weights_for_scratch': (lambda t, m: ['cellnb-predict', '--model', m, '--data', f"folder:{cell_folder(t/'cells')}", '--weights', t/'w.pth', '--out', t/'out'/'p.csv'],
-                                    ["--weights is for linear-probe runs", "drop --weights"]),
+                                    ["--weights is for linear_probe and lora runs", "drop --weights"]),
 }
 
 @pytest.fixture(scope='module')
