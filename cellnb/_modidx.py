@@ -50,7 +50,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'cellnb.cost._check_input_size': ('cost.html#_check_input_size', 'cellnb/cost.py'),
                              'cellnb.cost._conv_backward_flops': ('cost.html#_conv_backward_flops', 'cellnb/cost.py'),
                              'cellnb.cost._cpu_sdpa_flops': ('cost.html#_cpu_sdpa_flops', 'cellnb/cost.py'),
-                             'cellnb.cost._median_seconds': ('cost.html#_median_seconds', 'cellnb/cost.py'),
                              'cellnb.cost._seconds': ('cost.html#_seconds', 'cellnb/cost.py'),
                              'cellnb.cost._sync': ('cost.html#_sync', 'cellnb/cost.py'),
                              'cellnb.cost._time_forward': ('cost.html#_time_forward', 'cellnb/cost.py'),

@@ -62,10 +62,6 @@ def _seconds(fn, device, warmup, repeats) -> list:
         times.append(time.perf_counter() - t)
     return times
 
-def _median_seconds(fn, device, warmup, repeats):
-    "Median wall seconds of `fn()` after `warmup` untimed calls."
-    return statistics.median(_seconds(fn, device, warmup, repeats))
-
 def spread(xs) -> dict:
     "Median, quartiles (linear interpolation), min, max and count of the repeats `xs`."
     s = sorted(xs)

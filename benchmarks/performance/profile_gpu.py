@@ -19,7 +19,7 @@ from torch.profiler import profile, ProfilerActivity
 import sys as _sys, pathlib as _pl; _sys.path[:0] = [str(_pl.Path(__file__).resolve().parents[1]), str(_pl.Path(__file__).resolve().parents[1] / "crchisto_study")]   # _common, the study scripts
 from _common import write_result
 from cellnb.models import create_model
-from cellnb.cost import _median_seconds
+from cellnb.cost import _seconds, spread
 import cellnb.train   # noqa: F401  imports fastai with its torch.jit.script notice hidden
 from fastai.optimizer import Adam
 
@@ -58,10 +58,10 @@ def forward_rows(models, batches, dev, repeats, rows, save):
             x = torch.randn(b, 3, size, size, device=dev)
             def fwd():
                 with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=on_gpu, cache_enabled=False): m(x)
-            r = dict(ms=1000 * _median_seconds(fwd, dev, 3, repeats), **_profile(fwd, sync, 3, on_gpu))
+            r = dict(ms=1000 * spread(_seconds(fwd, dev, 3, repeats))["median"], **_profile(fwd, sync, 3, on_gpu))
             if on_gpu:
                 r["busy"] = r["kernel_ms"] / r["ms"]
-                try: r["graph_ms"] = 1000 * _median_seconds(_graph(fwd), dev, 3, repeats)
+                try: r["graph_ms"] = 1000 * spread(_seconds(_graph(fwd), dev, 3, repeats))["median"]
                 except RuntimeError as e: r["graph_ms"], r["graph_error"] = None, str(e).splitlines()[0][:200]
             r["ms_per_patch"] = r["ms"] / b
             rows[f"{name}/bs{b}"] = r; save()
@@ -88,7 +88,7 @@ def train_rows(bs, dev, repeats, rows, save):
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=on_gpu):
                 loss = torch.nn.functional.cross_entropy(m(x).float(), y)
             loss.backward(); opt.step()
-        r = dict(ms=1000 * _median_seconds(step, dev, 2, repeats), **_profile(step, sync, 2, on_gpu))
+        r = dict(ms=1000 * spread(_seconds(step, dev, 2, repeats))["median"], **_profile(step, sync, 2, on_gpu))
         r["img_per_s"] = bs / r["ms"] * 1000
         if on_gpu: r["busy"] = r["kernel_ms"] / r["ms"]
         rows[name] = r; save()
