@@ -484,6 +484,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'cellnb.train.macro_f1': ('train.html#macro_f1', 'cellnb/train.py'),
                               'cellnb.train.majority_macro_f1': ('train.html#majority_macro_f1', 'cellnb/train.py'),
                               'cellnb.train.merged_model': ('train.html#merged_model', 'cellnb/train.py'),
+                              'cellnb.train.n_batches': ('train.html#n_batches', 'cellnb/train.py'),
                               'cellnb.train.read_checkpoint': ('train.html#read_checkpoint', 'cellnb/train.py'),
                               'cellnb.train.resolve_policy': ('train.html#resolve_policy', 'cellnb/train.py'),
                               'cellnb.train.train_schedule': ('train.html#train_schedule', 'cellnb/train.py')},

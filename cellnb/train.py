@@ -31,13 +31,20 @@ from .transforms import CellPipeline, pipeline_for, tune_malloc, augment_options
 
 # %% auto #0
 __all__ = ['TRAIN_POLICY', 'CONDITIONS', 'CHECKPOINT_FORMAT', 'DEFAULT_LR', 'PROBE_CS', 'LORA_FILE', 'CLASS_WEIGHTS',
-           'EXTRA_OPTIONS', 'CellDataLoader', 'cell_dataloaders', 'resolve_policy', 'train_schedule', 'macro_f1',
-           'MacroF1', 'KeepBestCallback', 'StopOnNaNCallback', 'FrozenBNCallback', 'frozen_bn_modules', 'family_of',
-           'BackboneClassifier', 'FittedModel', 'dihedral_views', 'read_checkpoint', 'CheckpointCallback',
+           'EXTRA_OPTIONS', 'n_batches', 'CellDataLoader', 'cell_dataloaders', 'resolve_policy', 'train_schedule',
+           'macro_f1', 'MacroF1', 'KeepBestCallback', 'StopOnNaNCallback', 'FrozenBNCallback', 'frozen_bn_modules',
+           'family_of', 'BackboneClassifier', 'FittedModel', 'dihedral_views', 'read_checkpoint', 'CheckpointCallback',
            'last_stage_modules', 'merged_model', 'check_model', 'balanced_class_weights', 'fit_cell_model',
            'majority_macro_f1', 'learning_warning']
 
 # %% ../nbs/07_train.ipynb #a5f65c56
+def n_batches(n:int, # cells in one pass
+              bs:int, # batch size
+              drop_last:bool=False, # drop the last incomplete batch
+             ) -> int:
+    "Batches in one pass over `n` cells: what a loader yields per pass and what `train_schedule` counts as steps."
+    return n // bs if drop_last else math.ceil(n / bs)
+
 class CellDataLoader:
     "Batches `(pipeline(images[idx]), labels[idx])` sliced from an in-memory CellSet, on `device`; a fastai-compatible loader."
     n_inp = 1
@@ -76,7 +83,7 @@ class CellDataLoader:
             self.device, self._static = device, None
         return self
 
-    def batches_per_pass(self) -> int: return self.n // self.bs if self.drop_last else math.ceil(self.n / self.bs)
+    def batches_per_pass(self) -> int: return n_batches(self.n, self.bs, self.drop_last)
     def __len__(self): return self.passes * self.batches_per_pass()
 
     @property
@@ -165,7 +172,7 @@ def train_schedule(n_train:int, # training cells
     n_train, bs, epochs = (check_count(v, f"train_schedule: {k}") for k, v in dict(n_train=n_train, bs=bs, epochs=epochs).items())
     min_steps = check_count(min_steps, "train_schedule: min_steps", 0, " (0: no floor)")
     if floor_by not in ('passes', 'epochs'): raise CellnbError(f"train_schedule: floor_by={floor_by!r} is unknown; use 'passes' or 'epochs'")
-    steps = int(n_train) // int(bs) if _drops_last(n_train, bs) else math.ceil(n_train / bs)
+    steps = n_batches(n_train, bs, _drops_last(n_train, bs))
     if epochs * steps >= min_steps: return epochs, steps
     if floor_by == 'epochs': return math.ceil(min_steps / steps), steps
     if policy: epochs = min(epochs, max(1, min_steps // TRAIN_POLICY['epoch_steps']))   # fewer, longer epochs: fewer validations
@@ -797,8 +804,7 @@ def _validate_inputs(protocol, model_name, train, valid, epochs, bs, augment, cl
     if len(present) < 2: raise CellnbError(f"train has cells of only {len(present)} class ({', '.join(map(repr, present))}); training needs labelled cells of at least 2 classes")
     if protocol != 'linear_probe' and epochs is not None and (not is_positive_int(epochs)):
         raise CellnbError(f"epochs={epochs!r} is invalid; use an integer >= 1, or None for the training policy ({TRAIN_POLICY['epochs']} epochs, at least {TRAIN_POLICY['min_steps']} steps)")
-    if min_steps is not None and (isinstance(min_steps, bool) or not isinstance(min_steps, (int, np.integer)) or min_steps < 0):
-        raise CellnbError(f"min_steps={min_steps!r} is invalid; use an integer >= 0 (0: no floor), or None for the training policy's")
+    if min_steps is not None: check_count(min_steps, "min_steps", 0, " (0: no floor), or None for the training policy's")
     _check_bs(bs)
     augment_options(augment)   # bad strengths fail here, not mid-training
     if not (class_weight is None or (isinstance(class_weight, str) and class_weight in CLASS_WEIGHTS)):
