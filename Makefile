@@ -35,9 +35,10 @@ nbtest: install
 	$(BIN)/nbdev-test --n-workers 2 --timing
 
 # Two test processes, one per core of a CI machine; a test file stays in one process (its module fixtures are built
-# once). The tests that start Ray clusters run afterwards on their own: Ray gives its processes fixed seconds to start.
+# once); the 25 slowest tests are listed at the end. The tests that start Ray clusters run afterwards on their own: Ray
+# gives its processes fixed seconds to start.
 pytest: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --ignore=tests/test_ray_cluster.py tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=25 --ignore=tests/test_ray_cluster.py tests
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_ray_cluster.py
 
 test: install check-export
