@@ -6,7 +6,7 @@ Reads the JSONs the experiment scripts write (benchmarks/results/*.json) and wri
   flaglimit_differences.csv  every paired or Welch difference the FlagLimit study computed (gains with data, model
                              against model, protocol against protocol, schedule controls, class mix, slope-accuracy r)
   flaglimit_blur_slopes.csv  blur degradation slopes per entry and placement
-  blur_curves.csv            the blur study (crchisto_blur.json): macro-F1 per entry x placement x sigma, image-bootstrap CI
+  blur_curves.csv            the blur study (crchisto_blur_answers.json): macro-F1 per entry x placement x sigma, image-bootstrap CI
   blur_placement_slopes.csv  the blur study's degradation slopes per entry x placement x blur axis (sigma, sigma_40px)
   cv.csv                     the 2-fold cross-validation rows (CPU and GPU)
   latency.csv                the controlled latency benchmark (one row per device x model x batch size)
@@ -27,7 +27,8 @@ BACKBONE = "effnet_lite0_in1k"
 # Results JSONs of the FlagLimit study whose rows are the curves, oldest first (a later folder re-measures a point with
 # the same policy); the backbone's rows in the first two are on its own crop, superseded by the shared 40-px patch.
 CURVES = ["crchisto_flaglimit", "crchisto_flaglimit_balanced", "crchisto_flaglimit_shared40", "crchisto_flaglimit_shared40_balanced",
-          *(f"crchisto_flaglimit_shared40_{x}" for x in ("ft1024", "ft2048", "fullft_grid", "ftall", "fullft512", "fullft1024", "fullft2048", "fullftall"))]
+          *(f"crchisto_flaglimit_shared40_{x}" for x in ("ft1024", "ft2048", "fullft_grid", "ftall", "fullft512", "fullft1024", "fullft2048", "fullftall")),
+          "crchisto_lora"]   # the LoRA study (crchisto_lora.yaml): lora on the same split, crop and step policy
 # Schedule controls: one FlagLimit re-run with twice the optimizer steps (not a point of the curves).
 LONG = ["crchisto_flaglimit_shared40_fullft256long", "crchisto_flaglimit_shared40_fullft512long", "crchisto_flaglimit_shared40_ftlast512long"]
 OWN_CROP = {"crchisto_flaglimit", "crchisto_flaglimit_balanced"}   # their backbone rows are superseded
@@ -103,8 +104,9 @@ def differences() -> pd.DataFrame:
                 add(experiment=name, kind="gain_against_prior", entry=e, other=e, flag_limit_from=int(lo), flag_limit_to=int(hi),
                     prior=v["prior_json"].removesuffix(".json"), **_gain(v["gain"]))
         for k, per in d.get("f_against_prior", {}).items():
+            a, b = k.split(" minus ")   # the key says which way the gain points (the costlier protocol first), not here/prior
             for f, v in per.items():
-                add(experiment=name, kind="protocol_vs_protocol", entry=v["here"], other=v["prior"], flag_limit_from=int(f), flag_limit_to=int(f),
+                add(experiment=name, kind="protocol_vs_protocol", entry=a, other=f"{BACKBONE} · {b}", flag_limit_from=int(f), flag_limit_to=int(f),
                     prior=v["prior_json"].removesuffix(".json"), **_gain(v["gain"]))
         for e, v in (d.get("e_class_mix") or {}).items():
             if not _keep(name, e): continue
@@ -150,7 +152,7 @@ def blur_slopes() -> pd.DataFrame:
 
 def _blur(part) -> pd.DataFrame:
     "A table the blur study (crchisto_blur.py) keeps in its JSON; None (no CSV) until the study has run."
-    return pd.DataFrame(_load("crchisto_blur")[part]) if (RESULTS / "crchisto_blur.json").exists() else None
+    return pd.DataFrame(_load("crchisto_blur_answers")[part]) if (RESULTS / "crchisto_blur_answers.json").exists() else None
 
 def blur_curves() -> pd.DataFrame: return _blur("curves")
 def blur_placement_slopes() -> pd.DataFrame: return _blur("slopes")

@@ -318,7 +318,7 @@ def _predict_proba(self:FittedModel, cellset:CellSet, # cells to classify
     "Class probabilities (N, C) for `cellset` under a blur condition."
     if condition not in CONDITIONS: raise CellnbError(f"condition={condition!r} unknown; use one of {list(CONDITIONS)}")
     if tta and self.protocol == 'linear_probe':
-        raise CellnbError("tta=True applies to trained networks (scratch, ft_last, full_ft); a linear probe classifies cached embeddings, use tta=False")
+        raise CellnbError(f"tta=True applies to trained networks ({', '.join(NETWORK_PROTOCOLS)}); a linear probe classifies cached embeddings, use tta=False")
     _check_bs(bs)
     _check_cells(cellset)
     device = self.device if device is None else get_device(device)
@@ -831,7 +831,7 @@ def fit_cell_model(protocol:str, # 'scratch' | 'linear_probe' | 'ft_last' | 'ful
                    progress:bool=True, # show fastprogress bars
                    cache:bool=True, # linear_probe: use the on-disk embedding cache
                    class_weight:str|None=None, # 'balanced': weight each class's loss by n / (k * n_class) (imbalanced training sets)
-                   checkpoint=None, # file: save the training state after each epoch and resume from it (scratch, ft_last, full_ft)
+                   checkpoint=None, # file: save the training state after each epoch and resume from it (scratch, ft_last, full_ft, lora)
                    min_steps:int|None=None, # at least this many optimizer steps (None: TRAIN_POLICY's when epochs is None, else 0)
                    **kwargs, # wd (weight decay, 0.01), model_kwargs (scratch: create_model overrides), Cs (probe C grid), rank/alpha/dropout/target_modules (lora: `cellnb.foundation.lora_options`)
                   ) -> FittedModel:

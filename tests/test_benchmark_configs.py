@@ -600,3 +600,16 @@ def test_results_tables_are_in_step_with_the_jsons(tmp_path):
     import os
     r = subprocess.run([sys.executable, str(tool), "--check"], capture_output=True, text=True, timeout=300, env=dict(os.environ, CELLNB_RESULTS_DIR=str(res)))
     assert r.returncode == 1 and "cv.csv differ from the JSONs" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+def test_protocol_differences_against_a_prior_point_the_way_their_key_says(tmp_path):
+    "A gain from --prior keyed 'full_ft minus lora' is full_ft minus lora in flaglimit_differences.csv, whichever side ran here."
+    import os, shutil
+    shutil.copytree(ROOT / "benchmarks" / "results", tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("run_records"))
+    here = {"here": "effnet_lite0_in1k · lora", "here_macro_f1": 0.645, "prior": "effnet_lite0_in1k · full_ft", "prior_macro_f1": 0.560,
+            "prior_json": "crchisto_flaglimit_shared40_fullft_grid.json", "gain": {"mean": -0.085, "ci": [-0.109, -0.061], "n": 3, "method": "paired by seed"}}
+    (tmp_path / "crchisto_lora.json").write_text(json.dumps({"table": {}, "f_against_prior": {"effnet_lite0_in1k · full_ft minus lora": {"256": here}}}))
+    code = "import sys; sys.path.insert(0, 'benchmarks'); import results_tables as t; print(t.differences().to_json(orient='records'))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT, env=dict(os.environ, CELLNB_RESULTS_DIR=str(tmp_path)))
+    assert r.returncode == 0, r.stderr
+    (row,) = [x for x in json.loads(r.stdout) if x["experiment"] == "crchisto_lora"]
+    assert (row["entry"], row["other"], row["mean"]) == ("effnet_lite0_in1k · full_ft", "effnet_lite0_in1k · lora", -0.085)

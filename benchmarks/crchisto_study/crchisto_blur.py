@@ -13,7 +13,8 @@ run, so differences between runs are paired on the same cells):
       slope on the sigma_40px axis (pre placement, and post with its sigma converted: sigma * 40 / 224) against each
       40-px model's.
 With several seeds an entry's numbers are the mean over its seeds (each bootstrap resample averages the seeds' runs).
-Writes benchmarks/results/crchisto_blur.json, with the blur curves (macro-F1 per entry x placement x sigma) and the
+Writes benchmarks/results/crchisto_blur_answers.json (crchisto_blur.json is the study folder's own summary, written by
+crchisto_flaglimit.py like every FlagLimit folder's), with the blur curves (macro-F1 per entry x placement x sigma) and the
 slopes (per entry x placement x axis) that benchmarks/results_tables.py turns into blur_curves.csv and
 blur_placement_slopes.csv for nbs/20_crchisto_study.ipynb.
 Usage: python benchmarks/crchisto_study/crchisto_blur.py [--runs DIR ...] [--n-boot 2000]
@@ -152,7 +153,7 @@ def main():
     tab["clean_macro_f1"] = tab.entry.map(cur[cur.sigma == 0].drop_duplicates("entry").set_index("entry").macro_f1)
     f = answers(rows, scores, sl, a.n_boot)
     meta = rows.drop_duplicates("run_id")
-    p = write_result("crchisto_blur", dict(runs=sorted(meta.run_id), entries={e: sorted(g.seed.astype(int)) for e, g in meta.groupby("entry")},
+    p = write_result("crchisto_blur_answers", dict(runs=sorted(meta.run_id), entries={e: sorted(g.seed.astype(int)) for e, g in meta.groupby("entry")},
                                            train_seconds=meta.set_index("run_id").train_seconds.to_dict(), **f,
                                            curves=cur.to_dict("records"), slopes=tab.to_dict("records")))
     print(tab[tab.x == "sigma_40px"].round(3).to_string(index=False))
