@@ -5,7 +5,8 @@ backward + AdamW; FLOPs from torch's flop counter with cellnb.cost.FLOP_FORMULAS
 matmuls, so a load that comes and goes hits both; the fraction is reported as the median of the repeats with its IQR
 and range. --threads defaults to 1 (pin the process to one core, e.g. `taskset -c 1`). The run is flagged busy (one
 warning line) when other processes load the cores this process may run on, before or after it. Prints the fraction last
-(target >= 0.5 on CPU).
+(target >= 0.5 on CPU). On the CPU it also profiles one step: the share of its time in matmuls, the FLOP/s those reach
+against the reference matmul, and the other ops that take the rest (`time_breakdown` in the JSON).
 With --bf16 (for a GPU: cellnb trains there under bf16 autocast) the step runs under bf16 autocast and the reference is a
 bf16 matmul.
 Usage: taskset -c 1 python benchmarks/performance/bench_flops.py [--bs 128] [--steps 2] [--repeats 5] [--device cuda --bf16]
@@ -26,6 +27,20 @@ def matmul_flops(n=2048, reps=5, device="cpu", dtype=torch.float32):
         if device != "cpu": torch.cuda.synchronize()
         if i >= 2: best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best
+
+MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
+
+def time_breakdown(step, reference_flops: float, top: int = 6) -> dict:
+    """Where one CPU training step's time goes (torch.profiler, self CPU time per op): the share spent in matmuls, the
+    FLOP/s those matmuls reach as a fraction of `reference_flops` (the dense matmul measured in the same run), and the
+    `top` other ops by their share. It says whether a low FLOP fraction is slow matmuls or time outside them."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_flops=True) as prof: step()
+    ops = [(e.key, e.self_cpu_time_total / 1e6, e.flops or 0) for e in prof.key_averages()]
+    total = sum(t for _, t, _ in ops)
+    mm_t, mm_f = sum(t for k, t, _ in ops if k in MATMULS), sum(f for k, _, f in ops if k in MATMULS)
+    rest = sorted(((k, t) for k, t, _ in ops if k not in MATMULS), key=lambda x: -x[1])[:top]
+    return dict(matmul_share_of_time=mm_t / total, matmul_rate_over_reference=(mm_f / mm_t) / reference_flops if mm_t else None,
+                other_ops_share={k: t / total for k, t in rest}, profiled_seconds=total)
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0]); ap.add_argument("--bs", type=int, default=128)
@@ -61,6 +76,7 @@ def main():
     end = core_load(1.0)
     busy = busy_warning(start, end, "the benchmark")
     frac = spread([t / p for t, p in zip(train, peak)])
+    brk = time_breakdown(step, spread(peak)["median"]) if a.device == "cpu" else None   # on a GPU self CPU time is launch time: profile_gpu.py
     tr, pk = spread([t / 1e9 for t in train]), spread([p / 1e9 for p in peak])
     outside = {str(i): dict(start=start["percpu"][i], end=end["percpu"][i]) for i in range(len(start["percpu"])) if i not in start["cores"]}
     print(f"custom_vit train step: {step_flops/1e9:.2f} GFLOP per batch of {a.bs}, {a.bs * tr['median'] * 1e9 / step_flops:.1f} img/s, "
@@ -73,7 +89,9 @@ def main():
                                          bs=a.bs, steps=a.steps, repeats=a.repeats, threads=torch.get_num_threads(),
                                          device=a.device, precision="bf16-autocast" if a.bf16 else "fp32", matmul_n=n,
                                          busy=busy, affinity=start["cores"], load_start=start["load"], load_end=end["load"],
-                                         cores_outside_affinity=outside, note=a.note or None))
+                                         cores_outside_affinity=outside, time_breakdown=brk, note=a.note or None))
+    if brk: print(f"where the step's time goes: matmuls {brk['matmul_share_of_time']:.0%} of it, at {brk['matmul_rate_over_reference']:.2f} of the "
+                  f"reference matmul's FLOP/s; then " + ", ".join(f"{k.removeprefix('aten::')} {v:.0%}" for k, v in brk["other_ops_share"].items()))
     print(f"wrote {p}")
     print(f"ratio {frac['median']:.3f} [IQR {frac['q1']:.3f}-{frac['q3']:.3f}, range {frac['min']:.3f}-{frac['max']:.3f}, {a.repeats} repeats] "
           f"(train FLOP/s / matmul FLOP/s, target >= 0.5){'  BUSY' if busy else ''}")

@@ -1,0 +1,31 @@
+"benchmarks/performance/bench_flops.py's time breakdown: which share of a training step is matmuls, and how fast they run."
+import importlib.util, json, os, subprocess, sys
+from pathlib import Path
+import pytest, torch
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "performance" / "bench_flops.py"
+
+def _module():
+    spec = importlib.util.spec_from_file_location("bench_flops", SCRIPT)
+    m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); return m
+
+def test_time_breakdown_tells_matmul_time_from_the_rest():
+    bf = _module()
+    torch.set_num_threads(1)
+    a, b, x = torch.randn(256, 256), torch.randn(256, 256), torch.randn(2_000_000)
+    only_mm = bf.time_breakdown(lambda: a @ b, reference_flops=bf.matmul_flops(256))
+    assert only_mm["matmul_share_of_time"] > 0.8                      # the rest is dispatch (aten::matmul's own overhead)
+    assert 0.2 < only_mm["matmul_rate_over_reference"] < 5   # the same product as the reference: about its rate
+    mixed = bf.time_breakdown(lambda: (a @ b, x.exp().sin()), reference_flops=bf.matmul_flops(256))
+    assert mixed["matmul_share_of_time"] < 0.5                      # two elementwise passes over 2M values dwarf one 256^2 product
+    assert {"aten::exp", "aten::sin"} <= set(mixed["other_ops_share"])
+    assert sum(mixed["other_ops_share"].values()) + mixed["matmul_share_of_time"] == pytest.approx(1.0, abs=0.05)
+
+def test_bench_flops_records_the_breakdown(tmp_path):
+    env = {**os.environ, "CELLNB_RESULTS_DIR": str(tmp_path)}
+    r = subprocess.run([sys.executable, str(SCRIPT), "--bs", "8", "--steps", "1", "--repeats", "5"], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr
+    d = json.loads((tmp_path / "bench_flops.json").read_text())
+    brk = d["time_breakdown"]
+    assert 0 < brk["matmul_share_of_time"] < 1 and brk["matmul_rate_over_reference"] > 0
+    assert "where the step's time goes: matmuls" in r.stdout
