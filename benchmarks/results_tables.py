@@ -105,8 +105,9 @@ def differences() -> pd.DataFrame:
                     prior=v["prior_json"].removesuffix(".json"), **_gain(v["gain"]))
         for k, per in d.get("f_against_prior", {}).items():
             a, b = k.split(" minus ")   # the key says which way the gain points (the costlier protocol first), not here/prior
+            other = f"{_split(a)[0]} · {b}"
             for f, v in per.items():
-                add(experiment=name, kind="protocol_vs_protocol", entry=a, other=f"{BACKBONE} · {b}", flag_limit_from=int(f), flag_limit_to=int(f),
+                add(experiment=name, kind="protocol_vs_protocol", entry=a, other=other, flag_limit_from=int(f), flag_limit_to=int(f),
                     prior=v["prior_json"].removesuffix(".json"), **_gain(v["gain"]))
         for e, v in (d.get("e_class_mix") or {}).items():
             if not _keep(name, e): continue

@@ -57,3 +57,9 @@ def test_slopes_are_ols_on_log2_and_answers_hold(study):
     # on the physical axis both degrade at the same made-up rate: the slope difference's CI holds zero
     lo, hi = f["c_equal_physical_blur"]["bb · linear_probe"]["cnn"]["pre"]["ci"]
     assert lo < 0 < hi
+
+def test_slope_against_clean_accuracy_needs_four_entries(study):
+    "r of slope against clean macro-F1 is only given over four or more entries (two made-up ones here give none)."
+    rows, preds, scores = study
+    f = cb.answers(rows, scores, cb.entry_slopes(rows, scores), 200)
+    assert f["a_slope_vs_clean"] == {}

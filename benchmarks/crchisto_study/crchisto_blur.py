@@ -5,7 +5,8 @@ with 95% CIs from a paired image bootstrap (the 19 test images resampled with re
 run, so differences between runs are paired on the same cells):
   (a) is blur robustness comparable across architectures?  each entry's degradation slope (macro-F1 per unit
       log2(1 + sigma_40px), clean point shared, OLS over the five points clean + four sigmas) per placement, and its
-      difference to the CNN's slope;
+      difference to the CNN's slope, and whether the slope follows clean accuracy (Pearson r of slope against clean
+      macro-F1 over the entries, Fisher-z 95% CI);
   (b) does post-resize blur flatter the backbones?  for a backbone, macro-F1 at the largest sigma blurred after the
       resize to 224 px (`post`, sigma in 224-px pixels) minus blurred before it (`pre`, the same number in 40-px
       pixels); for the 40-px models the two are one test (post_equals_pre) and the difference is 0 by construction;
@@ -23,6 +24,7 @@ Usage: python benchmarks/crchisto_study/crchisto_blur.py [--runs DIR ...] [--n-b
 import argparse, json
 from pathlib import Path
 import numpy as np, pandas as pd
+from scipy import stats
 import sys as _sys; _sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
 from _common import write_result, RESULTS
 
@@ -134,7 +136,14 @@ def answers(rows, scores, sl, n_boot):
     c = {bb: {s: {p: d(sl[(bb, p, "sigma_40px")], sl[(s, "pre", "sigma_40px")]) for p in ("pre", "post") if (bb, p, "sigma_40px") in sl}
               for s in scratch if (s, "pre", "sigma_40px") in sl} for bb in backbones}
     clean = {e: float(np.mean([scores[r]["point"][0] for r in meta[meta.entry == e].index])) for e in entries}
-    return dict(a_slopes_sigma_40px=a, a_slope_minus_cnn=a_vs_cnn, b_post_resize_flatters=b, c_equal_physical_blur=c,
+    r_clean = {}
+    for p in ("source", "pre"):   # (a) does the slope follow clean accuracy?  Pearson r over the entries, Fisher-z 95% CI
+        es = [e for e in entries if (e, p, "sigma_40px") in sl]
+        if len(es) >= 4:
+            r = stats.pearsonr([clean[e] for e in es], [sl[(e, p, "sigma_40px")]["slope"] for e in es])
+            lo, hi = r.confidence_interval()
+            r_clean[p] = dict(r=float(r.statistic), ci=[float(lo), float(hi)], p=float(r.pvalue), n_entries=len(es))
+    return dict(a_slopes_sigma_40px=a, a_slope_minus_cnn=a_vs_cnn, a_slope_vs_clean=r_clean, b_post_resize_flatters=b, c_equal_physical_blur=c,
                 clean_macro_f1=clean, seeds={e: int((meta.entry == e).sum()) for e in entries},
                 n_test_cells=int(meta.iloc[0].get("n_test", 0) or 0) or None, n_boot=n_boot)
 

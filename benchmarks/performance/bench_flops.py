@@ -30,16 +30,20 @@ def matmul_flops(n=2048, reps=5, device="cpu", dtype=torch.float32):
 
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
 
-def time_breakdown(step, reference_flops: float, top: int = 6) -> dict:
-    """Where one CPU training step's time goes (torch.profiler, self CPU time per op): the share spent in matmuls, the
-    FLOP/s those matmuls reach as a fraction of `reference_flops` (the dense matmul measured in the same run), and the
-    `top` other ops by their share. It says whether a low FLOP fraction is slow matmuls or time outside them."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_flops=True) as prof: step()
+def time_breakdown(step, reference_flops: float, top: int = 6, n: int = 1) -> dict:
+    """Where `n` CPU training steps' time goes (torch.profiler, self CPU time per op): the share spent in matmuls, the
+    FLOP/s those matmuls reach as a fraction of `reference_flops` (the dense matmul measured in the same run), the share
+    in attention (scaled_dot_product_attention's kernels, forward and backward: matmul-like work torch runs as its own
+    op), and the `top` other ops by their share. It says whether a low FLOP fraction is slow matmuls or time outside them."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_flops=True) as prof:
+        for _ in range(n): step()
     ops = [(e.key, e.self_cpu_time_total / 1e6, e.flops or 0) for e in prof.key_averages()]
     total = sum(t for _, t, _ in ops)
+    is_attn = lambda k: "scaled_dot_product" in k
     mm_t, mm_f = sum(t for k, t, _ in ops if k in MATMULS), sum(f for k, _, f in ops if k in MATMULS)
-    rest = sorted(((k, t) for k, t, _ in ops if k not in MATMULS), key=lambda x: -x[1])[:top]
+    rest = sorted(((k, t) for k, t, _ in ops if k not in MATMULS and not is_attn(k)), key=lambda x: -x[1])[:top]
     return dict(matmul_share_of_time=mm_t / total, matmul_rate_over_reference=(mm_f / mm_t) / reference_flops if mm_t else None,
+                attention_share_of_time=sum(t for k, t, _ in ops if is_attn(k)) / total,
                 other_ops_share={k: t / total for k, t in rest}, profiled_seconds=total)
 
 def main():
@@ -73,10 +77,10 @@ def main():
         for _ in range(a.steps): step()
         sync(); train.append(step_flops * a.steps / (time.perf_counter() - t))
         peak.append(matmul_flops(n, device=a.device, dtype=mm_dtype))
-    end = core_load(1.0)
+    brk = time_breakdown(step, spread(peak)["median"]) if a.device == "cpu" else None   # on a GPU self CPU time is launch time: profile_gpu.py
+    end = core_load(1.0)   # after the profiled step too: the busy check covers it
     busy = busy_warning(start, end, "the benchmark")
     frac = spread([t / p for t, p in zip(train, peak)])
-    brk = time_breakdown(step, spread(peak)["median"]) if a.device == "cpu" else None   # on a GPU self CPU time is launch time: profile_gpu.py
     tr, pk = spread([t / 1e9 for t in train]), spread([p / 1e9 for p in peak])
     outside = {str(i): dict(start=start["percpu"][i], end=end["percpu"][i]) for i in range(len(start["percpu"])) if i not in start["cores"]}
     print(f"custom_vit train step: {step_flops/1e9:.2f} GFLOP per batch of {a.bs}, {a.bs * tr['median'] * 1e9 / step_flops:.1f} img/s, "
@@ -91,7 +95,7 @@ def main():
                                          busy=busy, affinity=start["cores"], load_start=start["load"], load_end=end["load"],
                                          cores_outside_affinity=outside, time_breakdown=brk, note=a.note or None))
     if brk: print(f"where the step's time goes: matmuls {brk['matmul_share_of_time']:.0%} of it, at {brk['matmul_rate_over_reference']:.2f} of the "
-                  f"reference matmul's FLOP/s; then " + ", ".join(f"{k.removeprefix('aten::')} {v:.0%}" for k, v in brk["other_ops_share"].items()))
+                  f"reference matmul's FLOP/s; attention {brk['attention_share_of_time']:.0%}; then " + ", ".join(f"{k.removeprefix('aten::')} {v:.0%}" for k, v in brk["other_ops_share"].items()))
     print(f"wrote {p}")
     print(f"ratio {frac['median']:.3f} [IQR {frac['q1']:.3f}-{frac['q3']:.3f}, range {frac['min']:.3f}-{frac['max']:.3f}, {a.repeats} repeats] "
           f"(train FLOP/s / matmul FLOP/s, target >= 0.5){'  BUSY' if busy else ''}")
