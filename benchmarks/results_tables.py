@@ -78,6 +78,11 @@ def flaglimit() -> pd.DataFrame:
     d["on_curve"] = d.index.isin(best)
     return d.sort_values(["protocol", "model", "flag_limit", "experiment"]).reset_index(drop=True)
 
+def _protocol_pair(key) -> tuple:
+    "'effnet_lite0_in1k · full_ft minus lora' -> the two entries it compares, in the order its gain points (first minus second)."
+    a, b = key.split(" minus ")
+    return a, f"{_split(a)[0]} · {b}"
+
 def _gain(g): return dict(mean=g.get("mean"), ci_low=g["ci"][0], ci_high=g["ci"][1], n=g.get("n"), method=g.get("method", "paired by seed"))
 
 def differences() -> pd.DataFrame:
@@ -95,17 +100,16 @@ def differences() -> pd.DataFrame:
             for f, v in per.items():
                 add(experiment=name, kind="model_vs_model", entry="custom_vit", other=e, flag_limit_from=int(f), flag_limit_to=int(f), **_gain(v["vit_minus_model"]))
         for k, per in d.get("f_protocol_gains", {}).items():
-            a, b = k.split(" minus ")
+            a, other = _protocol_pair(k)
             for f, v in per.items():
-                add(experiment=name, kind="protocol_vs_protocol", entry=a, other=f"{BACKBONE} · {b}", flag_limit_from=int(f), flag_limit_to=int(f), **_gain(v["gain"]))
+                add(experiment=name, kind="protocol_vs_protocol", entry=a, other=other, flag_limit_from=int(f), flag_limit_to=int(f), **_gain(v["gain"]))
         for e, per in d.get("g_against_prior", {}).items():
             for step, v in per.items():
                 lo, hi = step.split("->")
                 add(experiment=name, kind="gain_against_prior", entry=e, other=e, flag_limit_from=int(lo), flag_limit_to=int(hi),
                     prior=v["prior_json"].removesuffix(".json"), **_gain(v["gain"]))
         for k, per in d.get("f_against_prior", {}).items():
-            a, b = k.split(" minus ")   # the key says which way the gain points (the costlier protocol first), not here/prior
-            other = f"{_split(a)[0]} · {b}"
+            a, other = _protocol_pair(k)   # the key says which way the gain points (the costlier protocol first), not here/prior
             for f, v in per.items():
                 add(experiment=name, kind="protocol_vs_protocol", entry=a, other=other, flag_limit_from=int(f), flag_limit_to=int(f),
                     prior=v["prior_json"].removesuffix(".json"), **_gain(v["gain"]))

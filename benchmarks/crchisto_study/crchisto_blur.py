@@ -24,9 +24,8 @@ Usage: python benchmarks/crchisto_study/crchisto_blur.py [--runs DIR ...] [--n-b
 import argparse, json
 from pathlib import Path
 import numpy as np, pandas as pd
-from scipy import stats
 import sys as _sys; _sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
-from _common import write_result, RESULTS
+from _common import write_result, RESULTS, pearson_ci
 
 HERE = Path(__file__).resolve().parent
 RECORDS = HERE.parent / "results" / "run_records" / "crchisto_blur"
@@ -139,10 +138,7 @@ def answers(rows, scores, sl, n_boot):
     r_clean = {}
     for p in ("source", "pre"):   # (a) does the slope follow clean accuracy?  Pearson r over the entries, Fisher-z 95% CI
         es = [e for e in entries if (e, p, "sigma_40px") in sl]
-        if len(es) >= 4:
-            r = stats.pearsonr([clean[e] for e in es], [sl[(e, p, "sigma_40px")]["slope"] for e in es])
-            lo, hi = r.confidence_interval()
-            r_clean[p] = dict(r=float(r.statistic), ci=[float(lo), float(hi)], p=float(r.pvalue), n_entries=len(es))
+        if rc := pearson_ci([clean[e] for e in es], [sl[(e, p, "sigma_40px")]["slope"] for e in es]): r_clean[p] = dict(**rc, n_entries=len(es))
     return dict(a_slopes_sigma_40px=a, a_slope_minus_cnn=a_vs_cnn, a_slope_vs_clean=r_clean, b_post_resize_flatters=b, c_equal_physical_blur=c,
                 clean_macro_f1=clean, seeds={e: int((meta.entry == e).sum()) for e in entries},
                 n_test_cells=int(meta.iloc[0].get("n_test", 0) or 0) or None, n_boot=n_boot)

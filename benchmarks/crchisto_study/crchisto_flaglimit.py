@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from scipy import stats
 import sys as _sys, pathlib as _pl; _sys.path[:0] = [str(_pl.Path(__file__).resolve().parents[1]), str(_pl.Path(__file__).resolve().parents[1] / "crchisto_study")]   # _common, the study scripts
-from _common import write_result
+from _common import write_result, pearson_ci
 from cellnb.sweep import StudyConfig, run_study, collect, load_predictions, _run_status
 from cellnb.evaluate import paired_compare
 from cellnb.figures import report, run_slopes, entry_names
@@ -228,12 +228,8 @@ def _slope_vs_accuracy(table, d, placement="pre"):
     f = max(int(k) for t in table.values() for k in t)
     pts = {e: (table[e][str(f)]["macro_f1"], v[placement]["slope_at_largest_flag_limit"])
            for e, v in d.items() if placement in v and str(f) in table.get(e, {})}
-    if len(pts) < 4: return None
-    x, y = map(np.array, zip(*pts.values()))
-    r = stats.pearsonr(x, y)
-    ci = r.confidence_interval(0.95)
-    return dict(flag_limit=int(f), placement=placement, n_models=len(pts), r=float(r.statistic),
-                ci=[float(ci.low), float(ci.high)], p=float(r.pvalue),
+    if (rc := pearson_ci(*zip(*pts.values())) if pts else None) is None: return None
+    return dict(flag_limit=int(f), placement=placement, n_models=len(pts), **rc,
                 points={e: dict(macro_f1=float(a), slope=float(b)) for e, (a, b) in pts.items()})
 
 def _prior_corrected(P, counts):
