@@ -281,18 +281,18 @@ def predict_cmd(argv=None) -> int:
             raise CellnbError(f"--weights is for {' and '.join(WEIGHTS_APART)} runs; this {protocol} run keeps every weight in its model.pt: drop --weights")
         if not Path(a.weights).expanduser().exists(): raise CellnbError(f"--weights {a.weights} does not exist; pass the backbone's weights file")
         weights = str(Path(a.weights).expanduser().resolve())
+    crop = a.crop if a.crop is not None else params.get('crop')
+    n = a.n_per_class or (params.get('n_per_class') if a.data.startswith('synthetic') else None)
+    with warnings.catch_warnings():   # the cells before the model: a wrong --data is refused without importing the training stack
+        warnings.filterwarnings('ignore', message='no groups given')   # groups matter for splits, not for prediction
+        cs, labelled = _cells_to_classify(a.data, crop, a.groups)
+        if cs is None: cs = load_dataset(a.data, n_per_class=n, seed=params.get('data_seed', 0) if a.data == 'synthetic' else 0, crop=crop, groups=a.groups)
     fitted = _load_fitted(mdir, a.device, weights)
     if a.compile:
         if fitted.protocol not in NETWORK_PROTOCOLS:
             raise CellnbError(f"--compile is for trained networks ({', '.join(NETWORK_PROTOCOLS)}); a linear probe classifies the backbone's cached embeddings: drop --compile")
         from cellnb.cost import CompiledModel
         fitted.model = CompiledModel(fitted.model, 'cuda_graphs' if fitted.device.type == 'cuda' else 'compiled')
-    crop = a.crop if a.crop is not None else params.get('crop')
-    n = a.n_per_class or (params.get('n_per_class') if a.data.startswith('synthetic') else None)
-    with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', message='no groups given')   # groups matter for splits, not for prediction
-        cs, labelled = _cells_to_classify(a.data, crop, a.groups)
-        if cs is None: cs = load_dataset(a.data, n_per_class=n, seed=params.get('data_seed', 0) if a.data == 'synthetic' else 0, crop=crop, groups=a.groups)
     if labelled: cs = _match_classes(cs, fitted.classes, a.data)
     probs = np.asarray(fitted.predict_proba(cs, bs=a.bs, tta=a.tta))
     classes = list(fitted.classes)

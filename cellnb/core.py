@@ -6,14 +6,14 @@
 from __future__ import annotations
 import os, json, random, hashlib, tempfile, contextlib
 from pathlib import Path
+import sys
 import numpy as np
-import torch
 
 # %% auto #0
-__all__ = ['PROTOCOLS', 'NETWORK_PROTOCOLS', 'BACKBONE_TRAINING', 'WEIGHTS_APART', 'CellnbError', 'crchisto_path',
-           'require_crchisto', 'default_device', 'get_device', 'bf16_autocast', 'is_positive_int', 'check_count',
-           'check_seed', 'seed_everything', 'cache_dir', 'atomic_write', 'atomic_write_text', 'atomic_write_json',
-           'sha1_file', 'tensor_fingerprint']
+__all__ = ['PROTOCOLS', 'NETWORK_PROTOCOLS', 'BACKBONE_TRAINING', 'WEIGHTS_APART', 'CLASS_WEIGHTS', 'CellnbError', 'check_model',
+           'crchisto_path', 'require_crchisto', 'default_device', 'get_device', 'bf16_autocast', 'is_positive_int',
+           'check_count', 'check_seed', 'seed_everything', 'cache_dir', 'atomic_write', 'atomic_write_text',
+           'atomic_write_json', 'sha1_file', 'tensor_fingerprint']
 
 # %% ../nbs/00_core.ipynb #d615c7c1
 class CellnbError(ValueError):
@@ -24,6 +24,26 @@ PROTOCOLS = ('scratch', 'linear_probe', 'ft_last', 'full_ft', 'lora')   # how a 
 NETWORK_PROTOCOLS = tuple(p for p in PROTOCOLS if p != 'linear_probe')      # those that train a network by gradient steps (the probe fits a head on cached embeddings)
 BACKBONE_TRAINING = tuple(p for p in NETWORK_PROTOCOLS if p != 'scratch')  # those that back-propagate through a backbone at its own input size
 WEIGHTS_APART = ('linear_probe', 'lora')   # runs saved without the backbone's weights: loading one takes those weights (checked by hash)
+
+# %% ../nbs/00_core.ipynb #c0a1b2d5
+def check_model(protocol:str, # 'scratch' | 'linear_probe' | 'ft_last' | 'full_ft' | 'lora'
+                name:str, # an ARCHS name (scratch), a BACKBONES name (the other protocols) or 'timm:<arch>'
+               ):
+    "Raise a one-line `CellnbError` unless `name` is a model the protocol can build: the one check of names for training, studies and the benchmarks."
+    if protocol not in PROTOCOLS: raise CellnbError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    name = str(name)
+    if name.startswith('timm:'):
+        import timm
+        if timm.is_model(name[5:]): return
+        raise CellnbError(f"timm has no architecture {name[5:]!r} (from {name!r}); pick a name from timm.list_models(), e.g. 'timm:resnet18'")
+    if protocol == 'scratch':
+        from cellnb.models import ARCHS
+        if name not in ARCHS: raise CellnbError(f"unknown model {name!r}; use one of {', '.join(ARCHS)} or 'timm:<arch>' (a timm architecture)")
+    else:
+        from cellnb.foundation import BACKBONES
+        if name not in BACKBONES: raise CellnbError(f"unknown backbone {name!r}; use one of {', '.join(BACKBONES)} or 'timm:<arch>' with a local weights file")
+
+CLASS_WEIGHTS = (None, 'balanced')   # training's class weightings: none, or each class weighted by n / (k * n_class)
 
 # %% ../nbs/00_core.ipynb #892a9b79
 def _walk_up(start:Path):
@@ -62,11 +82,13 @@ def require_crchisto() -> Path:
 # %% ../nbs/00_core.ipynb #66b9739c
 def default_device() -> torch.device:
     "CUDA when available, else CPU."
+    import torch
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 def get_device(device=None) -> torch.device:
     "Normalise a device argument (None, 'cpu', 'cuda', 'cuda:1', torch.device)."
     if device is None or device == "auto": return default_device()
+    import torch
     try: d = torch.device(device)
     except (RuntimeError, TypeError) as e: raise CellnbError(f"device={device!r} is not a device; use 'cpu', 'cuda' or 'cuda:N'") from None
     if d.type == "cuda" and not torch.cuda.is_available():
@@ -80,6 +102,7 @@ def get_device(device=None) -> torch.device:
 def bf16_autocast(device:torch.device # a device from `get_device`
                  ):
     "bf16 autocast on CUDA, nothing elsewhere: the precision of every forward pass cellnb runs outside fastai's training loop."
+    import torch
     return torch.autocast('cuda', dtype=torch.bfloat16) if device.type == 'cuda' else contextlib.nullcontext()
 
 def _is_count(x, minimum:int) -> bool:
@@ -108,6 +131,7 @@ def check_seed(seed, # a seed a user passed
 def seed_everything(seed:int # the one seed for python, numpy and torch
                    ):
     "Seed python, numpy and torch (all devices)."
+    import torch
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
 
 # %% ../nbs/00_core.ipynb #33dd0594
@@ -147,12 +171,17 @@ def atomic_write_json(path, obj, **kw):
     "Write `obj` as JSON to `path` atomically."
     atomic_write_text(path, json.dumps(obj, indent=1, default=_json_default, **kw))
 
+def _is_tensor(o) -> bool:
+    "Whether `o` is a torch tensor, without importing torch (a tensor exists only once torch is imported)."
+    torch = sys.modules.get('torch')
+    return torch is not None and isinstance(o, torch.Tensor)
+
 def _json_default(o):
     if isinstance(o, (np.integer,)): return int(o)
     if isinstance(o, (np.floating,)): return float(o)
     if isinstance(o, np.ndarray): return o.tolist()
     if isinstance(o, Path): return str(o)
-    if isinstance(o, torch.Tensor): return o.tolist()
+    if _is_tensor(o): return o.tolist()
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 # %% ../nbs/00_core.ipynb #14921686
@@ -167,6 +196,6 @@ def tensor_fingerprint(*ts) -> str:
     "A short blake2b digest of one or more tensors/arrays (dtype, shape and bytes)."
     h = hashlib.blake2b(digest_size=8)
     for t in ts:
-        a = t.detach().cpu().contiguous().numpy() if isinstance(t, torch.Tensor) else np.ascontiguousarray(t)
+        a = t.detach().cpu().contiguous().numpy() if _is_tensor(t) else np.ascontiguousarray(t)
         h.update(str((a.dtype, a.shape)).encode()); h.update(a.tobytes())
     return h.hexdigest()

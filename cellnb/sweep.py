@@ -102,7 +102,7 @@ def _check_finite(key, v, src):
 
 def _known_model(name:str) -> bool:
     "Whether cellnb knows `name` as a scratch architecture or a backbone."
-    from cellnb.train import check_model
+    from cellnb.core import check_model
     for protocol in ('scratch', 'linear_probe'):
         try: check_model(protocol, name); return True
         except CellnbError: pass
@@ -173,7 +173,7 @@ def _check_values(c:StudyConfig, src:str):
         try: augment_options(c.augment)
         except CellnbError as e: raise _bad('augment', str(e), src) from None
     if c.class_weight is not None:
-        from cellnb.train import CLASS_WEIGHTS   # training's vocabulary (preflight imports cellnb.train anyway)
+        from cellnb.core import CLASS_WEIGHTS   # training's vocabulary
         if c.class_weight not in CLASS_WEIGHTS:
             raise _bad('class_weight', f"unknown class weighting {c.class_weight!r}; use {' / '.join(w for w in CLASS_WEIGHTS if w)} (each class weighted by n / (k * n_class)) or null", src)
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", c.device): raise _bad('device', f"{c.device!r} is not a device; use auto, cpu, cuda or cuda:N", src)
@@ -724,7 +724,7 @@ def preflight(cfg:StudyConfig, # a validated study config
         try: get_device(cfg.device)
         except CellnbError as e: raise _bad('device', str(e), src) from None
     if names:
-        from cellnb.train import check_model
+        from cellnb.core import check_model
         for key, protocol, given in (('models', 'scratch', cfg.models), ('backbones', 'linear_probe', cfg.backbones)):
             for m in given:
                 try: check_model(protocol, m)

@@ -25,17 +25,17 @@ with warnings.catch_warnings():  # fastai's own torch.jit.script at import: torc
     from fastai.metrics import AccumMetric
     from fastai.optimizer import Adam
 from fastcore.foundation import L
-from .core import CellnbError, PROTOCOLS, NETWORK_PROTOCOLS, get_device, bf16_autocast, seed_everything, atomic_write, atomic_write_json, is_positive_int, check_seed, check_count
+from .core import CellnbError, PROTOCOLS, NETWORK_PROTOCOLS, get_device, bf16_autocast, seed_everything, atomic_write, atomic_write_json, is_positive_int, check_seed, check_count, check_model, CLASS_WEIGHTS
 from .data import CellSet, require_cellset
 from .transforms import CellPipeline, pipeline_for, tune_malloc, augment_options, BLUR_PLACEMENTS
 
 # %% auto #0
-__all__ = ['TRAIN_POLICY', 'CONDITIONS', 'CHECKPOINT_FORMAT', 'DEFAULT_LR', 'PROBE_CS', 'LORA_FILE', 'CLASS_WEIGHTS',
-           'EXTRA_OPTIONS', 'n_batches', 'CellDataLoader', 'cell_dataloaders', 'resolve_policy', 'train_schedule',
-           'macro_f1', 'MacroF1', 'KeepBestCallback', 'StopOnNaNCallback', 'FrozenBNCallback', 'frozen_bn_modules',
-           'family_of', 'BackboneClassifier', 'FittedModel', 'dihedral_views', 'read_checkpoint', 'CheckpointCallback',
-           'last_stage_modules', 'merged_model', 'check_model', 'balanced_class_weights', 'fit_cell_model',
-           'majority_macro_f1', 'learning_warning']
+__all__ = ['TRAIN_POLICY', 'CONDITIONS', 'CHECKPOINT_FORMAT', 'DEFAULT_LR', 'PROBE_CS', 'LORA_FILE', 'EXTRA_OPTIONS', 'n_batches',
+           'CellDataLoader', 'cell_dataloaders', 'resolve_policy', 'train_schedule', 'macro_f1', 'MacroF1',
+           'KeepBestCallback', 'StopOnNaNCallback', 'FrozenBNCallback', 'frozen_bn_modules', 'family_of',
+           'BackboneClassifier', 'FittedModel', 'dihedral_views', 'read_checkpoint', 'CheckpointCallback',
+           'last_stage_modules', 'merged_model', 'balanced_class_weights', 'fit_cell_model', 'majority_macro_f1',
+           'learning_warning']
 
 # %% ../nbs/07_train.ipynb #a5f65c56
 def n_batches(n:int, # cells in one pass
@@ -734,25 +734,6 @@ def merged_model(fitted:FittedModel, # a `lora` run from `fit_cell_model` or `Fi
     return net.eval()
 
 # %% ../nbs/07_train.ipynb #f78aa648
-def check_model(protocol:str, # 'scratch' | 'linear_probe' | 'ft_last' | 'full_ft' | 'lora'
-                name:str, # an ARCHS name (scratch), a BACKBONES name (the other protocols) or 'timm:<arch>'
-               ):
-    "Raise a one-line `CellnbError` unless `name` is a model the protocol can build: the one check of names for training, studies and the benchmarks."
-    if protocol not in PROTOCOLS: raise CellnbError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
-    name = str(name)
-    if name.startswith('timm:'):
-        import timm
-        if timm.is_model(name[5:]): return
-        raise CellnbError(f"timm has no architecture {name[5:]!r} (from {name!r}); pick a name from timm.list_models(), e.g. 'timm:resnet18'")
-    if protocol == 'scratch':
-        from cellnb.models import ARCHS
-        if name not in ARCHS: raise CellnbError(f"unknown model {name!r}; use one of {', '.join(ARCHS)} or 'timm:<arch>' (a timm architecture)")
-    else:
-        from cellnb.foundation import BACKBONES
-        if name not in BACKBONES: raise CellnbError(f"unknown backbone {name!r}; use one of {', '.join(BACKBONES)} or 'timm:<arch>' with a local weights file")
-
-CLASS_WEIGHTS = (None, 'balanced')
-
 def balanced_class_weights(cs:CellSet # the training cells
                           ) -> np.ndarray:
     "Per-class loss weights n / (k * n_class) (sklearn's 'balanced'): each class weighs as much as any other in the loss."

@@ -54,7 +54,7 @@ def test_flaglimit_gpu_grid_is_a_valid_study():
     assert c.flag_limits == [64, 128, 256, 512, 1024, 2048, 100000] and c.seeds == [0, 1, 2]
 
 def test_cv_config_takes_a_timm_architecture(tmp_path):
-    "The CV script checks names with cellnb.train.check_model, the same check as training: 'timm:<arch>' passes."
+    "The CV script checks names with cellnb.core.check_model, the same check as training: 'timm:<arch>' passes."
     cfg = tmp_path / "timm.yaml"
     cfg.write_text("crop: 48\nfolds: 2\nsplit_seed: 0\nseed: 0\nbatch_size: 64\nn_boot: 10\nmodels:\n  - {name: 'timm:resnet18', protocol: scratch}\n")
     r = _dry(cfg)

@@ -99,6 +99,30 @@ def test_bad_input_one_line_exit_2(tmp_path, args, msg):
     assert len(lines) == 1 and lines[0].startswith(f"{args[0]}: error: ") and msg in lines[0], r.stderr
     assert not (tmp_path/'out').exists() and not (tmp_path/'p.csv').exists()  # nothing half-written
 
+def test_refusals_before_the_heavy_imports(tmp_path):
+    """A refused config answers without importing torch; a refused --data of cellnb-predict without the training stack
+    (fastai, sklearn): the user who typed a wrong path waits for the message, not for imports."""
+    y = tmp_path/'bad.yaml'; y.write_text("seeds: [-1]\n")
+    run = tmp_path/'run'; (run/'model').mkdir(parents=True)
+    code = f"""
+import sys, contextlib, io
+from cellnb.cli import study, predict_cmd
+from cellnb.core import CellnbError
+def refused(f, argv):
+    try: f(argv)
+    except CellnbError as e: return str(e)
+    raise AssertionError('not refused')
+m = refused(study, ['--config', {str(y)!r}, '--out', {str(tmp_path/'out')!r}])
+assert 'seeds: -1 is not a seed' in m, m
+assert 'torch' not in sys.modules, 'a refused config imported torch'
+m = refused(predict_cmd, ['--model', {str(run)!r}, '--data', 'folder:/no/such/folder', '--out', {str(tmp_path/'p.csv')!r}])
+assert 'does not exist' in m, m
+heavy = [k for k in ('fastai', 'sklearn', 'cellnb.train') if k in sys.modules]
+assert not heavy, f'a refused --data imported {{heavy}}'
+"""
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+
 def test_bad_batch_size_and_missing_gpu_exit_2(study, tmp_path):
     "Inference batch size < 1, and a CUDA device on a machine without one, are refused before anything is written."
     out, _ = study

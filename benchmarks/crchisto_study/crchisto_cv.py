@@ -109,7 +109,7 @@ _ENTRY_KEYS = {"key", "name", "protocol", "epochs", "flag_limit", "seed", "lr", 
 def check_config(path) -> dict:
     "Read a CV config and check every entry before anything trains: one line saying what is wrong and how to fix it."
     from cellnb.core import CellnbError
-    from cellnb.train import check_model
+    from cellnb.core import check_model
     path = Path(path)
     if not path.exists(): raise SystemExit(f"{path}: no such config; pass --config with a path to a CV yaml")
     cfg = yaml.safe_load(path.read_text()) or {}
