@@ -4,9 +4,8 @@
 
 # %% ../nbs/00_core.ipynb #a34c96b6
 from __future__ import annotations
-import os, json, random, hashlib, tempfile, contextlib
+import os, sys, json, random, hashlib, tempfile, contextlib
 from pathlib import Path
-import sys
 import numpy as np
 
 # %% auto #0

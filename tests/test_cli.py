@@ -105,7 +105,7 @@ def test_refusals_before_the_heavy_imports(tmp_path):
     y = tmp_path/'bad.yaml'; y.write_text("seeds: [-1]\n")
     run = tmp_path/'run'; (run/'model').mkdir(parents=True)
     code = f"""
-import sys, contextlib, io
+import sys
 from cellnb.cli import study, predict_cmd
 from cellnb.core import CellnbError
 def refused(f, argv):
