@@ -9,16 +9,17 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['PROTOCOLS', 'NETWORK_PROTOCOLS', 'BACKBONE_TRAINING', 'WEIGHTS_APART', 'CLASS_WEIGHTS', 'CellnbError', 'check_model',
-           'crchisto_path', 'require_crchisto', 'default_device', 'get_device', 'bf16_autocast', 'is_positive_int',
-           'check_count', 'check_seed', 'seed_everything', 'cache_dir', 'atomic_write', 'atomic_write_text',
-           'atomic_write_json', 'sha1_file', 'tensor_fingerprint']
+__all__ = ['ARCHS', 'PROTOCOLS', 'NETWORK_PROTOCOLS', 'BACKBONE_TRAINING', 'WEIGHTS_APART', 'CLASS_WEIGHTS', 'CellnbError',
+           'check_model', 'crchisto_path', 'require_crchisto', 'default_device', 'get_device', 'bf16_autocast',
+           'is_positive_int', 'check_count', 'check_seed', 'seed_everything', 'cache_dir', 'atomic_write',
+           'atomic_write_text', 'atomic_write_json', 'sha1_file', 'tensor_fingerprint']
 
 # %% ../nbs/00_core.ipynb #d615c7c1
 class CellnbError(ValueError):
     "A user-facing error: one line saying what was wrong (file, row, value) and what to do."
 
 # %% ../nbs/00_core.ipynb #c0a1b2d4
+ARCHS = ['cnn', 'nin', 'resnet', 'se_resnet', 'efficientnet', 'convnext', 'vit', 'custom_vit']   # the study's eight 40-px architectures (cellnb.models builds them), in the figures' order
 PROTOCOLS = ('scratch', 'linear_probe', 'ft_last', 'full_ft', 'lora')   # how a model is trained: from scratch, or from a backbone
 NETWORK_PROTOCOLS = tuple(p for p in PROTOCOLS if p != 'linear_probe')      # those that train a network by gradient steps (the probe fits a head on cached embeddings)
 BACKBONE_TRAINING = tuple(p for p in NETWORK_PROTOCOLS if p != 'scratch')  # those that back-propagate through a backbone at its own input size
@@ -36,7 +37,6 @@ def check_model(protocol:str, # 'scratch' | 'linear_probe' | 'ft_last' | 'full_f
         if timm.is_model(name[5:]): return
         raise CellnbError(f"timm has no architecture {name[5:]!r} (from {name!r}); pick a name from timm.list_models(), e.g. 'timm:resnet18'")
     if protocol == 'scratch':
-        from cellnb.models import ARCHS
         if name not in ARCHS: raise CellnbError(f"unknown model {name!r}; use one of {', '.join(ARCHS)} or 'timm:<arch>' (a timm architecture)")
     else:
         from cellnb.foundation import BACKBONES

@@ -8,13 +8,13 @@ import hashlib, math
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
 from timm.layers import ConvNormAct, SqueezeExcite, DropPath, Mlp, Attention, LayerNorm2d, trunc_normal_
-from .core import CellnbError
+from .core import CellnbError, ARCHS
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MODEL_REGISTRY', 'MODEL_VERSIONS', 'ARCHS', 'register_model', 'CellModel',
-           'ConvModel', 'CNN', 'mlpconv', 'NIN', 'BasicBlock', 'ResNet', 'se_resnet', 'MBConv', 'EfficientNet',
-           'ConvNeXtBlock', 'ConvNeXt', 'LocalitySelfAttention', 'LocalMlp', 'Block', 'ViT', 'vit', 'custom_vit',
-           'TimmModel', 'timm_model', 'create_model', 'model_version', 'arch_fingerprint']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MODEL_REGISTRY', 'MODEL_VERSIONS', 'register_model', 'CellModel', 'ConvModel', 'CNN',
+           'mlpconv', 'NIN', 'BasicBlock', 'ResNet', 'se_resnet', 'MBConv', 'EfficientNet', 'ConvNeXtBlock', 'ConvNeXt',
+           'LocalitySelfAttention', 'LocalMlp', 'Block', 'ViT', 'vit', 'custom_vit', 'TimmModel', 'timm_model',
+           'create_model', 'model_version', 'arch_fingerprint']
 
 # %% ../nbs/05_models.ipynb #4d72c05e
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -348,7 +348,6 @@ def timm_model(arch:str, # a timm architecture name
     return TimmModel(m, size)
 
 # %% ../nbs/05_models.ipynb #eb089929
-ARCHS = ['cnn', 'nin', 'resnet', 'se_resnet', 'efficientnet', 'convnext', 'vit', 'custom_vit']
 assert all(a in MODEL_REGISTRY for a in ARCHS)
 
 def create_model(name:str, # one of `ARCHS` (or another registered name), or 'timm:<arch>'

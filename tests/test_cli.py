@@ -101,8 +101,10 @@ def test_bad_input_one_line_exit_2(tmp_path, args, msg):
 
 def test_refusals_before_the_heavy_imports(tmp_path):
     """A refused config answers without importing torch; a refused --data of cellnb-predict without the training stack
-    (fastai, sklearn): the user who typed a wrong path waits for the message, not for imports."""
+    (fastai, sklearn), and of cellnb-study without the model code (timm, torchvision): the user who typed a wrong path
+    waits for the message, not for imports."""
     y = tmp_path/'bad.yaml'; y.write_text("seeds: [-1]\n")
+    empty = tmp_path/'cells'; empty.mkdir()
     run = tmp_path/'run'; (run/'model').mkdir(parents=True)
     code = f"""
 import sys
@@ -119,6 +121,10 @@ m = refused(predict_cmd, ['--model', {str(run)!r}, '--data', 'folder:/no/such/fo
 assert 'does not exist' in m, m
 heavy = [k for k in ('fastai', 'sklearn', 'cellnb.train') if k in sys.modules]
 assert not heavy, f'a refused --data imported {{heavy}}'
+m = refused(study, ['--data', 'folder:{empty}', '--out', {str(tmp_path/'out')!r}])
+assert 'is empty' in m, m
+heavy = [k for k in ('timm', 'torchvision', 'cellnb.models') if k in sys.modules]
+assert not heavy, f'a refused study --data imported {{heavy}} (the model-name check needs none of them)'
 """
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr

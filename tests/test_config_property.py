@@ -69,7 +69,7 @@ VALID = dict(   # the same fields from valid values only (data can still refuse 
     epochs=st.one_of(st.integers(1, 2), st.dictionaries(st.sampled_from(['cnn', 'default', 'scratch', 'linear_probe']), st.integers(1, 2), max_size=2)),
     lr=st.one_of(st.none(), st.floats(1e-5, 1e-2)), batch_size=st.integers(1, 64), min_steps=st.integers(0, 6),
     augment=st.sampled_from([True, False, {'shift': 2}]), class_weight=st.sampled_from([None, 'balanced']), n_boot=st.integers(0, 5))
-BASE = dict(epochs=1, models=['cnn'], backbones=[], n_boot=5)   # what a field left out by an example falls back to (cheap runs)
+BASE = dict(epochs=1, models=['cnn'], backbones=[], n_boot=5, n_per_class=24, blur_sigmas=[1.6])   # what a field left out by an example falls back to (cheap runs)
 configs = st.one_of(st.fixed_dictionaries({}, optional=ANY), st.fixed_dictionaries({}, optional=VALID)).map(lambda d: {**BASE, **d})
 
 class _Checked(Exception): "Raised by `checked`: every check passed, nothing written yet."

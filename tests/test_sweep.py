@@ -181,7 +181,7 @@ def test_tiny_study_end_to_end(tmp_path):
 def test_a_run_killed_mid_training_resumes_at_its_next_epoch(tmp_path):
     "kill -9 a study while its run trains: the rerun resumes the run from its checkpoint and scores as an uninterrupted run."
     from cellnb.train import read_checkpoint
-    cfg, epochs = tmp_path/'s.yaml', 60
+    cfg, epochs = tmp_path/'s.yaml', 16
     StudyConfig.tiny(epochs=epochs).to_yaml(cfg)
     cmd = lambda out: [str(BIN/'cellnb-study'), '--config', str(cfg), '--out', str(out), '--no-report', '--quiet']
     ref = subprocess.run(cmd(tmp_path/'ref'), capture_output=True, text=True, timeout=600)
