@@ -191,7 +191,7 @@ def latency() -> pd.DataFrame:
                                  patches_per_s=r[f"throughput_bs{b}"], peak_mem_mb=r.get("peak_mem_mb")))
     return pd.DataFrame(rows)
 
-PERFORMANCE = ("bench_latency", "bench_latency_h200", "bench_flops", "bench_flops_h200", "bench_pipeline", "bench_probe_cache",
+PERFORMANCE = ("bench_latency", "bench_latency_h200", "bench_flops", "bench_flops_compiled", "bench_flops_h200", "bench_pipeline", "bench_probe_cache",
                "bench_sweep", "bench_synthetic", "bench_finetune_step", "custom_vit_ablation")
 
 def performance() -> pd.DataFrame:

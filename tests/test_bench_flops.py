@@ -36,3 +36,18 @@ def test_bench_flops_records_the_breakdown(tmp_path):
     assert 0 < brk["matmul_share_of_time"] < 1 and brk["matmul_rate_over_reference"] > 0
     assert brk["attention_share_of_time"] > 0                            # custom_vit's attention runs as its own kernels
     assert "where the step's time goes: matmuls" in r.stdout
+
+def test_compiled_step_trains_like_the_eager_one():
+    "bench_flops --compile times the same step through torch.compile: from equal weights it gives the eager step's loss and update."
+    import copy
+    bf = _module()
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.GELU(), torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 4))
+    m2, w0 = copy.deepcopy(m), m[0].weight.detach().clone()
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 4, (16,))
+    eager = bf.make_step(m, torch.optim.AdamW(m.parameters(), 1e-2), x, y)
+    cstep, secs = bf.compiled_step(m2, torch.optim.AdamW(m2.parameters(), 1e-2), x, y)   # its first call is step 1
+    eager(); l1 = eager(); l2 = cstep()                                                   # step 2 of each
+    assert secs > 0 and torch.allclose(l1, l2, atol=1e-5)
+    for p, q in zip(m.parameters(), m2.parameters()): assert torch.allclose(p, q, atol=1e-5)
+    assert not torch.allclose(m2[0].weight, w0, atol=1e-3)                                # and both did train

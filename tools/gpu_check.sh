@@ -7,7 +7,7 @@
 #
 #   bash tools/gpu_check.sh prepare     # here, with PyPI reachable: the missing wheels into .whl/ (git-ignored)
 #   then one device call:  run(command="bash tools/gpu_check.sh", carry=[".whl"], timeout_s=600)
-#   (each step has its own limit, about 10 minutes in all at worst; steps 1-3 took 172 s on the H200 in session 37)
+#   (each step has its own limit, about 11 minutes in all at worst; steps 1-3 took 172 s on the H200 without --compile)
 #
 # On the GPU machine it installs the wheels into /tmp/site (no network), then, each step under its own time limit so
 # one slow step cannot eat the rest: the CUDA tests (tests/test_cuda.py and, with CUDA as the default device, the
@@ -59,8 +59,10 @@ step 120 $PY -m pytest -q -p no:cacheprovider -x tests/test_cuda.py tests/test_t
 [ "$DRY" = 1 ] || step 150 $PY -m pytest -q -p no:cacheprovider tests/test_train.py tests/test_foundation.py tests/test_transforms.py tests/test_cost.py
 # 2. inference cost and FLOP efficiency in bf16
 [ "$DRY" = 1 ] || step 60 $PY benchmarks/performance/bench_latency.py --device cuda --big-batch 256
-FLOPS="--bf16 --bs 256 --steps 20"; [ "$DRY" = 1 ] && FLOPS="--bs 32 --steps 1"   # a CPU bf16 matmul takes minutes
-step 45 $PY benchmarks/performance/bench_flops.py --device $DEV $FLOPS
+# (--compile: the step through torch.compile beside the eager one, the MFU the cost issue asks for; the dry run skips
+#  it, a CPU compilation of custom_vit's training step takes minutes)
+FLOPS="--bf16 --bs 256 --steps 20 --compile"; [ "$DRY" = 1 ] && FLOPS="--bs 32 --steps 1"   # a CPU bf16 matmul takes minutes
+step 150 $PY benchmarks/performance/bench_flops.py --device $DEV $FLOPS
 # 3. training throughput through cellnb's own loop: sizes the GPU grid (crchisto_cv_gpu.yaml, crchisto_flaglimit_gpu.yaml)
 step 90 $PY - <<'EOF'
 import json, os, time, torch
