@@ -4,16 +4,20 @@ PYTHON ?= python3
 VENV := .venv
 MIN_FREE_GB ?= 7
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.cellnb-installed
+# The install stamp is named by pyproject.toml's content, not its time: nbdev-export rewrites the file unchanged,
+# and a time stamp would reinstall on every `make test`.
+PYPROJECT_SHA := $(shell $(PYTHON) -c "import hashlib; print(hashlib.sha256(open('pyproject.toml', 'rb').read()).hexdigest()[:16])")
+STAMP := $(VENV)/.cellnb-installed-$(PYPROJECT_SHA)
 
 .PHONY: install test test-slow export check-export nbtest pytest readme study clean-nbs gpu-wheels figures lab
 
-$(STAMP): pyproject.toml
+$(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@# a first install below MIN_FREE_GB free cannot finish (torch from PyPI is a CUDA build): say so, not pip's OSError
 	@$(BIN)/python -c "import importlib.util as u, shutil, sys; free = shutil.disk_usage('.').free / 1e9; \
 	  sys.exit(0 if u.find_spec('torch') or free >= $(MIN_FREE_GB) else f'make install: only {free:.1f} GB free on this disk; installing cellnb needs about 7-9 GB (torch from PyPI is a CUDA build): free some disk and run make again')"
 	$(BIN)/python -m pip install -q --no-cache-dir -e ".[dev]"
+	rm -f $(VENV)/.cellnb-installed*
 	touch $(STAMP)
 
 install: $(STAMP)
